@@ -1,0 +1,89 @@
+"""kafka-python clients built from the settings, with the delivery-safety options fixed.
+
+Auto-commit is off, consumers read committed data only, producers are idempotent with
+``acks=all``: none of these can be changed from the configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from schemas.settings import KafkaSettings
+
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+def bootstrap_servers(settings: KafkaSettings) -> str:
+    """``KAFKA_BOOTSTRAP_SERVERS`` when set, else the configured servers."""
+    return os.environ.get(BOOTSTRAP_ENV) or settings.bootstrap_servers
+
+
+def _common(settings: KafkaSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings).split(","),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.sasl_mechanism:
+        config["sasl_mechanism"] = settings.sasl_mechanism
+        config["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl_check_hostname"] = settings.ssl_check_hostname
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(settings, name):
+                config[name] = getattr(settings, name)
+        if settings.ssl_password is not None:
+            config["ssl_password"] = settings.ssl_password.get_secret_value()
+    return config
+
+
+def consumer_config(settings: KafkaSettings, group_id: str | None = None) -> dict[str, Any]:
+    """Options for a runtime consumer: manual commits, ``read_committed``."""
+    return {
+        **_common(settings),
+        "group_id": group_id or settings.group_id,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.max_poll_records,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
+    }
+
+
+def producer_config(settings: KafkaSettings, transactional_id: str | None = None) -> dict[str, Any]:
+    """Options for a runtime producer: idempotent, ``acks=all``, optionally transactional."""
+    config = {
+        **_common(settings),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.linger_ms,
+        "compression_type": settings.compression_type,
+        "max_request_size": settings.max_request_size,
+        "delivery_timeout_ms": settings.delivery_timeout_ms,
+    }
+    if transactional_id:
+        config["transactional_id"] = transactional_id
+    return config
+
+
+def make_consumer(settings: KafkaSettings, group_id: str | None = None, **extra: Any) -> KafkaConsumer:
+    """A consumer with the runtime's safe options."""
+    return KafkaConsumer(**{**consumer_config(settings, group_id), **extra})
+
+
+def make_producer(settings: KafkaSettings, transactional_id: str | None = None) -> KafkaProducer:
+    """A producer with the runtime's safe options."""
+    return KafkaProducer(**producer_config(settings, transactional_id))
+
+
+def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
+    """An admin client for the configured cluster."""
+    return KafkaAdminClient(**_common(settings))

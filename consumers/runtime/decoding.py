@@ -1,0 +1,49 @@
+"""Turn a record's bytes into a validated message, or a precise reason why not."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from consumers.runtime.records import Failure, InboundRecord
+from schemas.common import Message
+
+STAGE = "decode"
+
+
+def decode_record(
+    record: InboundRecord, message_type: type[Message], max_bytes: int
+) -> Message | Failure:
+    """Validate ``record`` as ``message_type``; a ``Failure`` names the first thing wrong."""
+    value = record.value
+    if value is None:
+        return Failure("undecodable", STAGE, "EmptyValue", "record has no value (tombstone)")
+    if len(value) > max_bytes:
+        return Failure(
+            "oversize", STAGE, "OversizeMessage",
+            f"value is {len(value)} bytes, the limit is {max_bytes}",
+        )
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Failure.from_exception("undecodable", STAGE, error)
+    try:
+        return message_type.model_validate_json(text)
+    except ValidationError as error:
+        reason = (
+            "invalid_json"
+            if any(e["type"] == "json_invalid" for e in error.errors())
+            else "schema_violation"
+        )
+        return Failure(reason, STAGE, "ValidationError", _summarise(error))
+
+
+def _summarise(error: ValidationError, limit: int = 5) -> str:
+    """A short, single-line account of a validation error (no input values echoed)."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False)[:limit]:
+        location = ".".join(str(p) for p in item["loc"]) or "<root>"
+        parts.append(f"{location}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return f"{error.title}: " + "; ".join(parts)

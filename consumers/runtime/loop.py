@@ -1,0 +1,328 @@
+"""The consume → validate → process → produce → commit loop.
+
+Lifecycle of one input record:
+1. ``poll`` reads it; the offset tracker marks it in flight.
+2. It is decoded and validated against its topic's message type. A poison record
+   (undecodable, invalid JSON, schema violation, oversize) becomes a dead letter at once.
+3. Valid records go to the processing stage in batches; the stage returns exactly one
+   outcome per record (outputs, or a failure that becomes a dead letter).
+4. Each outcome's records are handed to the producer; the futures are kept.
+5. The commit procedure, every ``commit_interval_ms``, on rebalance and at shutdown:
+   a. flush the producer and check every delivery (a failed one stops the runtime: nothing
+      is committed past it, and a restart re-processes it);
+   b. mark the records whose outputs are all acknowledged complete;
+   c. commit, per partition, the lowest offset still in flight (or one past the highest
+      seen): the highest contiguous completed offset + 1.
+   In exactly-once mode (a) to (c) happen inside a Kafka transaction, with the offsets sent
+   by ``send_offsets_to_transaction``.
+
+Backpressure: when more than ``max_in_flight`` records are outstanding, the assigned
+partitions are paused; they resume below ``resume_below_fraction`` of that. SIGTERM stops
+fetching, drains the stage (up to ``shutdown_timeout_s``), commits and returns 0; a second
+signal exits at once without committing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from consumers.kafka_clients import make_consumer, make_producer
+from consumers.runtime.dead_letters import dead_letter_output
+from consumers.runtime.decoding import decode_record
+from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.offsets import OffsetTracker
+from consumers.runtime.records import Failure, InboundRecord, Outcome, Output, Work
+from consumers.runtime.stage import ProcessingStage
+from schemas.common import Message
+from schemas.settings import VigilSettings
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailedError(RuntimeError):
+    """An output could not be delivered; offsets it covers must not be committed."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An input between receipt and the acknowledgement of all its outputs."""
+
+    record: InboundRecord
+    futures: list[Any] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    processed: bool = False
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, runtime: StreamRuntime) -> None:
+        self._runtime = runtime
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._runtime._on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runtime._on_assigned(set(assigned))
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._runtime._forget(set(lost))
+
+
+class StreamRuntime:
+    """Runs one processing stage over the input topics with at-least-once (or exactly-once) delivery."""
+
+    def __init__(
+        self,
+        settings: VigilSettings,
+        inputs: Mapping[str, type[Message]],
+        stage: ProcessingStage,
+        observer: RuntimeObserver | None = None,
+        group_id: str | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.inputs = dict(inputs)
+        self.stage = stage
+        self.observer = observer or RuntimeObserver()
+        self._config = settings.runtime
+        self._dlq_topic = settings.topics.dlq.name
+        self._exactly_once = self._config.delivery == "exactly_once"
+        self._group_id = group_id or settings.kafka.group_id
+        self._instance_id = instance_id or socket.gethostname()
+        self._tracker = OffsetTracker()
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._stopping = False
+        self._paused = False
+        self._in_transaction = False
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self.assignment: set[TopicPartition] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to drain, commit and return (what SIGTERM does)."""
+        self._stopping = True
+
+    def run(self, install_signal_handlers: bool = True, max_runtime_s: float | None = None) -> int:
+        """Consume until stopped; returns the process exit status (0 after a clean drain)."""
+        if install_signal_handlers:
+            self._install_signal_handlers()
+        transactional_id = (
+            f"{self._config.transactional_id_prefix}-{self._group_id}-{self._instance_id}"
+            if self._exactly_once
+            else None
+        )
+        self._producer = make_producer(self.settings.kafka, transactional_id)
+        if self._exactly_once:
+            self._producer.init_transactions()
+        self._consumer = make_consumer(self.settings.kafka, self._group_id)
+        self._consumer.subscribe(topics=list(self.inputs), listener=_Rebalance(self))
+        deadline = time.monotonic() + max_runtime_s if max_runtime_s else None
+        next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
+        try:
+            while not self._stopping and (deadline is None or time.monotonic() < deadline):
+                self._poll_once()
+                if time.monotonic() >= next_commit:
+                    self.commit()
+                    next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
+            self._drain()
+            self.commit()
+        except BaseException:
+            self._abort_transaction()
+            self._close(clean=False)
+            raise
+        self._close(clean=True)
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stopping:
+                os._exit(128 + signum)  # second signal: leave now, commit nothing more
+            log.info("signal %s: draining and committing", signal.Signals(signum).name)
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _close(self, clean: bool) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        if self._producer is not None:
+            self._producer.close(timeout=5 if clean else 0)
+        self.stage.close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _poll_once(self) -> None:
+        assert self._consumer is not None
+        busy = self.stage.in_flight() > 0
+        batches = self._consumer.poll(timeout_ms=0 if busy else self._config.poll_timeout_ms)
+        work: list[Work] = []
+        now = datetime.now(UTC)
+        for tp, messages in batches.items():
+            self.observer.on_consumed(tp.topic, len(messages))
+            message_type = self.inputs[tp.topic]
+            for message in messages:
+                record = _inbound(message)
+                self._tracker.track(tp, record.offset)
+                self._pending[(tp.topic, tp.partition, record.offset)] = _Pending(record)
+                decoded = decode_record(record, message_type, self._config.max_message_bytes)
+                if isinstance(decoded, Failure):
+                    self._emit(Outcome(record, failure=decoded))
+                else:
+                    work.append(Work(record, decoded, now))
+        if work:
+            self.stage.submit(work)
+        for outcome in self.stage.collect(timeout_s=0.005 if busy else 0.0):
+            self._emit(outcome)
+        self._apply_backpressure()
+
+    def _emit(self, outcome: Outcome) -> None:
+        record = outcome.record
+        pending = self._pending.get((record.topic, record.partition, record.offset))
+        if pending is None:
+            return  # its partition was revoked: the new owner re-processes it
+        outputs: tuple[Output, ...] = outcome.outputs
+        if outcome.failure is not None:
+            outputs = (dead_letter_output(record, outcome.failure, self._dlq_topic),)
+            self.observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
+        assert self._producer is not None
+        if self._exactly_once and not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        for output in outputs:
+            future = self._producer.send(
+                output.topic, value=output.value, key=output.key, headers=list(output.headers)
+            )
+            pending.futures.append(future)
+            pending.topics.append(output.topic)
+        pending.processed = True
+
+    def _apply_backpressure(self) -> None:
+        assert self._consumer is not None
+        outstanding = len(self._pending)
+        limit = self._config.max_in_flight
+        if not self._paused and outstanding >= limit:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            self.observer.on_backpressure(True, outstanding)
+        elif self._paused and outstanding < limit * self._config.resume_below_fraction:
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
+            self.observer.on_backpressure(False, outstanding)
+
+    def _drain(self) -> None:
+        """Stop fetching and wait (bounded) for the stage to finish what it holds."""
+        assert self._consumer is not None
+        self._consumer.pause(*self._consumer.assignment())
+        deadline = time.monotonic() + self._config.shutdown_timeout_s
+        while self.stage.in_flight() > 0 and time.monotonic() < deadline:
+            for outcome in self.stage.collect(timeout_s=0.05):
+                self._emit(outcome)
+        if self.stage.in_flight():
+            log.warning("abandoning %d in-flight items; they stay uncommitted", self.stage.in_flight())
+
+    # -- the commit procedure --------------------------------------------------------------
+
+    def commit(self) -> dict[TopicPartition, int]:
+        """Flush, check every delivery, then commit contiguous completed offsets (see module doc)."""
+        assert self._producer is not None and self._consumer is not None
+        # 1. Flush outputs and dead letters; every one must be acknowledged.
+        self._producer.flush(timeout=self.settings.kafka.delivery_timeout_ms / 1000)
+        completed = [key for key, p in self._pending.items() if p.processed]
+        for key in completed:
+            pending = self._pending[key]
+            failed = [f for f in pending.futures if not f.succeeded()]
+            if failed:
+                error = failed[0].exception or TimeoutError("delivery not acknowledged")
+                raise DeliveryFailedError(
+                    f"output of {key[0]}[{key[1]}]@{key[2]} was not delivered: {error!r}"
+                ) from (error if isinstance(error, BaseException) else None)
+        # 2. Mark those inputs complete.
+        for key in completed:
+            pending = self._pending.pop(key)
+            self._tracker.complete(TopicPartition(key[0], key[1]), key[2])
+            for topic in pending.topics:
+                self.observer.on_produced(topic, 1)
+        # 3. Commit the highest contiguous completed offset + 1 per partition.
+        offsets = self._tracker.to_commit()
+        if self._exactly_once:
+            self._commit_transaction(offsets)
+        elif offsets:
+            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        if offsets:
+            self._tracker.mark_committed(offsets)
+            self.observer.on_committed(offsets)
+        return offsets
+
+    def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._producer is not None and self._consumer is not None
+        if not offsets and not self._in_transaction:
+            return
+        if not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        if offsets:
+            self._producer.send_offsets_to_transaction(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                self._consumer.group_metadata(),
+            )
+        self._producer.commit_transaction()
+        self._in_transaction = False
+
+    def _abort_transaction(self) -> None:
+        if self._exactly_once and self._in_transaction and self._producer is not None:
+            try:
+                self._producer.abort_transaction()
+            except Exception:  # the producer may be fenced or closed; the crash path goes on
+                log.exception("aborting the transaction failed")
+            self._in_transaction = False
+
+    # -- rebalancing -----------------------------------------------------------------------
+
+    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        for outcome in self.stage.collect(timeout_s=0.0):
+            self._emit(outcome)
+        try:
+            self.commit()
+        finally:
+            self._forget(revoked)
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assignment |= assigned
+        self.observer.on_assignment(self.assignment)
+        if self._paused and self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        self._tracker.forget(partitions)
+        for key in [k for k in self._pending if TopicPartition(k[0], k[1]) in partitions]:
+            del self._pending[key]
+        self.assignment -= partitions
+        self.observer.on_assignment(self.assignment)
+
+
+def _inbound(message: Any) -> InboundRecord:
+    headers = tuple((k, v if v is not None else b"") for k, v in (message.headers or ()))
+    return InboundRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=headers,
+        timestamp_ms=message.timestamp,
+    )

@@ -1,0 +1,67 @@
+"""What flows through the runtime: an input record, a validated work item, and its outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from schemas.common import Message
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """A record as read from Kafka, before any decoding."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A validated input handed to a processing stage."""
+
+    record: InboundRecord
+    message: Message
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce: an alert, a result or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an input could not be processed; it becomes a dead letter."""
+
+    reason: str
+    stage: str
+    error_class: str
+    error_message: str
+
+    @classmethod
+    def from_exception(cls, reason: str, stage: str, error: BaseException) -> Failure:
+        """A failure described by ``error``'s class and message."""
+        return cls(reason, stage, type(error).__name__, str(error))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one input: outputs to produce, or a failure for the dead-letter topic."""
+
+    record: InboundRecord
+    outputs: tuple[Output, ...] = ()
+    failure: Failure | None = None
+    events: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Processing stages that plug into the runtime."""

@@ -1,0 +1,50 @@
+"""A stage with no model: records every valid input as an ``InferenceResult``.
+
+It proves the plumbing (decode, produce, commit) end to end, serves the foundation demo and
+the pass-through benchmark, and its output depends only on the input, which makes it the
+oracle for fault tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from consumers.runtime.records import Outcome, Output, Work
+from consumers.runtime.stage import SyncStage
+from schemas.common import Evidence
+from schemas.messages import FrameRef, InferenceResult, SensorReading
+
+
+def result_for(work: Work, inferences_topic: str) -> Output:
+    """The pass-through result of one input."""
+    message = work.message
+    record = work.record
+    scores: dict[str, float] = {}
+    if isinstance(message, SensorReading):
+        source, captured = message.asset_id, message.event_time
+        scores = dict(message.values or {})
+    elif isinstance(message, FrameRef):
+        source, captured = message.camera_id, message.captured_at
+    else:
+        raise TypeError(f"no pass-through for {type(message).__name__}")
+    result = InferenceResult(
+        result_id=f"{record.topic}-{record.partition}-{record.offset}",
+        pipeline="passthrough",
+        source_id=source,
+        scores=scores,
+        score=max(scores.values()) if scores else None,
+        evidence=Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
+        captured_at=captured,
+        inferred_at=datetime.now(UTC),
+    )
+    return Output(inferences_topic, source.encode(), result.to_json_bytes())
+
+
+def passthrough_stage(inferences_topic: str) -> SyncStage:
+    """A ``SyncStage`` that emits one pass-through result per input."""
+
+    def process(batch: Sequence[Work]) -> list[Outcome]:
+        return [Outcome(w.record, (result_for(w, inferences_topic),)) for w in batch]
+
+    return SyncStage("passthrough", process)

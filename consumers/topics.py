@@ -1,0 +1,33 @@
+"""Create the configured topics (idempotent: existing topics are left as they are)."""
+
+from __future__ import annotations
+
+from kafka.errors import TopicAlreadyExistsError
+
+from consumers.kafka_clients import make_admin
+from schemas.settings import TopicSpec, VigilSettings
+
+
+def create_topics(settings: VigilSettings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create each topic that does not exist yet; return the names created."""
+    wanted = specs if specs is not None else settings.topics.all()
+    admin = make_admin(settings.kafka)
+    try:
+        existing = set(admin.list_topics())
+        missing = {
+            spec.name: {
+                "num_partitions": spec.partitions,
+                "replication_factor": spec.replication_factor,
+                "configs": dict(spec.config),
+            }
+            for spec in wanted
+            if spec.name not in existing
+        }
+        if missing:
+            try:
+                admin.create_topics(missing, wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass  # another instance created it between our listing and our request
+        return sorted(missing)
+    finally:
+        admin.close()

@@ -1,0 +1,89 @@
+"""Constrained types and the base class shared by every Vigil message."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"),
+]
+"""An id of a camera, asset, sensor, site, frame or model: printable, no spaces."""
+
+ChannelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.]*$")
+]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+LongText = Annotated[str, StringConstraints(max_length=4096)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Timestamp = AwareDatetime
+"""Timestamps must carry a timezone: naive ones are ambiguous across sites."""
+
+MAX_ATTRIBUTES = 32
+
+
+def _bounded_attributes(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes are allowed, got {len(value)}")
+    return value
+
+
+Attributes = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], ShortText],
+    AfterValidator(_bounded_attributes),
+]
+"""Small free-form string metadata (at most 32 entries of short strings)."""
+
+
+class Message(BaseModel):
+    """Base of every message on a Vigil topic: strict, immutable, versioned, no extra keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    topic_role: ClassVar[str] = ""
+
+    def to_json_bytes(self) -> bytes:
+        """The UTF-8 JSON encoding used on the wire."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> Self:
+        """Parse and validate wire bytes; raises ``pydantic.ValidationError``."""
+        return cls.model_validate_json(data)
+
+
+class ModelRef(BaseModel):
+    """Which model produced a result: name, version and the hash of its weights file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, protected_namespaces=())
+
+    name: Identifier
+    version: Identifier
+    weights_sha256: Sha256Hex | None = None
+
+
+class Evidence(BaseModel):
+    """Where an alert or result came from: the input record and what it pointed at."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    topic: Annotated[str, StringConstraints(min_length=1, max_length=249)]
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    frame_uri: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    frame_sha256: Sha256Hex | None = None
+    window_start: Timestamp | None = None
+    window_end: Timestamp | None = None

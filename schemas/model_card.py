@@ -1,0 +1,75 @@
+"""The model card: what a registry entry is, what it expects as input, and how it was made."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import FiniteFloat, Identifier, Sha256Hex, ShortText, Timestamp
+
+ModelTask = Literal[
+    "defect_classification",
+    "visual_anomaly",
+    "sensor_autoencoder",
+    "sensor_forecast",
+    "sensor_rul",
+    "passthrough",
+]
+
+
+class CardSection(BaseModel):
+    """Base of every card section: immutable, closed to unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ImageInputSpec(CardSection):
+    """How an image is turned into the model's input tensor."""
+
+    kind: Literal["image"] = "image"
+    height: Annotated[int, Field(gt=0, le=4096)]
+    width: Annotated[int, Field(gt=0, le=4096)]
+    channels: Literal[1, 3]
+    mean: list[FiniteFloat]
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    resize: Literal["stretch", "shorter_side_then_center_crop"] = "stretch"
+
+
+class SeriesInputSpec(CardSection):
+    """How a sensor window is turned into the model's input tensor."""
+
+    kind: Literal["series"] = "series"
+    channels: list[Identifier]
+    window: Annotated[int, Field(gt=1, le=100_000)]
+    stride: Annotated[int, Field(gt=0)]
+    sample_period_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    mean: list[FiniteFloat]
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    gap_policy: Literal["resample", "mask"] = "resample"
+
+
+class TrainingSummary(CardSection):
+    """What the model saw in training and how it scored on held-out data."""
+
+    dataset: ShortText
+    samples: Annotated[int, Field(ge=0)]
+    epochs: Annotated[int, Field(ge=0)] = 0
+    metrics: dict[ShortText, FiniteFloat] = Field(default_factory=dict)
+    notes: ShortText = ""
+
+
+class ModelCard(CardSection):
+    """A registry entry's description; stored as ``card.json`` beside the weights."""
+
+    name: Identifier
+    version: Identifier
+    task: ModelTask
+    architecture: Identifier
+    input: ImageInputSpec | SeriesInputSpec = Field(discriminator="kind")
+    labels: list[ShortText] = Field(default_factory=list)
+    thresholds: dict[ShortText, FiniteFloat] = Field(default_factory=dict)
+    weights_file: ShortText = "weights.safetensors"
+    weights_sha256: Sha256Hex | None = None
+    training: TrainingSummary | None = None
+    created_at: Timestamp

@@ -1,0 +1,148 @@
+"""Vigil's configuration: one frozen, validated tree from a YAML file and ``VIGIL_`` variables.
+
+Precedence, highest first: explicit arguments, environment (``VIGIL_KAFKA__GROUP_ID=...``,
+nested with ``__``), the YAML file, defaults. Unsafe Kafka options (auto-commit,
+``read_uncommitted``, ``acks`` below ``all``) are not settings at all: the runtime fixes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
+Positive = Annotated[int, Field(gt=0)]
+
+_yaml_path: ContextVar[Path | None] = ContextVar("vigil_yaml_path", default=None)
+
+
+class Section(BaseModel):
+    """Base of every settings section: immutable and closed to unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    """How to reach the cluster. ``KAFKA_BOOTSTRAP_SERVERS`` in the environment wins."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "vigil"
+    group_id: str = "vigil"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    session_timeout_ms: Positive = 45_000
+    max_poll_interval_ms: Positive = 300_000
+    max_poll_records: Positive = 500
+    max_partition_fetch_bytes: Positive = 1_048_576
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    linger_ms: Annotated[int, Field(ge=0)] = 5
+    request_timeout_ms: Positive = 30_000
+    delivery_timeout_ms: Positive = 120_000
+    max_request_size: Positive = 8_388_608
+
+
+class TopicSpec(Section):
+    """A topic's name and how it is created by ``vigil topics create``."""
+
+    name: TopicName
+    partitions: Positive = 3
+    replication_factor: Positive = 1
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class TopicsSettings(Section):
+    """The input and output topics."""
+
+    frames: TopicSpec = TopicSpec(name="vigil.frames", partitions=6)
+    sensors: TopicSpec = TopicSpec(name="vigil.sensors", partitions=6)
+    alerts: TopicSpec = TopicSpec(name="vigil.alerts", partitions=3)
+    inferences: TopicSpec = TopicSpec(name="vigil.inferences", partitions=6)
+    dlq: TopicSpec = TopicSpec(
+        name="vigil.dlq", partitions=3, config={"max.message.bytes": "8388608"}
+    )
+
+    def all(self) -> list[TopicSpec]:
+        """Every topic, inputs first."""
+        return [self.frames, self.sensors, self.alerts, self.inferences, self.dlq]
+
+
+class RuntimeSettings(Section):
+    """The consume-process-produce loop."""
+
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    commit_interval_ms: Positive = 1_000
+    poll_timeout_ms: Positive = 100
+    max_in_flight: Positive = 5_000
+    resume_below_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    max_message_bytes: Positive = 262_144
+    publish_inferences: bool = True
+    shutdown_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    transactional_id_prefix: str = "vigil"
+
+
+class MetricsSettings(Section):
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+
+
+class VigilSettings(BaseSettings):
+    """The whole configuration tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIGIL_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicsSettings = TopicsSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _yaml_path.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def config_hash(self) -> str:
+        """sha256 of the configuration without secrets; alerts carry it for audit."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+def load_settings(path: str | Path | None = None, **overrides: object) -> VigilSettings:
+    """Build the settings from ``path`` (YAML), the environment and ``overrides``."""
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"configuration file not found: {path}")
+    token = _yaml_path.set(Path(path) if path is not None else None)
+    try:
+        return VigilSettings(**overrides)  # type: ignore[arg-type]
+    finally:
+        _yaml_path.reset(token)

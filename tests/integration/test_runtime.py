@@ -1,0 +1,107 @@
+"""The runtime against a real broker: round trips, poison messages, commits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from consumers.runtime.dead_letters import original_value
+from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, SensorReading
+from tests import sample_messages as samples
+from tests.integration.runtime_harness import passthrough_runtime, running
+from tests.kafka_helpers import (
+    committed_offsets,
+    end_offsets,
+    produce,
+    read_all,
+    unique_settings,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    "message",
+    [samples.frame(1), samples.reading(2), samples.alert(), samples.inference(), samples.dead_letter()],
+    ids=lambda m: type(m).__name__,
+)
+def test_each_message_type_round_trips_through_the_broker(kafka_bootstrap: str, message) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    from consumers.topics import create_topics
+
+    create_topics(settings, [settings.topics.alerts])
+    topic = settings.topics.alerts.name
+    produce(kafka_bootstrap, topic, [(b"k", message.to_json_bytes())])
+    [record] = read_all(kafka_bootstrap, topic, 1)
+    assert type(message).from_json_bytes(record.value) == message
+
+
+POISON = {
+    "undecodable": b"\xff\xfe\x00garbage",
+    "invalid_json": b'{"asset_id": "pump-1", ',
+    "schema_violation": json.dumps(
+        {"asset_id": "pump-1", "sensor_id": "s", "kind": "temperature",
+         "event_time": "2026-11-01T08:00:00", "values": {"temp_c": 1.0}}
+    ).encode(),
+}
+
+
+def test_poison_messages_go_to_the_dlq_and_good_ones_still_flow(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap, max_message_bytes=2048)
+    runtime = passthrough_runtime(settings)
+    sensors = settings.topics.sensors.name
+    good = [samples.reading(i) for i in range(20)]
+    oversize = samples.reading(99).model_copy(update={"attributes": {f"k{i}": "x" * 200 for i in range(20)}})
+    batch: list[tuple[bytes | None, bytes | None]] = []
+    for i, reading in enumerate(good):
+        batch.append((reading.asset_id.encode(), reading.to_json_bytes()))
+        if i == 5:
+            batch.extend((b"pump-1", value) for value in POISON.values())
+        if i == 10:
+            batch.append((b"pump-1", oversize.to_json_bytes()))
+            batch.append((b"pump-1", None))
+    produce(kafka_bootstrap, sensors, batch)
+
+    with running(runtime):
+        results = read_all(kafka_bootstrap, settings.topics.inferences.name, len(good))
+        letters = read_all(kafka_bootstrap, settings.topics.dlq.name, len(POISON) + 2)
+        ends = end_offsets(kafka_bootstrap, sensors)
+        wait_for(lambda: committed_offsets(kafka_bootstrap, settings.kafka.group_id) == ends,
+                 what="offsets of every input committed")
+
+    assert sorted(InferenceResult.from_json_bytes(r.value).scores["temp_c"] for r in results) == sorted(
+        g.values["temp_c"] for g in good
+    )
+    by_reason = {}
+    for record in letters:
+        headers = {k: v.decode() for k, v in record.headers}
+        letter = DeadLetter.from_json_bytes(record.value)
+        assert headers["vigil.reason"] == letter.reason
+        assert headers["vigil.origin.topic"] == sensors == letter.origin_topic
+        assert int(headers["vigil.origin.offset"]) == letter.origin_offset
+        assert int(headers["vigil.origin.partition"]) == letter.origin_partition
+        assert headers["vigil.stage"] == "decode"
+        assert headers["vigil.error.class"] and headers["vigil.error.message"]
+        by_reason.setdefault(letter.reason, []).append(letter)
+    assert set(by_reason) == {"undecodable", "invalid_json", "schema_violation", "oversize"}
+    for reason, value in POISON.items():
+        assert original_value(by_reason[reason][0]) == value
+    assert original_value(next(l for l in by_reason["oversize"] if l.original_size > 0)) == oversize.to_json_bytes()
+    assert "timezone" in by_reason["schema_violation"][0].error_message
+    assert runtime.observer.dead_letters["undecodable"] == 2  # the garbage bytes and the tombstone
+
+
+def test_frames_and_sensors_are_consumed_together(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    runtime = passthrough_runtime(settings)
+    frames = [samples.frame(i) for i in range(10)]
+    readings = [samples.reading(i) for i in range(10)]
+    produce(kafka_bootstrap, settings.topics.frames.name, [(f.camera_id.encode(), f.to_json_bytes()) for f in frames])
+    produce(kafka_bootstrap, settings.topics.sensors.name, [(r.asset_id.encode(), r.to_json_bytes()) for r in readings])
+    with running(runtime):
+        results = [InferenceResult.from_json_bytes(r.value) for r in read_all(kafka_bootstrap, settings.topics.inferences.name, 20)]
+    sources = {r.evidence.topic for r in results}
+    assert sources == {settings.topics.frames.name, settings.topics.sensors.name}
+    assert {r.source_id for r in results} >= {f.camera_id for f in frames} | {r.asset_id for r in readings}
