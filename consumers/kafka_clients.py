@@ -55,6 +55,7 @@ def consumer_config(settings: KafkaSettings, group_id: str | None = None) -> dic
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "session_timeout_ms": settings.session_timeout_ms,
         "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
+        "group_instance_id": settings.group_instance_id,
     }
 
 

@@ -38,6 +38,9 @@ class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "vigil"
     group_id: str = "vigil"
+    group_instance_id: str | None = None
+    """Static group membership: a restarted instance with the same id takes its partitions
+    back at once instead of waiting for the session timeout."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -105,6 +105,7 @@ class StreamRuntime:
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._stopping = False
         self._paused = False
+        self._failed = False
         self._in_transaction = False
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -141,6 +142,7 @@ class StreamRuntime:
             self._drain()
             self.commit()
         except BaseException:
+            self._failed = True  # from here on nothing is committed, not even on revoke
             self._abort_transaction()
             self._close(clean=False)
             raise
@@ -294,6 +296,9 @@ class StreamRuntime:
     # -- rebalancing -----------------------------------------------------------------------
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._failed:
+            self._forget(revoked)
+            return
         for outcome in self.stage.collect(timeout_s=0.0):
             self._emit(outcome)
         try:

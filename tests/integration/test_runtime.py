@@ -6,7 +6,11 @@ import json
 
 import pytest
 
+from kafka import KafkaProducer
+
 from consumers.runtime.dead_letters import original_value
+from consumers.runtime.loop import DeliveryFailedError
+from consumers.topics import create_topics
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, SensorReading
 from tests import sample_messages as samples
 from tests.integration.runtime_harness import passthrough_runtime, running
@@ -29,8 +33,6 @@ pytestmark = pytest.mark.integration
 )
 def test_each_message_type_round_trips_through_the_broker(kafka_bootstrap: str, message) -> None:
     settings = unique_settings(kafka_bootstrap)
-    from consumers.topics import create_topics
-
     create_topics(settings, [settings.topics.alerts])
     topic = settings.topics.alerts.name
     produce(kafka_bootstrap, topic, [(b"k", message.to_json_bytes())])
@@ -105,3 +107,23 @@ def test_frames_and_sensors_are_consumed_together(kafka_bootstrap: str) -> None:
     sources = {r.evidence.topic for r in results}
     assert sources == {settings.topics.frames.name, settings.topics.sensors.name}
     assert {r.source_id for r in results} >= {f.camera_id for f in frames} | {r.asset_id for r in readings}
+
+
+def test_a_failed_dead_letter_write_blocks_the_commit(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    # The broker refuses any dead letter on this DLQ: every write of one fails.
+    tiny_dlq = settings.topics.dlq.model_copy(update={"config": {"max.message.bytes": "64"}})
+    settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={"dlq": tiny_dlq})})
+    create_topics(settings)
+    sensors = settings.topics.sensors.name
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for value in (samples.reading(0).to_json_bytes(), b"not json", samples.reading(1).to_json_bytes()):
+        producer.send(sensors, key=b"a", value=value, partition=0)
+    producer.flush()
+    producer.close()
+
+    runtime = passthrough_runtime(settings)
+    with pytest.raises(DeliveryFailedError, match=r"was not delivered: MessageSizeTooLarge"):
+        runtime.run(install_signal_handlers=False, max_runtime_s=60)
+    committed = committed_offsets(kafka_bootstrap, settings.kafka.group_id)
+    assert all(offset <= 1 for offset in committed.values()), committed

@@ -1,0 +1,65 @@
+"""A runtime process for fault tests: pass-through stage, optional SIGKILL before a commit.
+
+Usage: python -m tests.faults.worker SETTINGS_JSON [--kill-before-commit-after N]
+
+With ``--kill-before-commit-after N`` the process flushes its outputs (so the broker has
+acknowledged them) and then SIGKILLs itself at the first commit after N inputs were
+processed: outputs exist, offsets are not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from consumers.runtime.loop import StreamRuntime
+from consumers.stages.passthrough import passthrough_stage
+from schemas.messages import FrameRef, SensorReading
+from schemas.settings import VigilSettings
+
+
+class KillBeforeCommitRuntime(StreamRuntime):
+    """Dies by SIGKILL between 'outputs acknowledged' and 'offsets committed'."""
+
+    def __init__(self, *args: object, kill_after: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._kill_after = kill_after
+        self._processed = 0
+
+    def _emit(self, outcome):  # type: ignore[no-untyped-def]
+        super()._emit(outcome)
+        self._processed += 1
+
+    def commit(self):  # type: ignore[no-untyped-def]
+        if self._processed >= self._kill_after:
+            assert self._producer is not None
+            self._producer.flush(timeout=30)
+            print(f"KILLING after {self._processed} processed", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().commit()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("settings_json")
+    parser.add_argument("--kill-before-commit-after", type=int, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    settings = VigilSettings.model_validate_json(args.settings_json)
+    inputs = {settings.topics.frames.name: FrameRef, settings.topics.sensors.name: SensorReading}
+    stage = passthrough_stage(settings.topics.inferences.name)
+    if args.kill_before_commit_after is None:
+        runtime = StreamRuntime(settings, inputs, stage, instance_id="worker")
+    else:
+        runtime = KillBeforeCommitRuntime(
+            settings, inputs, stage, instance_id="worker", kill_after=args.kill_before_commit_after
+        )
+    print("STARTED", flush=True)
+    return runtime.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
