@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumers.local_kafka import provision
+from consumers.local_kafka.broker import new_cluster_id, server_properties
+
+
+def test_properties_fit_a_single_node_with_transactions(tmp_path: Path) -> None:
+    props = dict(line.split("=", 1) for line in server_properties(tmp_path, 1234, 5678).splitlines())
+    assert props["process.roles"] == "broker,controller"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:1234,CONTROLLER://127.0.0.1:5678"
+    assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:5678"
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr", "share.coordinator.state.topic.replication.factor"):
+        assert props[key] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_cluster_id_is_22_url_safe_characters() -> None:
+    cluster_id = new_cluster_id()
+    assert len(cluster_id) == 22 and "=" not in cluster_id and "+" not in cluster_id
+
+
+def test_missing_tools_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VIGIL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(provision.ToolMissingError, match=r"apt-get install .*docker compose"):
+        provision.kafka_libs("9.9.9")

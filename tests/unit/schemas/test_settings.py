@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.export import export_json_schemas
+from schemas.settings import load_settings
+
+
+def test_yaml_then_environment_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "vigil.yaml"
+    config.write_text(
+        "kafka:\n  group_id: from-yaml\n  client_id: yaml-client\n"
+        "topics:\n  frames:\n    name: plant.frames\n    partitions: 12\n"
+        "runtime:\n  delivery: exactly_once\n"
+    )
+    monkeypatch.setenv("VIGIL_KAFKA__GROUP_ID", "from-env")
+    settings = load_settings(config)
+    assert settings.kafka.group_id == "from-env"
+    assert settings.kafka.client_id == "yaml-client"
+    assert settings.topics.frames.name == "plant.frames" and settings.topics.frames.partitions == 12
+    assert settings.runtime.delivery == "exactly_once"
+    assert settings.topics.sensors.name == "vigil.sensors"
+
+
+def test_invalid_configuration_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("runtime:\n  delivery: at_most_once\n")
+    with pytest.raises(ValidationError):
+        load_settings(config)
+    config.write_text("kafka:\n  enable_auto_commit: true\n")
+    with pytest.raises(ValidationError):
+        load_settings(config)
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_settings_are_frozen_and_secrets_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_KAFKA__SASL_PASSWORD", "s3cret")
+    settings = load_settings()
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings) and "s3cret" not in settings.model_dump_json()
+    with pytest.raises(ValidationError):
+        settings.kafka.group_id = "x"  # type: ignore[misc]
+
+
+def test_config_hash_follows_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_settings().config_hash()
+    assert first == load_settings().config_hash()
+    monkeypatch.setenv("VIGIL_RUNTIME__MAX_IN_FLIGHT", "17")
+    assert load_settings().config_hash() != first
+
+
+def test_json_schema_export(tmp_path: Path) -> None:
+    import json
+
+    paths = export_json_schemas(tmp_path)
+    names = {p.name for p in paths}
+    assert {"FrameRef.schema.json", "SensorReading.schema.json", "Alert.schema.json",
+            "InferenceResult.schema.json", "DeadLetter.schema.json", "ModelCard.schema.json"} <= names
+    frame = json.loads((tmp_path / "FrameRef.schema.json").read_text())
+    assert {"frame_id", "camera_id", "uri", "captured_at"} <= set(frame["required"])
