@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from kafka.errors import TopicAlreadyExistsError
 
 from consumers.kafka_clients import make_admin
@@ -24,10 +26,9 @@ def create_topics(settings: VigilSettings, specs: list[TopicSpec] | None = None)
             if spec.name not in existing
         }
         if missing:
-            try:
+            # another instance may create one between our listing and our request
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                pass  # another instance created it between our listing and our request
         return sorted(missing)
     finally:
         admin.close()

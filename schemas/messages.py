@@ -43,9 +43,7 @@ def _bounded(limit: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-FrameUri = Annotated[
-    str, StringConstraints(min_length=8, max_length=2048), AfterValidator(_known_scheme)
-]
+FrameUri = Annotated[str, StringConstraints(min_length=8, max_length=2048), AfterValidator(_known_scheme)]
 
 
 class RegionOfInterest(BaseModel):
@@ -106,7 +104,9 @@ class SensorReading(Message):
     kind: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
     event_time: Timestamp
     values: Annotated[dict[ChannelName, FiniteFloat], _bounded(MAX_CHANNELS)] | None = None
-    units: Annotated[dict[ChannelName, Annotated[str, StringConstraints(max_length=32)]], Field(max_length=MAX_CHANNELS)] = Field(default_factory=dict)
+    units: Annotated[
+        dict[ChannelName, Annotated[str, StringConstraints(max_length=32)]], Field(max_length=MAX_CHANNELS)
+    ] = Field(default_factory=dict)
     block: SampleBlock | None = None
     site: Identifier | None = None
     attributes: Attributes = Field(default_factory=dict)
@@ -152,7 +152,9 @@ class Alert(Message):
     threshold: FiniteFloat
     model: ModelRef | None = None
     evidence: Evidence
-    explanation: Annotated[dict[ShortText, FiniteFloat], Field(max_length=MAX_SCORES)] = Field(default_factory=dict)
+    explanation: Annotated[dict[ShortText, FiniteFloat], Field(max_length=MAX_SCORES)] = Field(
+        default_factory=dict
+    )
     message: LongText = ""
     config_hash: Sha256Hex
     timestamps: AlertTimestamps
@@ -170,7 +172,9 @@ class InferenceResult(Message):
     model: ModelRef | None = None
     label: ShortText | None = None
     score: FiniteFloat | None = None
-    scores: Annotated[dict[ShortText, FiniteFloat], Field(max_length=MAX_SCORES)] = Field(default_factory=dict)
+    scores: Annotated[dict[ShortText, FiniteFloat], Field(max_length=MAX_SCORES)] = Field(
+        default_factory=dict
+    )
     evidence: Evidence
     captured_at: Timestamp
     inferred_at: Timestamp

@@ -77,9 +77,7 @@ class TopicsSettings(Section):
     sensors: TopicSpec = TopicSpec(name="vigil.sensors", partitions=6)
     alerts: TopicSpec = TopicSpec(name="vigil.alerts", partitions=3)
     inferences: TopicSpec = TopicSpec(name="vigil.inferences", partitions=6)
-    dlq: TopicSpec = TopicSpec(
-        name="vigil.dlq", partitions=3, config={"max.message.bytes": "8388608"}
-    )
+    dlq: TopicSpec = TopicSpec(name="vigil.dlq", partitions=3, config={"max.message.bytes": "8388608"})
 
     def all(self) -> list[TopicSpec]:
         """Every topic, inputs first."""

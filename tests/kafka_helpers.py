@@ -14,7 +14,9 @@ from schemas.settings import KafkaSettings, TopicSpec, TopicsSettings, VigilSett
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout_s: float = 60.0, interval_s: float = 0.1, what: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T], timeout_s: float = 60.0, interval_s: float = 0.1, what: str = "condition"
+) -> T:
     """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -45,7 +47,9 @@ def unique_settings(bootstrap: str, partitions: int = 2, **runtime: Any) -> Vigi
     )
 
 
-def produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes | None]], **extra: Any) -> None:
+def produce(
+    bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes | None]], **extra: Any
+) -> None:
     """Produce ``(key, value)`` pairs and wait until all are acknowledged."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **extra)
     try:
@@ -57,7 +61,9 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes |
         producer.close()
 
 
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, isolation: str = "read_committed") -> list[Any]:
+def read_all(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, isolation: str = "read_committed"
+) -> list[Any]:
     """Read ``topic`` from the start until at least ``expected`` records arrived (or fail)."""
     consumer = KafkaConsumer(
         topic,
@@ -69,6 +75,7 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0,
     )
     records: list[Any] = []
     try:
+
         def enough() -> bool:
             for batch in consumer.poll(timeout_ms=200).values():
                 records.extend(batch)
@@ -80,9 +87,13 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0,
         consumer.close()
 
 
-def read_until_quiet(bootstrap: str, topic: str, quiet_s: float = 2.0, isolation: str = "read_committed") -> list[Any]:
+def read_until_quiet(
+    bootstrap: str, topic: str, quiet_s: float = 2.0, isolation: str = "read_committed"
+) -> list[Any]:
     """Read ``topic`` to its end offsets (the whole topic, as it stands now)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation, group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation, group_id=None
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)

@@ -15,6 +15,7 @@ State (properties, data, log, ``broker.json``) lives in ``$VIGIL_STATE_DIR/kafka
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -168,19 +169,41 @@ class LocalKafka:
         props.write_text(server_properties(data_dir, client_port, controller_port))
         classpath = f"{libs}/*"
         fmt = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", new_cluster_id(), "-c", str(props), "--standalone"],
-            capture_output=True, text=True, check=False,
+            [
+                java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                new_cluster_id(),
+                "-c",
+                str(props),
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise RuntimeError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
         with open(self._log_file, "wb") as log:
             process = subprocess.Popen(
-                [java, *JVM_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                 "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
-                 "-cp", classpath, "kafka.Kafka", str(props)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    java,
+                    *JVM_HEAP,
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                    "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(props),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         info = BrokerInfo(
@@ -208,8 +231,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"Kafka exited with code {process.returncode} during start-up:\n"
-                    f"{self.log_tail()}"
+                    f"Kafka exited with code {process.returncode} during start-up:\n{self.log_tail()}"
                 )
             if port_open(int(info.bootstrap_servers.rsplit(":", 1)[1])):
                 try:
@@ -246,10 +268,8 @@ class LocalKafka:
 
     @staticmethod
     def _signal_group(pid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the broker's log, for error messages."""
@@ -261,7 +281,5 @@ class LocalKafka:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

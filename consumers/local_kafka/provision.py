@@ -59,7 +59,11 @@ def kafka_libs(version: str = KAFKA_VERSION) -> Path:
             return target
         staging = Path(tempfile.mkdtemp(prefix="libs-", dir=target.parent))
         command = [
-            mvn, "-q", "-B", "-f", str(_POM),
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(_POM),
             f"-Dkafka.version={version}",
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",

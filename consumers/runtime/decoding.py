@@ -10,16 +10,16 @@ from schemas.common import Message
 STAGE = "decode"
 
 
-def decode_record(
-    record: InboundRecord, message_type: type[Message], max_bytes: int
-) -> Message | Failure:
+def decode_record(record: InboundRecord, message_type: type[Message], max_bytes: int) -> Message | Failure:
     """Validate ``record`` as ``message_type``; a ``Failure`` names the first thing wrong."""
     value = record.value
     if value is None:
         return Failure("undecodable", STAGE, "EmptyValue", "record has no value (tombstone)")
     if len(value) > max_bytes:
         return Failure(
-            "oversize", STAGE, "OversizeMessage",
+            "oversize",
+            STAGE,
+            "OversizeMessage",
             f"value is {len(value)} bytes, the limit is {max_bytes}",
         )
     try:
@@ -30,9 +30,7 @@ def decode_record(
         return message_type.model_validate_json(text)
     except ValidationError as error:
         reason = (
-            "invalid_json"
-            if any(e["type"] == "json_invalid" for e in error.errors())
-            else "schema_violation"
+            "invalid_json" if any(e["type"] == "json_invalid" for e in error.errors()) else "schema_violation"
         )
         return Failure(reason, STAGE, "ValidationError", _summarise(error))
 

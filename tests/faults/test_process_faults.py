@@ -36,15 +36,21 @@ INPUTS = 300
 def start_worker(settings: VigilSettings, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.faults.worker", settings.model_dump_json(), *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 def produce_inputs(settings: VigilSettings) -> None:
     create_topics(settings)
     readings = [samples.reading(i) for i in range(INPUTS)]
-    produce(settings.kafka.bootstrap_servers, settings.topics.sensors.name,
-            [(r.asset_id.encode(), r.to_json_bytes()) for r in readings])
+    produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.sensors.name,
+        [(r.asset_id.encode(), r.to_json_bytes()) for r in readings],
+    )
 
 
 def result_counts(settings: VigilSettings) -> Counter[tuple[int, int]]:
@@ -60,14 +66,23 @@ def input_coordinates(settings: VigilSettings) -> set[tuple[int, int]]:
 
 def wait_committed_to_end(settings: VigilSettings) -> None:
     ends = end_offsets(settings.kafka.bootstrap_servers, settings.topics.sensors.name)
-    wait_for(lambda: committed_offsets(settings.kafka.bootstrap_servers, settings.kafka.group_id) == ends,
-             timeout_s=90, what="every input offset committed")
+    wait_for(
+        lambda: committed_offsets(settings.kafka.bootstrap_servers, settings.kafka.group_id) == ends,
+        timeout_s=90,
+        what="every input offset committed",
+    )
 
 
 @pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_sigkill_between_produce_and_commit_loses_nothing(kafka_bootstrap: str, delivery: str) -> None:
     settings = unique_settings(kafka_bootstrap, delivery=delivery, commit_interval_ms=300)
-    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_poll_records": 50, "group_instance_id": "worker-0"})})
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"max_poll_records": 50, "group_instance_id": "worker-0"}
+            )
+        }
+    )
     produce_inputs(settings)
 
     crashed = start_worker(settings, "--kill-before-commit-after", "100")
@@ -101,8 +116,12 @@ def test_sigterm_drains_commits_and_exits_zero(kafka_bootstrap: str) -> None:
     produce_inputs(settings)
     worker = start_worker(settings)
     try:
-        wait_for(lambda: sum(result_counts(settings).values()) >= INPUTS, timeout_s=90,
-                 interval_s=0.5, what="every input processed")
+        wait_for(
+            lambda: sum(result_counts(settings).values()) >= INPUTS,
+            timeout_s=90,
+            interval_s=0.5,
+            what="every input processed",
+        )
         assert sum(committed_offsets(kafka_bootstrap, settings.kafka.group_id).values()) == 0
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=60)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kafka import KafkaProducer
 
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.loop import DeliveryFailedError
 from consumers.topics import create_topics
-from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, SensorReading
+from schemas.messages import DeadLetter, InferenceResult
 from tests import sample_messages as samples
 from tests.integration.runtime_harness import passthrough_runtime, running
 from tests.kafka_helpers import (
@@ -44,8 +43,13 @@ POISON = {
     "undecodable": b"\xff\xfe\x00garbage",
     "invalid_json": b'{"asset_id": "pump-1", ',
     "schema_violation": json.dumps(
-        {"asset_id": "pump-1", "sensor_id": "s", "kind": "temperature",
-         "event_time": "2026-11-01T08:00:00", "values": {"temp_c": 1.0}}
+        {
+            "asset_id": "pump-1",
+            "sensor_id": "s",
+            "kind": "temperature",
+            "event_time": "2026-11-01T08:00:00",
+            "values": {"temp_c": 1.0},
+        }
     ).encode(),
 }
 
@@ -70,8 +74,10 @@ def test_poison_messages_go_to_the_dlq_and_good_ones_still_flow(kafka_bootstrap:
         results = read_all(kafka_bootstrap, settings.topics.inferences.name, len(good))
         letters = read_all(kafka_bootstrap, settings.topics.dlq.name, len(POISON) + 2)
         ends = end_offsets(kafka_bootstrap, sensors)
-        wait_for(lambda: committed_offsets(kafka_bootstrap, settings.kafka.group_id) == ends,
-                 what="offsets of every input committed")
+        wait_for(
+            lambda: committed_offsets(kafka_bootstrap, settings.kafka.group_id) == ends,
+            what="offsets of every input committed",
+        )
 
     assert sorted(InferenceResult.from_json_bytes(r.value).scores["temp_c"] for r in results) == sorted(
         g.values["temp_c"] for g in good
@@ -90,7 +96,10 @@ def test_poison_messages_go_to_the_dlq_and_good_ones_still_flow(kafka_bootstrap:
     assert set(by_reason) == {"undecodable", "invalid_json", "schema_violation", "oversize"}
     for reason, value in POISON.items():
         assert original_value(by_reason[reason][0]) == value
-    assert original_value(next(l for l in by_reason["oversize"] if l.original_size > 0)) == oversize.to_json_bytes()
+    assert (
+        original_value(next(d for d in by_reason["oversize"] if d.original_size > 0))
+        == oversize.to_json_bytes()
+    )
     assert "timezone" in by_reason["schema_violation"][0].error_message
     assert runtime.observer.dead_letters["undecodable"] == 2  # the garbage bytes and the tombstone
 
@@ -100,10 +109,21 @@ def test_frames_and_sensors_are_consumed_together(kafka_bootstrap: str) -> None:
     runtime = passthrough_runtime(settings)
     frames = [samples.frame(i) for i in range(10)]
     readings = [samples.reading(i) for i in range(10)]
-    produce(kafka_bootstrap, settings.topics.frames.name, [(f.camera_id.encode(), f.to_json_bytes()) for f in frames])
-    produce(kafka_bootstrap, settings.topics.sensors.name, [(r.asset_id.encode(), r.to_json_bytes()) for r in readings])
+    produce(
+        kafka_bootstrap,
+        settings.topics.frames.name,
+        [(f.camera_id.encode(), f.to_json_bytes()) for f in frames],
+    )
+    produce(
+        kafka_bootstrap,
+        settings.topics.sensors.name,
+        [(r.asset_id.encode(), r.to_json_bytes()) for r in readings],
+    )
     with running(runtime):
-        results = [InferenceResult.from_json_bytes(r.value) for r in read_all(kafka_bootstrap, settings.topics.inferences.name, 20)]
+        results = [
+            InferenceResult.from_json_bytes(r.value)
+            for r in read_all(kafka_bootstrap, settings.topics.inferences.name, 20)
+        ]
     sources = {r.evidence.topic for r in results}
     assert sources == {settings.topics.frames.name, settings.topics.sensors.name}
     assert {r.source_id for r in results} >= {f.camera_id for f in frames} | {r.asset_id for r in readings}

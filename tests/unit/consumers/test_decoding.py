@@ -54,13 +54,20 @@ def test_arbitrary_bytes_never_raise(value: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=8,
 )
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(["asset_id", "sensor_id", "kind", "event_time", "values", "block", "units", "extra"]), json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(["asset_id", "sensor_id", "kind", "event_time", "values", "block", "units", "extra"]),
+        json_values,
+    )
+)
 def test_any_json_document_is_a_reading_or_a_schema_violation(document: dict) -> None:
     result = decode_record(record(json.dumps(document).encode()), SensorReading, 100_000)
     assert isinstance(result, SensorReading) or result.reason == "schema_violation"

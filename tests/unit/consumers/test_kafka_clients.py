@@ -23,8 +23,12 @@ def test_unsafe_options_are_not_settings() -> None:
 def test_sasl_ssl_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     settings = KafkaSettings(
-        bootstrap_servers="b1:9093,b2:9093", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="vigil", sasl_password=SecretStr("hunter2"), ssl_cafile="/etc/ca.pem",
+        bootstrap_servers="b1:9093,b2:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="vigil",
+        sasl_password=SecretStr("hunter2"),
+        ssl_cafile="/etc/ca.pem",
     )
     config = producer_config(settings, transactional_id="tx")
     assert config["bootstrap_servers"] == ["b1:9093", "b2:9093"]
@@ -36,4 +40,6 @@ def test_sasl_ssl_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bootstrap_env_overrides_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.plant:9092")
-    assert consumer_config(KafkaSettings(bootstrap_servers="ignored:1"))["bootstrap_servers"] == ["kafka.plant:9092"]
+    assert consumer_config(KafkaSettings(bootstrap_servers="ignored:1"))["bootstrap_servers"] == [
+        "kafka.plant:9092"
+    ]

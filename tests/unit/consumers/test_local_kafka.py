@@ -13,8 +13,12 @@ def test_properties_fit_a_single_node_with_transactions(tmp_path: Path) -> None:
     assert props["process.roles"] == "broker,controller"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:1234,CONTROLLER://127.0.0.1:5678"
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:5678"
-    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
-                "transaction.state.log.min.isr", "share.coordinator.state.topic.replication.factor"):
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.replication.factor",
+    ):
         assert props[key] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
 

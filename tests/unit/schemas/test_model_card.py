@@ -10,10 +10,20 @@ from schemas.model_card import ImageInputSpec, ModelCard
 
 def card(**changes: object) -> dict:
     base = {
-        "name": "tiles", "version": "1", "task": "defect_classification", "architecture": "resnet18",
-        "input": {"kind": "image", "height": 224, "width": 224, "channels": 3,
-                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "labels": ["ok", "crack"], "thresholds": {"crack": 0.8},
+        "name": "tiles",
+        "version": "1",
+        "task": "defect_classification",
+        "architecture": "resnet18",
+        "input": {
+            "kind": "image",
+            "height": 224,
+            "width": 224,
+            "channels": 3,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+        "labels": ["ok", "crack"],
+        "thresholds": {"crack": 0.8},
         "created_at": datetime(2026, 11, 1, tzinfo=UTC).isoformat(),
     }
     base.update(changes)

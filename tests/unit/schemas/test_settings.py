@@ -59,7 +59,13 @@ def test_json_schema_export(tmp_path: Path) -> None:
 
     paths = export_json_schemas(tmp_path)
     names = {p.name for p in paths}
-    assert {"FrameRef.schema.json", "SensorReading.schema.json", "Alert.schema.json",
-            "InferenceResult.schema.json", "DeadLetter.schema.json", "ModelCard.schema.json"} <= names
+    assert {
+        "FrameRef.schema.json",
+        "SensorReading.schema.json",
+        "Alert.schema.json",
+        "InferenceResult.schema.json",
+        "DeadLetter.schema.json",
+        "ModelCard.schema.json",
+    } <= names
     frame = json.loads((tmp_path / "FrameRef.schema.json").read_text())
     assert {"frame_id", "camera_id", "uri", "captured_at"} <= set(frame["required"])
