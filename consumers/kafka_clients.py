@@ -66,6 +66,7 @@ def producer_config(settings: KafkaSettings, transactional_id: str | None = None
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": settings.linger_ms,
+        "batch_size": settings.batch_size,
         "compression_type": settings.compression_type,
         "max_request_size": settings.max_request_size,
         "delivery_timeout_ms": settings.delivery_timeout_ms,

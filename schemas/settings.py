@@ -55,7 +55,8 @@ class KafkaSettings(Section):
     max_poll_records: Positive = 500
     max_partition_fetch_bytes: Positive = 1_048_576
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
-    linger_ms: Annotated[int, Field(ge=0)] = 5
+    linger_ms: Annotated[int, Field(ge=0)] = 20
+    batch_size: Positive = 262_144
     request_timeout_ms: Positive = 30_000
     delivery_timeout_ms: Positive = 120_000
     max_request_size: Positive = 8_388_608

@@ -6,15 +6,17 @@ Lifecycle of one input record:
    (undecodable, invalid JSON, schema violation, oversize) becomes a dead letter at once.
 3. Valid records go to the processing stage in batches; the stage returns exactly one
    outcome per record (outputs, or a failure that becomes a dead letter).
-4. Each outcome's records are handed to the producer; the futures are kept.
-5. The commit procedure, every ``commit_interval_ms``, on rebalance and at shutdown:
-   a. flush the producer and check every delivery (a failed one stops the runtime: nothing
-      is committed past it, and a restart re-processes it);
-   b. mark the records whose outputs are all acknowledged complete;
+4. Each outcome's records are handed to the producer; the delivery ledger counts them and
+   hears each acknowledgement from the producer's I/O thread.
+5. The commit procedure, every ``commit_interval_ms`` (sooner when half the in-flight
+   budget awaits it), on rebalance and at shutdown:
+   a. (at shutdown, on rebalance, and always in exactly-once mode) flush the producer;
+   b. settle the ledger: an input whose outputs are all acknowledged is complete; a failed
+      delivery stops the runtime, nothing is committed past it and a restart re-processes it;
    c. commit, per partition, the lowest offset still in flight (or one past the highest
       seen): the highest contiguous completed offset + 1.
-   In exactly-once mode (a) to (c) happen inside a Kafka transaction, with the offsets sent
-   by ``send_offsets_to_transaction``.
+   In exactly-once mode the outputs and the offsets (``send_offsets_to_transaction``)
+   commit together in one Kafka transaction.
 
 Backpressure: when more than ``max_in_flight`` records are outstanding, the assigned
 partitions are paused; they resume below ``resume_below_fraction`` of that. SIGTERM stops
@@ -30,7 +32,6 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -42,6 +43,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumers.kafka_clients import make_consumer, make_producer
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.decoding import decode_record
+from consumers.runtime.deliveries import DeliveryLedger
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.offsets import OffsetTracker
 from consumers.runtime.records import Failure, InboundRecord, Outcome, Output, Work
@@ -50,20 +52,6 @@ from schemas.common import Message
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryFailedError(RuntimeError):
-    """An output could not be delivered; offsets it covers must not be committed."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    """An input between receipt and the acknowledgement of all its outputs."""
-
-    record: InboundRecord
-    futures: list[Any] = field(default_factory=list)
-    topics: list[str] = field(default_factory=list)
-    processed: bool = False
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -102,7 +90,7 @@ class StreamRuntime:
         self._group_id = group_id or settings.kafka.group_id
         self._instance_id = instance_id or socket.gethostname()
         self._tracker = OffsetTracker()
-        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._ledger = DeliveryLedger()
         self._stopping = False
         self._paused = False
         self._failed = False
@@ -134,13 +122,14 @@ class StreamRuntime:
         deadline = time.monotonic() + max_runtime_s if max_runtime_s else None
         next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
         try:
+            early = self._config.max_in_flight // 2
             while not self._stopping and (deadline is None or time.monotonic() < deadline):
                 self._poll_once()
-                if time.monotonic() >= next_commit:
-                    self.commit()
+                if time.monotonic() >= next_commit or len(self._ledger) >= early:
+                    self.commit(flush=self._exactly_once)
                     next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
             self._drain()
-            self.commit()
+            self.commit(flush=True)
         except BaseException:
             self._failed = True  # from here on nothing is committed, not even on revoke
             self._abort_transaction()
@@ -180,7 +169,7 @@ class StreamRuntime:
             for message in messages:
                 record = _inbound(message)
                 self._tracker.track(tp, record.offset)
-                self._pending[(tp.topic, tp.partition, record.offset)] = _Pending(record)
+                self._ledger.receive(record)
                 decoded = decode_record(record, message_type, self._config.max_message_bytes)
                 if isinstance(decoded, Failure):
                     self._emit(Outcome(record, failure=decoded))
@@ -190,12 +179,13 @@ class StreamRuntime:
             self.stage.submit(work)
         for outcome in self.stage.collect(timeout_s=0.005 if busy else 0.0):
             self._emit(outcome)
+        self._settle()
         self._apply_backpressure()
 
     def _emit(self, outcome: Outcome) -> None:
         record = outcome.record
-        pending = self._pending.get((record.topic, record.partition, record.offset))
-        if pending is None:
+        key = (record.topic, record.partition, record.offset)
+        if not self._ledger.holds(key):
             return  # its partition was revoked: the new owner re-processes it
         outputs: tuple[Output, ...] = outcome.outputs
         if outcome.failure is not None:
@@ -209,13 +199,12 @@ class StreamRuntime:
             future = self._producer.send(
                 output.topic, value=output.value, key=output.key, headers=list(output.headers)
             )
-            pending.futures.append(future)
-            pending.topics.append(output.topic)
-        pending.processed = True
+            self._ledger.expect(key, output.topic, future)
+        self._ledger.processed(key)
 
     def _apply_backpressure(self) -> None:
         assert self._consumer is not None
-        outstanding = len(self._pending)
+        outstanding = len(self._ledger)
         limit = self._config.max_in_flight
         if not self._paused and outstanding >= limit:
             self._consumer.pause(*self._consumer.assignment())
@@ -239,27 +228,15 @@ class StreamRuntime:
 
     # -- the commit procedure --------------------------------------------------------------
 
-    def commit(self) -> dict[TopicPartition, int]:
-        """Flush, check every delivery, then commit contiguous completed offsets (see module doc)."""
+    def commit(self, flush: bool = True) -> dict[TopicPartition, int]:
+        """Settle deliveries, then commit contiguous completed offsets (see the module doc)."""
         assert self._producer is not None and self._consumer is not None
-        # 1. Flush outputs and dead letters; every one must be acknowledged.
-        self._producer.flush(timeout=self.settings.kafka.delivery_timeout_ms / 1000)
-        completed = [key for key, p in self._pending.items() if p.processed]
-        for key in completed:
-            pending = self._pending[key]
-            failed = [f for f in pending.futures if not f.succeeded()]
-            if failed:
-                error = failed[0].exception or TimeoutError("delivery not acknowledged")
-                raise DeliveryFailedError(
-                    f"output of {key[0]}[{key[1]}]@{key[2]} was not delivered: {error!r}"
-                ) from (error if isinstance(error, BaseException) else None)
-        # 2. Mark those inputs complete.
-        for key in completed:
-            pending = self._pending.pop(key)
-            self._tracker.complete(TopicPartition(key[0], key[1]), key[2])
-            for topic in pending.topics:
-                self.observer.on_produced(topic, 1)
-        # 3. Commit the highest contiguous completed offset + 1 per partition.
+        # a. Flush outputs and dead letters when every one must be acknowledged now.
+        if flush:
+            self._producer.flush(timeout=self.settings.kafka.delivery_timeout_ms / 1000)
+        # b. Inputs whose outputs are all acknowledged are complete; a failure raises.
+        self._settle()
+        # c. Commit the highest contiguous completed offset + 1 per partition.
         offsets = self._tracker.to_commit()
         if self._exactly_once:
             self._commit_transaction(offsets)
@@ -269,6 +246,12 @@ class StreamRuntime:
             self._tracker.mark_committed(offsets)
             self.observer.on_committed(offsets)
         return offsets
+
+    def _settle(self) -> None:
+        for (topic, partition, offset), output_topics in self._ledger.settle():
+            self._tracker.complete(TopicPartition(topic, partition), offset)
+            for output_topic in output_topics:
+                self.observer.on_produced(output_topic, 1)
 
     def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._producer is not None and self._consumer is not None
@@ -314,8 +297,7 @@ class StreamRuntime:
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         self._tracker.forget(partitions)
-        for key in [k for k in self._pending if TopicPartition(k[0], k[1]) in partitions]:
-            del self._pending[key]
+        self._ledger.forget(partitions)
         self.assignment -= partitions
         self.observer.on_assignment(self.assignment)
 

@@ -43,6 +43,17 @@ def start_worker(settings: VigilSettings, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def finish(worker: subprocess.Popen[str], timeout_s: float) -> str:
+    """Wait for ``worker`` to exit; on timeout kill it and fail with what it printed."""
+    try:
+        output, _ = worker.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        output, _ = worker.communicate()
+        pytest.fail(f"worker did not exit within {timeout_s}s; its output:\n{output[-6000:]}")
+    return output
+
+
 def produce_inputs(settings: VigilSettings) -> None:
     create_topics(settings)
     readings = [samples.reading(i) for i in range(INPUTS)]
@@ -85,8 +96,11 @@ def test_sigkill_between_produce_and_commit_loses_nothing(kafka_bootstrap: str, 
     )
     produce_inputs(settings)
 
-    crashed = start_worker(settings, "--kill-before-commit-after", "100")
-    output, _ = crashed.communicate(timeout=120)
+    no_timed_commits = settings.model_copy(
+        update={"runtime": settings.runtime.model_copy(update={"commit_interval_ms": 3_600_000})}
+    )
+    crashed = start_worker(no_timed_commits, "--kill-before-commit-after", "100")
+    output = finish(crashed, 120)
     assert crashed.returncode == -signal.SIGKILL, output
     assert "KILLING" in output
     committed = committed_offsets(kafka_bootstrap, settings.kafka.group_id)
@@ -101,7 +115,7 @@ def test_sigkill_between_produce_and_commit_loses_nothing(kafka_bootstrap: str, 
         wait_committed_to_end(settings)
     finally:
         restarted.send_signal(signal.SIGTERM)
-        restarted.communicate(timeout=60)
+        finish(restarted, 60)
     counts = result_counts(settings)
     assert set(counts) == input_coordinates(settings), "every input has its output"
     if delivery == "at_least_once":
@@ -124,7 +138,7 @@ def test_sigterm_drains_commits_and_exits_zero(kafka_bootstrap: str) -> None:
         )
         assert sum(committed_offsets(kafka_bootstrap, settings.kafka.group_id).values()) == 0
         worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=60)
+        output = finish(worker, 60)
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaProducer
 
 from consumers.runtime.dead_letters import original_value
-from consumers.runtime.loop import DeliveryFailedError
+from consumers.runtime.deliveries import DeliveryFailedError
 from consumers.topics import create_topics
 from schemas.messages import DeadLetter, InferenceResult
 from tests import sample_messages as samples

@@ -1,0 +1,150 @@
+"""Foundation benchmark: broker cold start, pass-through throughput against raw consume, broker RSS.
+
+Usage: python bench/foundation.py [--messages N] [--skip-cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import Figure, report
+from consumers.broker_session import with_bootstrap
+from consumers.kafka_clients import make_producer
+from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
+from consumers.pipelines import build_pipeline
+from consumers.runtime.loop import StreamRuntime
+from consumers.runtime.observer import CountingObserver
+from consumers.simulate import synthetic_readings
+from consumers.topics import create_topics
+from schemas.settings import TopicSpec, VigilSettings
+
+
+def cold_start() -> tuple[float, float]:
+    """Seconds to provision into empty caches (Maven repository too) and start, then to restart cached."""
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as m2:
+        os.environ["VIGIL_CACHE_DIR"] = cache
+        os.environ["MAVEN_OPTS"] = f"-Dmaven.repo.local={m2}"
+        broker = LocalKafka(f"bench-cold-{uuid.uuid4().hex[:6]}")
+        started = time.monotonic()
+        broker.start()
+        first = time.monotonic() - started
+        broker.stop()
+        started = time.monotonic()
+        broker.start()
+        cached = time.monotonic() - started
+        broker.stop()
+    del os.environ["VIGIL_CACHE_DIR"], os.environ["MAVEN_OPTS"]
+    return first, cached
+
+
+def fill_topic(settings: VigilSettings, count: int) -> None:
+    producer = make_producer(settings.kafka.model_copy(update={"linger_ms": 20}))
+    for reading in synthetic_readings(count, assets=64):
+        producer.send(
+            settings.topics.sensors.name, key=reading.asset_id.encode(), value=reading.to_json_bytes()
+        )
+    producer.flush()
+    producer.close()
+
+
+def raw_consume_rate(settings: VigilSettings, count: int) -> float:
+    """kafka-python reading the same records with no processing and no commits."""
+    consumer = KafkaConsumer(
+        settings.topics.sensors.name,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    seen = 0
+    started = None
+    while seen < count:
+        for batch in consumer.poll(timeout_ms=500).values():
+            started = started or time.monotonic()
+            seen += len(batch)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return count / elapsed
+
+
+def pipeline_rate(settings: VigilSettings, count: int) -> float:
+    """The runtime with the pass-through stage: consume, validate, produce a result, commit."""
+    pipeline = build_pipeline("passthrough", settings)
+    observer = CountingObserver()
+    runtime = StreamRuntime(
+        settings,
+        {settings.topics.sensors.name: pipeline.inputs[settings.topics.sensors.name]},
+        pipeline.stage,
+        observer=observer,
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+    )
+    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    while not observer.consumed:
+        time.sleep(0.001)  # wait for the first fetch to start the clock
+    started = time.monotonic()
+    while sum(observer.produced.values()) < count:
+        time.sleep(0.01)  # polling the observer; the runtime works in its own thread
+    elapsed = time.monotonic() - started
+    runtime.stop()
+    thread.join()
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--skip-cold", action="store_true")
+    args = parser.parse_args()
+    figures = []
+    if not args.skip_cold:
+        first, cached = cold_start()
+        figures.append(Figure("broker start, empty caches (Maven Central download)", first, "s"))
+        figures.append(Figure("broker start, cached jars", cached, "s", f"first provisioning {first:.1f} s"))
+    broker = LocalKafka(f"bench-{uuid.uuid4().hex[:6]}")
+    info = broker.start()
+    try:
+        tag = uuid.uuid4().hex[:6]
+        base = VigilSettings()
+        topics = base.topics.model_copy(
+            update={
+                "sensors": TopicSpec(name=f"bench-{tag}.sensors", partitions=6),
+                "inferences": TopicSpec(name=f"bench-{tag}.inferences", partitions=6),
+                "dlq": TopicSpec(name=f"bench-{tag}.dlq", partitions=1),
+            }
+        )
+        settings = with_bootstrap(base.model_copy(update={"topics": topics}), info.bootstrap_servers)
+        create_topics(settings, [topics.sensors, topics.inferences, topics.dlq])
+        fill_topic(settings, args.messages)
+        raw = raw_consume_rate(settings, args.messages)
+        piped = pipeline_rate(settings, args.messages)
+        rss = (resident_memory_bytes(info.pid) or 0) / 2**20
+    finally:
+        broker.stop()
+    figures.append(Figure("kafka-python raw consume", raw, "msg/s"))
+    figures.append(
+        Figure(
+            "runtime pass-through (validate, produce, commit)",
+            piped,
+            "msg/s",
+            f"{piped / raw:.2f}x raw consume ({raw:,.0f} msg/s)",
+        )
+    )
+    figures.append(Figure("broker resident memory after the run", rss, "MiB", "heap capped at 512 MiB"))
+    print(report("foundation", figures, {"messages": args.messages}))
+
+
+if __name__ == "__main__":
+    main()

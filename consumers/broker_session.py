@@ -1,0 +1,52 @@
+"""Which Kafka a command talks to: ``KAFKA_BOOTSTRAP_SERVERS``, the config, or the local broker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from consumers.kafka_clients import BOOTSTRAP_ENV
+from consumers.local_kafka.broker import LocalKafka
+from schemas.settings import KafkaSettings, VigilSettings
+
+LOCAL_BROKER = "default"
+
+
+def with_bootstrap(settings: VigilSettings, bootstrap: str) -> VigilSettings:
+    """``settings`` pointing at ``bootstrap``."""
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})}
+    )
+
+
+def resolve_cluster(settings: VigilSettings) -> VigilSettings:
+    """Use the running local broker when neither the environment nor the config names a cluster."""
+    if os.environ.get(BOOTSTRAP_ENV):
+        return with_bootstrap(settings, os.environ[BOOTSTRAP_ENV])
+    if settings.kafka.bootstrap_servers == KafkaSettings().bootstrap_servers:
+        info = LocalKafka(LOCAL_BROKER).status()
+        if info is not None:
+            return with_bootstrap(settings, info.bootstrap_servers)
+    return settings
+
+
+@contextmanager
+def cluster_for(
+    settings: VigilSettings, broker_name: str = LOCAL_BROKER
+) -> Iterator[tuple[VigilSettings, bool]]:
+    """Yield settings for a reachable cluster, starting the local broker when none is named.
+
+    The second value says whether this call started the broker; if so it is stopped on exit.
+    """
+    if os.environ.get(BOOTSTRAP_ENV) or settings.kafka.bootstrap_servers != KafkaSettings().bootstrap_servers:
+        yield resolve_cluster(settings), False
+        return
+    broker = LocalKafka(broker_name)
+    already = broker.status()
+    info = already or broker.start()
+    try:
+        yield with_bootstrap(settings, info.bootstrap_servers), already is None
+    finally:
+        if already is None:
+            broker.stop()

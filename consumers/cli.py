@@ -1,0 +1,194 @@
+"""``vigil``: the command-line entry point (see README for every subcommand)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from schemas.settings import VigilSettings, load_settings
+
+console = Console()
+
+
+def _settings(args: argparse.Namespace) -> VigilSettings:
+    from consumers.broker_session import resolve_cluster
+
+    return resolve_cluster(load_settings(args.config))
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
+
+    broker = LocalKafka(args.name)
+    if args.action == "up":
+        started = time.monotonic()
+        info = broker.start()
+        console.print(
+            f"Kafka {info.version} serving on {info.bootstrap_servers} (pid {info.pid}, "
+            f"{time.monotonic() - started:.1f}s); state in {info.state_dir}"
+        )
+        console.print(f"export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap_servers}")
+    elif args.action == "down":
+        console.print("stopped" if broker.stop() else "no local broker was running")
+    else:
+        status = broker.status()
+        if status is None:
+            console.print(f"local broker {args.name!r} is not running")
+            return 1
+        rss = resident_memory_bytes(status.pid) or 0
+        console.print(
+            f"running: {status.bootstrap_servers} pid {status.pid} Kafka {status.version} "
+            f"RSS {rss / 2**20:.0f} MiB"
+        )
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from consumers.topics import create_topics
+
+    settings = _settings(args)
+    created = create_topics(settings)
+    for spec in settings.topics.all():
+        mark = "created" if spec.name in created else "exists"
+        console.print(f"{spec.name:24} partitions={spec.partitions} rf={spec.replication_factor} {mark}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from consumers.pipelines import build_pipeline
+    from consumers.runtime.loop import StreamRuntime
+
+    settings = _settings(args)
+    pipelines = [build_pipeline(name, settings) for name in args.pipeline.split(",")]
+    if len(pipelines) != 1:
+        raise SystemExit("one pipeline per process for now; run one process per pipeline")
+    pipeline = pipelines[0]
+    return StreamRuntime(settings, pipeline.inputs, pipeline.stage).run()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from consumers.kafka_clients import make_producer
+    from consumers.simulate import publish, synthetic_frames, synthetic_readings
+
+    settings = _settings(args)
+    producer = make_producer(settings.kafka)
+    sent = publish(
+        producer,
+        settings,
+        list(synthetic_frames(args.frames)),
+        list(synthetic_readings(args.readings)),
+        poison=args.poison,
+    )
+    producer.flush()
+    producer.close()
+    console.print(f"sent {sent} records")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from consumers.tail import follow
+
+    try:
+        for line in follow(_settings(args), args.topic, args.from_beginning, args.idle_timeout):
+            console.print(line, highlight=False)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(args.directory):
+        console.print(str(path))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from consumers.broker_session import cluster_for
+    from consumers.demo import run_demo
+
+    started = time.monotonic()
+    with cluster_for(load_settings(args.config)) as (settings, started_here):
+        where = "local broker started" if started_here else "using"
+        console.print(
+            f"[bold]{where} {settings.kafka.bootstrap_servers}[/bold] ({time.monotonic() - started:.1f}s)"
+        )
+        try:
+            summary = run_demo(settings, args.duration, args.frames_per_s, args.readings_per_s, console)
+        except KeyboardInterrupt:
+            console.print("interrupted")
+            return 130
+    return 0 if summary.results > 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="vigil", description="Streaming inference for plants and cities.")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+        return p
+
+    kafka = sub.add_parser("kafka", help="the local Apache Kafka broker")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("--name", default="default", help="broker instance name")
+    kafka.set_defaults(func=cmd_kafka)
+
+    topics = with_config(sub.add_parser("topics", help="create the configured topics"))
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=cmd_topics)
+
+    run = with_config(sub.add_parser("run", help="consume, infer, publish"))
+    run.add_argument("--pipeline", default="passthrough")
+    run.set_defaults(func=cmd_run)
+
+    simulate = with_config(sub.add_parser("simulate", help="produce synthetic inputs"))
+    simulate.add_argument("--frames", type=int, default=40)
+    simulate.add_argument("--readings", type=int, default=60)
+    simulate.add_argument("--poison", type=int, default=0, help="malformed records to add")
+    simulate.set_defaults(func=cmd_simulate)
+
+    tail = with_config(sub.add_parser("tail", help="follow an output topic"))
+    tail.add_argument("topic", choices=["alerts", "inferences", "dlq"], nargs="?", default="alerts")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
+    tail.set_defaults(func=cmd_tail)
+
+    schemas = sub.add_parser("schemas", help="JSON Schema export")
+    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("directory", type=Path)
+    schemas.set_defaults(func=cmd_schemas)
+
+    demo = with_config(sub.add_parser("demo", help="the one-command tour"))
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds")
+    demo.add_argument("--frames-per-s", type=int, default=40)
+    demo.add_argument("--readings-per-s", type=int, default=60)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vigil``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except Exception as error:  # a clear one-line error for the operator; --log-level DEBUG for more
+        logging.getLogger("vigil").debug("command failed", exc_info=True)
+        console.print(f"[red]error:[/red] {type(error).__name__}: {error}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The pipelines ``vigil run --pipeline`` knows: which topics they read and the stage they run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumers.runtime.stage import ProcessingStage
+from consumers.stages.passthrough import passthrough_stage
+from schemas.common import Message
+from schemas.messages import FrameRef, SensorReading
+from schemas.settings import VigilSettings
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Input topics with their message types, and the processing stage."""
+
+    inputs: dict[str, type[Message]]
+    stage: ProcessingStage
+
+
+def _passthrough(settings: VigilSettings) -> Pipeline:
+    inputs: dict[str, type[Message]] = {
+        settings.topics.frames.name: FrameRef,
+        settings.topics.sensors.name: SensorReading,
+    }
+    return Pipeline(inputs, passthrough_stage(settings.topics.inferences.name))
+
+
+PIPELINES: dict[str, Callable[[VigilSettings], Pipeline]] = {"passthrough": _passthrough}
+
+
+def build_pipeline(name: str, settings: VigilSettings) -> Pipeline:
+    """The pipeline called ``name``; raises ``KeyError`` with the known names."""
+    if name not in PIPELINES:
+        raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+    return PIPELINES[name](settings)

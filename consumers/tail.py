@@ -1,0 +1,61 @@
+"""``vigil tail``: a readable live view of an output topic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaConsumer
+from pydantic import ValidationError
+
+from consumers.kafka_clients import consumer_config
+from schemas.common import Message
+from schemas.messages import Alert, DeadLetter, InferenceResult
+from schemas.settings import VigilSettings
+
+TOPIC_MESSAGES: dict[str, type[Message]] = {"alerts": Alert, "inferences": InferenceResult, "dlq": DeadLetter}
+
+
+def describe(message: Any) -> str:
+    """One line for an operator."""
+    if isinstance(message, Alert):
+        return (
+            f"ALERT {message.state:8} {message.severity:8} {message.kind:14} {message.source_id:12} "
+            f"{message.label} score={message.score:.3f} thr={message.threshold:.3f} id={message.alert_id}"
+        )
+    if isinstance(message, InferenceResult):
+        score = "" if message.score is None else f" score={message.score:.3f}"
+        return (
+            f"RESULT {message.pipeline:11} {message.source_id:12} {message.label or '-'}{score} "
+            f"from {message.evidence.topic}[{message.evidence.partition}]@{message.evidence.offset}"
+        )
+    if isinstance(message, DeadLetter):
+        return (
+            f"DEAD   {message.reason:17} {message.origin_topic}[{message.origin_partition}]"
+            f"@{message.origin_offset} {message.stage}: {message.error_class}: {message.error_message[:120]}"
+        )
+    return repr(message)
+
+
+def follow(
+    settings: VigilSettings, which: str, from_beginning: bool = False, idle_timeout_s: float | None = None
+) -> Iterator[str]:
+    """Yield a line per record of the ``which`` output topic (alerts, inferences, dlq)."""
+    message_type = TOPIC_MESSAGES[which]
+    topic = getattr(settings.topics, which).name
+    config = consumer_config(settings.kafka)
+    config.update(group_id=None, auto_offset_reset="earliest" if from_beginning else "latest")
+    consumer = KafkaConsumer(topic, **config)
+    last = time.monotonic()
+    try:
+        while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    last = time.monotonic()
+                    try:
+                        yield describe(message_type.from_json_bytes(record.value))
+                    except ValidationError as error:
+                        yield f"UNREADABLE {topic}[{record.partition}]@{record.offset}: {error.error_count()} errors"
+    finally:
+        consumer.close()
