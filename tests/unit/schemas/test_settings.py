@@ -69,3 +69,9 @@ def test_json_schema_export(tmp_path: Path) -> None:
     } <= names
     frame = json.loads((tmp_path / "FrameRef.schema.json").read_text())
     assert {"frame_id", "camera_id", "uri", "captured_at"} <= set(frame["required"])
+
+
+def test_the_shipped_example_configuration_loads() -> None:
+    settings = load_settings(Path(__file__).resolve().parents[3] / "deploy" / "vigil.yaml")
+    assert settings.topics.dlq.config["max.message.bytes"] == "8388608"
+    assert settings.runtime.delivery == "at_least_once"
