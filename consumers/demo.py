@@ -68,7 +68,12 @@ def run_demo(
                 frames = list(synthetic_frames(frames_per_s, start=now, spacing_s=0))
                 readings = list(synthetic_readings(readings_per_s, start=now, seed=tick, spacing_s=0))
                 summary.sent += publish(
-                    producer, settings, frames, readings, poison=1 if tick % 5 == 4 else 0
+                    producer,
+                    settings,
+                    frames,
+                    readings,
+                    poison=1 if tick % 5 == 4 else 0,
+                    poison_start=tick // 5,
                 )
                 producer.flush()
                 tick += 1

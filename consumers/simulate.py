@@ -83,6 +83,7 @@ def publish(
     frames: list[FrameRef],
     readings: list[SensorReading],
     poison: int = 0,
+    poison_start: int = 0,
 ) -> int:
     """Send inputs (and ``poison`` malformed records to the sensors topic); return the count."""
     for frame in frames:
@@ -93,6 +94,8 @@ def publish(
         )
     for i in range(poison):
         producer.send(
-            settings.topics.sensors.name, key=b"pump-1", value=POISON_SAMPLES[i % len(POISON_SAMPLES)]
+            settings.topics.sensors.name,
+            key=b"pump-1",
+            value=POISON_SAMPLES[(poison_start + i) % len(POISON_SAMPLES)],
         )
     return len(frames) + len(readings) + poison

@@ -1,0 +1,56 @@
+"""The ``vigil`` command against real brokers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from consumers.cli import main
+from consumers.local_kafka.broker import LocalKafka, process_alive
+from tests.kafka_helpers import read_all, unique_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_kafka_up_status_down_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("VIGIL_STATE_DIR", str(tmp_path))
+    name = "cli-test"
+    assert main(["kafka", "status", "--name", name]) == 1
+    assert main(["kafka", "up", "--name", name]) == 0
+    info = LocalKafka(name).status()
+    assert info is not None and process_alive(info.pid)
+    assert main(["kafka", "up", "--name", name]) == 0  # idempotent: the same broker
+    assert LocalKafka(name).status() == info
+    assert main(["kafka", "status", "--name", name]) == 0
+    assert main(["kafka", "down", "--name", name]) == 0
+    assert not process_alive(info.pid)
+    assert LocalKafka(name).status() is None
+    assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:" in capsys.readouterr().out
+
+
+def test_topics_simulate_and_schemas(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    config = tmp_path / "vigil.yaml"
+    config.write_text(json.dumps(json.loads(settings.model_dump_json())))  # JSON is YAML
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    assert main(["topics", "create", "--config", str(config)]) == 0
+    assert (
+        main(["simulate", "--config", str(config), "--frames", "5", "--readings", "7", "--poison", "2"]) == 0
+    )
+    assert len(read_all(kafka_bootstrap, settings.topics.frames.name, 5)) == 5
+    assert len(read_all(kafka_bootstrap, settings.topics.sensors.name, 9)) == 9
+    assert main(["schemas", "export", str(tmp_path / "schemas")]) == 0
+    assert (tmp_path / "schemas" / "FrameRef.schema.json").is_file()
+
+
+def test_a_bad_configuration_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("runtime:\n  delivery: sometimes\n")
+    assert main(["topics", "create", "--config", str(config)]) == 2
+    assert "delivery" in capsys.readouterr().out
