@@ -28,7 +28,13 @@ def _passthrough(settings: VigilSettings) -> Pipeline:
     return Pipeline(inputs, passthrough_stage(settings.topics.inferences.name))
 
 
-PIPELINES: dict[str, Callable[[VigilSettings], Pipeline]] = {"passthrough": _passthrough}
+def _vision(settings: VigilSettings) -> Pipeline:
+    from consumers.vision.stage import VisionStage  # torch loads only for pipelines that need it
+
+    return Pipeline({settings.topics.frames.name: FrameRef}, VisionStage(settings))
+
+
+PIPELINES: dict[str, Callable[[VigilSettings], Pipeline]] = {"passthrough": _passthrough, "vision": _vision}
 
 
 def build_pipeline(name: str, settings: VigilSettings) -> Pipeline:

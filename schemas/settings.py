@@ -99,6 +99,68 @@ class RuntimeSettings(Section):
     transactional_id_prefix: str = "vigil"
 
 
+class BatchingSettings(Section):
+    """Micro-batching: a batch closes at ``max_batch_size`` items or ``max_wait_ms`` after its first."""
+
+    max_batch_size: Annotated[int, Field(gt=0, le=4096)] = 32
+    max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 10.0
+    max_queue: Positive = 1024
+
+
+class FetchSettings(Section):
+    """How frame images are read. Only URIs under ``allowed_prefixes`` are ever fetched."""
+
+    allowed_prefixes: list[Annotated[str, StringConstraints(min_length=8)]] = Field(
+        default_factory=lambda: ["file:///var/lib/vigil/frames/"]
+    )
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    max_bytes: Positive = 20 * 2**20
+    workers: Annotated[int, Field(gt=0, le=256)] = 8
+    retry_initial_s: Annotated[float, Field(gt=0)] = 0.2
+    retry_max_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class AlertRule(Section):
+    """When a score becomes an alert, per source pattern and label.
+
+    Fires when at least ``n`` of the last ``m`` scores are >= ``hi``; resolves when fewer
+    than ``n`` of the last ``m`` are >= ``lo`` (hysteresis); after a resolve no new alert
+    fires for ``cooldown_s`` seconds of event time.
+    """
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    sources: str = "*"
+    label: str = "*"
+    hi: float
+    lo: float | None = None
+    n: Positive = 1
+    m: Positive = 1
+    cooldown_s: Annotated[float, Field(ge=0)] = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    @property
+    def resolve_below(self) -> float:
+        """The resolve threshold (``lo``, or ``hi`` when no hysteresis is set)."""
+        return self.hi if self.lo is None else self.lo
+
+
+class VisionSettings(Section):
+    """The visual inspection pipeline."""
+
+    registry: str = "~/.local/share/vigil/models"
+    model: str = "demo-defects"
+    model_version: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    gpu_decode: bool = True
+    fetch: FetchSettings = FetchSettings()
+    batching: BatchingSettings = BatchingSettings()
+    rules: list[AlertRule] = Field(default_factory=list)
+    """Alert rules; when empty, one rule per thresholded label of the model card."""
+
+
 class MetricsSettings(Section):
     """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served."""
 
@@ -117,6 +179,7 @@ class VigilSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicsSettings = TopicsSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    vision: VisionSettings = VisionSettings()
     metrics: MetricsSettings = MetricsSettings()
 
     @classmethod

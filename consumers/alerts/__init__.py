@@ -1,0 +1,1 @@
+"""Alert policy and alert messages, shared by the vision and sensor pipelines."""

@@ -1,0 +1,265 @@
+"""The visual inspection stage: frame reference → fetch → decode → micro-batch → model → result and alerts.
+
+Fetch and CPU decode run in a bounded worker pool, so they overlap inference; each model
+has its own lane (engine, micro-batcher, alert policy). Every frame ends in exactly one
+outcome: a result (and alerts), or a failure with a precise dead-letter reason. A transient
+fetch failure is retried until it succeeds; at shutdown it is abandoned uncommitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+
+import models.vision.serving  # noqa: F401  (registers the vision builders with the registry)
+from consumers.alerts.messages import build_alert
+from consumers.alerts.policy import AlertPolicy
+from consumers.batcher import MicroBatcher
+from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.vision.fetch import FetchError, FrameFetcher
+from models.engine import InferenceEngine
+from models.registry import LoadedModel, load_model
+from models.vision.preprocess import (
+    CorruptImageError,
+    Roi,
+    RoiOutsideImageError,
+    preprocess,
+    preprocess_on_device,
+)
+from schemas.common import Evidence, ModelRef
+from schemas.messages import AlertKind, FrameRef, InferenceResult
+from schemas.model_card import ImageInputSpec
+from schemas.settings import AlertRule, VigilSettings
+
+log = logging.getLogger(__name__)
+STAGE = "vision"
+ModelLoader = Callable[[str, str | None], LoadedModel]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    work: Work
+    frame: FrameRef
+    pixels: torch.Tensor | bytes
+    sha256: str
+
+
+def default_rules(model: LoadedModel) -> list[AlertRule]:
+    """One rule per thresholded label of the model card."""
+    return [
+        AlertRule(name=f"{model.card.name}-{label}", label=label, hi=threshold, severity="warning")
+        for label, threshold in model.card.thresholds.items()
+    ]
+
+
+class ModelLane:
+    """One model's engine, micro-batcher and alert policy."""
+
+    def __init__(self, stage: VisionStage, model: LoadedModel) -> None:
+        vision = stage.settings.vision
+        if not isinstance(model.card.input, ImageInputSpec):
+            raise ValueError(f"model {model.card.name} does not take images")
+        self.model = model
+        self.spec: ImageInputSpec = model.card.input
+        self.engine = InferenceEngine(
+            model.module, vision.device, vision.precision, vision.channels_last, vision.compile
+        )
+        self.gpu_decode = vision.gpu_decode and self.engine.device.type == "cuda"
+        self.kind: AlertKind = "visual_anomaly" if model.card.task == "visual_anomaly" else "visual_defect"
+        self.ref = ModelRef(
+            name=model.card.name, version=model.card.version, weights_sha256=model.weights_sha256
+        )
+        self.policy = AlertPolicy(vision.rules or default_rules(model))
+        self._stage = stage
+        example = torch.zeros(self.spec.channels, self.spec.height, self.spec.width)
+        self.engine.warm_up(example, sorted({1, vision.batching.max_batch_size}))
+        batching = vision.batching
+        self.batcher: MicroBatcher[_Frame, torch.Tensor] = MicroBatcher(
+            f"vision-{model.card.name}",
+            self._prepare,
+            self._execute,
+            stage._deliver,
+            batching.max_batch_size,
+            batching.max_wait_ms,
+            batching.max_queue,
+        )
+
+    def _prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
+        if not self.gpu_decode:
+            return self.engine.prepare(torch.stack([f.pixels for f in batch])), [None] * len(batch)  # type: ignore[misc]
+        rois = [_roi(f.frame) for f in batch]
+        decoded = preprocess_on_device([f.pixels for f in batch], self.spec, rois, self.engine.device)  # type: ignore[misc]
+        good = [t for t in decoded if isinstance(t, torch.Tensor)]
+        errors = [d if isinstance(d, Exception) else None for d in decoded]
+        stacked = self.engine.prepare(torch.stack(good)) if good else None
+        return stacked, errors
+
+    def _execute(self, batch: Sequence[_Frame], prepared: Any) -> list[torch.Tensor | BaseException]:
+        stacked, errors = prepared
+        outputs = iter(self.engine.run_splitting(stacked) if stacked is not None else [])
+        return [error if error is not None else next(outputs) for error in errors]
+
+    def scores(self, output: torch.Tensor) -> dict[str, float]:
+        """Model output for one image, by label."""
+        return {label: float(v) for label, v in zip(self.model.card.labels, output.tolist(), strict=True)}
+
+
+def _roi(frame: FrameRef) -> Roi | None:
+    return None if frame.roi is None else (frame.roi.x, frame.roi.y, frame.roi.width, frame.roi.height)
+
+
+class VisionStage:
+    """``ProcessingStage`` for ``FrameRef`` inputs; see the module docstring."""
+
+    name = STAGE
+
+    def __init__(self, settings: VigilSettings, loader: ModelLoader | None = None) -> None:
+        self.settings = settings
+        vision = settings.vision
+        self._loader = loader or (lambda name, version: load_model(vision.registry, name, version))
+        self._stop = threading.Event()
+        self._fetcher = FrameFetcher(vision.fetch, self._stop)
+        self._pool = ThreadPoolExecutor(vision.fetch.workers, thread_name_prefix="vision-fetch")
+        self._done: queue.Queue[Outcome] = queue.Queue()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._lanes: dict[str, ModelLane] = {}
+        self._config_hash = settings.config_hash()
+        self._inferences = settings.topics.inferences.name if settings.runtime.publish_inferences else None
+        self._alerts = settings.topics.alerts.name
+        self.default_lane = self.lane(vision.model, vision.model_version)
+
+    def lane(self, name: str, version: str | None = None) -> ModelLane:
+        """The lane of model ``name``, loaded (and warmed up) on first use."""
+        with self._lock:
+            if name not in self._lanes:
+                self._lanes[name] = ModelLane(self, self._loader(name, version))
+            return self._lanes[name]
+
+    # -- ProcessingStage -------------------------------------------------------------------
+
+    def submit(self, work: Sequence[Work]) -> None:
+        """Start fetching each frame; outcomes arrive through ``collect``."""
+        with self._lock:
+            self._in_flight += len(work)
+        for item in work:
+            self._pool.submit(self._fetch_and_decode, item)
+
+    def collect(self, timeout_s: float) -> list[Outcome]:
+        """Outcomes finished since the last call."""
+        outcomes = []
+        try:
+            outcomes.append(self._done.get(timeout=timeout_s) if timeout_s > 0 else self._done.get_nowait())
+            while True:
+                outcomes.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        with self._lock:
+            self._in_flight -= len(outcomes)
+        return outcomes
+
+    def in_flight(self) -> int:
+        """Frames submitted whose outcome has not been collected."""
+        with self._lock:
+            return self._in_flight
+
+    def close(self) -> None:
+        """Stop retrying fetches, finish queued batches, release the workers."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for lane in self._lanes.values():
+            lane.batcher.close()
+
+    # -- the work --------------------------------------------------------------------------
+
+    def _fail(self, work: Work, reason: str, error: BaseException) -> None:
+        self._done.put(Outcome(work.record, failure=Failure.from_exception(reason, STAGE, error)))
+
+    def _fetch_and_decode(self, work: Work) -> None:
+        frame = work.message
+        assert isinstance(frame, FrameRef)
+        try:
+            lane = self.lane(frame.model) if frame.model else self.default_lane
+        except FileNotFoundError as error:
+            return self._fail(work, "unknown_model", error)
+        try:
+            data = self._fetcher.fetch(frame.uri, frame.sha256)
+        except FetchError as error:
+            if error.transient:  # only when stopping: leave it uncommitted for the next owner
+                with self._lock:
+                    self._in_flight -= 1
+                return None
+            return self._fail(work, error.reason, error)
+        try:
+            pixels: torch.Tensor | bytes = (
+                data if lane.gpu_decode else preprocess(data, lane.spec, _roi(frame))
+            )
+        except CorruptImageError as error:
+            return self._fail(work, "corrupt_image", error)
+        except RoiOutsideImageError as error:
+            return self._fail(work, "invalid_roi", error)
+        lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest()))
+        return None
+
+    def _deliver(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
+        """Called by a lane's executor thread with one frame's model output."""
+        work, frame = item.work, item.frame
+        if isinstance(result, CorruptImageError):
+            return self._fail(work, "corrupt_image", result)
+        if isinstance(result, RoiOutsideImageError):
+            return self._fail(work, "invalid_roi", result)
+        if isinstance(result, BaseException):
+            return self._fail(work, "inference_failed", result)
+        lane = self.lane(frame.model) if frame.model else self.default_lane
+        inferred_at = datetime.now(UTC)
+        scores = lane.scores(result)
+        label = max(scores, key=scores.__getitem__)
+        record = work.record
+        evidence = Evidence(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            frame_uri=frame.uri,
+            frame_sha256=item.sha256,
+        )
+        key = frame.camera_id.encode()
+        outputs: list[Output] = []
+        for transition in lane.policy.observe(frame.camera_id, scores, frame.captured_at):
+            alert = build_alert(
+                transition,
+                lane.kind,
+                evidence,
+                frame.captured_at,
+                work.received_at,
+                inferred_at,  # type: ignore[arg-type]
+                self._config_hash,
+                model=lane.ref,
+                site=frame.site,
+                explanation=scores,
+            )
+            outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
+        if self._inferences is not None:
+            result_message = InferenceResult(
+                result_id=f"{record.topic}-{record.partition}-{record.offset}",
+                pipeline="vision",
+                source_id=frame.camera_id,
+                model=lane.ref,
+                label=label,
+                score=scores[label],
+                scores=scores,
+                evidence=evidence,
+                captured_at=frame.captured_at,
+                inferred_at=inferred_at,
+            )
+            outputs.append(Output(self._inferences, key, result_message.to_json_bytes()))
+        self._done.put(Outcome(record, tuple(outputs)))
+        return None

@@ -1,0 +1,105 @@
+"""The model registry: one folder per model version, ``<root>/<name>/<version>/``.
+
+Each folder holds ``card.json`` (a ``schemas.ModelCard``) and the weights named by the card:
+``safetensors`` for the architectures Vigil builds, or a TorchScript file
+(``architecture: torchscript``). The card records the weights' sha256, checked on load.
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from schemas.model_card import ModelCard
+
+CARD_FILE = "card.json"
+
+ModuleBuilder = Callable[[ModelCard, dict[str, torch.Tensor]], nn.Module]
+_BUILDERS: dict[str, ModuleBuilder] = {}
+
+
+def register_builder(task: str, builder: ModuleBuilder) -> None:
+    """Teach the registry to build serving modules for ``task`` from a state dict."""
+    _BUILDERS[task] = builder
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registry entry ready to serve: its card and its module (outputs align with card labels)."""
+
+    card: ModelCard
+    module: nn.Module
+    path: Path
+
+    @property
+    def weights_sha256(self) -> str:
+        """The verified hash of the weights file."""
+        assert self.card.weights_sha256 is not None
+        return self.card.weights_sha256
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(root: str | Path, card: ModelCard, module: nn.Module) -> Path:
+    """Write ``module``'s weights and its card as ``<root>/<name>/<version>``; return the folder."""
+    folder = Path(root).expanduser() / card.name / card.version
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / card.weights_file
+    if card.architecture == "torchscript":
+        torch.jit.save(torch.jit.script(module), str(weights))
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, str(weights))
+    final = card.model_copy(update={"weights_sha256": file_sha256(weights)})
+    (folder / CARD_FILE).write_text(final.model_dump_json(indent=2))
+    return folder
+
+
+def versions(root: str | Path, name: str) -> list[str]:
+    """The versions of ``name`` in the registry, oldest first (numeric parts compare as numbers)."""
+    folder = Path(root).expanduser() / name
+    if not folder.is_dir():
+        return []
+    found = [p.name for p in folder.iterdir() if (p / CARD_FILE).is_file()]
+    return sorted(found, key=lambda v: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", v)])
+
+
+def load_model(root: str | Path, name: str, version: str | None = None) -> LoadedModel:
+    """Load ``name`` (its newest version unless ``version``); the weights hash must match the card."""
+    available = versions(root, name)
+    if not available:
+        raise FileNotFoundError(f"model {name!r} is not in the registry at {Path(root).expanduser()}")
+    chosen = version or available[-1]
+    if chosen not in available:
+        raise FileNotFoundError(
+            f"model {name!r} has no version {chosen!r}; available: {', '.join(available)}"
+        )
+    folder = Path(root).expanduser() / name / chosen
+    card = ModelCard.model_validate_json((folder / CARD_FILE).read_text())
+    weights = folder / card.weights_file
+    actual = file_sha256(weights)
+    if card.weights_sha256 is not None and actual != card.weights_sha256:
+        raise ValueError(f"weights of {name}/{chosen} do not match the card's sha256 (file changed?)")
+    card = card.model_copy(update={"weights_sha256": actual})
+    if card.architecture == "torchscript":
+        module: nn.Module = torch.jit.load(str(weights), map_location="cpu")
+    else:
+        if card.task not in _BUILDERS:
+            raise ValueError(f"no builder for task {card.task!r}; known: {', '.join(sorted(_BUILDERS))}")
+        module = _BUILDERS[card.task](card, load_file(str(weights)))
+    return LoadedModel(card, module.eval(), folder)
