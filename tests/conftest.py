@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.vision_fixtures import vision_models  # noqa: F401  (session fixture)
+
 
 def _docker_engine_answers() -> bool:
     try:

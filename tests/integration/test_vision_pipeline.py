@@ -1,0 +1,139 @@
+"""Frames on disk → the vision pipeline on a real broker → results, alerts and dead letters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from consumers.runtime.dead_letters import original_value
+from consumers.runtime.loop import StreamRuntime
+from consumers.topics import create_topics
+from consumers.vision.stage import VisionStage
+from models.registry import load_model
+from models.vision.preprocess import preprocess
+from models.vision.synthetic import encode, product_image
+from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, RegionOfInterest
+from schemas.settings import VigilSettings
+from tests.integration.runtime_harness import running
+from tests.kafka_helpers import produce, read_all, unique_settings
+from tests.vision_fixtures import VisionModels
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 28, 8, tzinfo=UTC)
+LABELS = ["ok", "crack", "spot", "scratch", "ok", "crack", "ok", "spot"]
+
+
+def vision_settings(bootstrap: str, models: VisionModels, frames: Path) -> VigilSettings:
+    settings = unique_settings(bootstrap)
+    vision = settings.vision.model_copy(
+        update={
+            "registry": str(models.registry),
+            "model": models.classifier,
+            "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{frames}/"]}),
+            "batching": settings.vision.batching.model_copy(update={"max_batch_size": 4, "max_wait_ms": 20}),
+        }
+    )
+    return settings.model_copy(update={"vision": vision})
+
+
+def frame(n: int, path: Path | str, **extra: object) -> FrameRef:
+    uri = path if isinstance(path, str) else f"file://{path}"
+    return FrameRef(
+        frame_id=f"f-{n}",
+        camera_id=f"cam-{n}",
+        site="plant-a",
+        uri=uri,
+        captured_at=T0 + timedelta(seconds=n),
+        **extra,
+    )  # type: ignore[arg-type]
+
+
+def test_frames_become_results_alerts_and_precise_dead_letters(
+    kafka_bootstrap: str, vision_models: VisionModels, tmp_path: Path
+) -> None:
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    settings = vision_settings(kafka_bootstrap, vision_models, frames_dir)
+    create_topics(settings)
+    good: list[FrameRef] = []
+    for n, label in enumerate(LABELS):
+        path = frames_dir / f"{n}.png"
+        path.write_bytes(encode(product_image(label, 64, seed=7000 + n)))
+        good.append(frame(n, path, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+    anomaly_path = frames_dir / "anomaly.png"
+    anomaly_path.write_bytes(encode(product_image("crack", 64, seed=7100), "jpeg"))
+    good.append(frame(20, anomaly_path, model=vision_models.anomaly))
+    corrupt = frames_dir / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "outside.png").write_bytes(encode(product_image("ok", 64)))
+    bad = {
+        "disallowed_uri": frame(30, "file:///etc/passwd"),
+        "missing_object": frame(31, frames_dir / "missing.png"),
+        "corrupt_image": frame(32, corrupt),
+        "checksum_mismatch": frame(33, frames_dir / "0.png", sha256="0" * 64),
+        "invalid_roi": frame(34, frames_dir / "1.png", roi=RegionOfInterest(x=60, y=60, width=30, height=30)),
+        "unknown_model": frame(35, frames_dir / "2.png", model="no-such-model"),
+    }
+    escape = frame(36, f"file://{frames_dir}/../outside.png")
+    records = [(f.camera_id.encode(), f.to_json_bytes()) for f in [*good, *bad.values(), escape]]
+    records.append((b"cam-x", json.dumps({"frame_id": "x", "uri": "file:///x.png"}).encode()))
+    produce(kafka_bootstrap, settings.topics.frames.name, records)
+
+    runtime = StreamRuntime(settings, {settings.topics.frames.name: FrameRef}, VisionStage(settings))
+    with running(runtime):
+        results = [
+            InferenceResult.from_json_bytes(r.value)
+            for r in read_all(kafka_bootstrap, settings.topics.inferences.name, len(good))
+        ]
+        letters = [
+            DeadLetter.from_json_bytes(r.value)
+            for r in read_all(kafka_bootstrap, settings.topics.dlq.name, len(bad) + 2)
+        ]
+
+    # Every failure kind has its reason and origin, and the good frames were unaffected.
+    by_frame = {json.loads(original_value(d) or b"{}").get("frame_id"): d for d in letters}
+    assert {
+        frame_id: by_frame[f.frame_id].reason for frame_id, f in ((f.frame_id, f) for f in bad.values())
+    } == {f.frame_id: reason for reason, f in bad.items()}
+    assert by_frame[escape.frame_id].reason == "disallowed_uri"  # the ../ escape
+    assert by_frame["x"].reason == "schema_violation"
+    assert all(d.origin_topic == settings.topics.frames.name for d in letters)
+    assert len(results) == len(good)
+
+    # Scores equal direct torch inference on the same images.
+    classifier = load_model(vision_models.registry, vision_models.classifier)
+    anomaly = load_model(vision_models.registry, vision_models.anomaly)
+    expected_alerts = set()
+    for result in results:
+        source = next(f for f in good if f.camera_id == result.source_id)
+        model = anomaly if source.model else classifier
+        image = preprocess(Path(source.uri.removeprefix("file://")).read_bytes(), model.card.input)  # type: ignore[arg-type]
+        with torch.inference_mode():
+            direct = model.module(image.unsqueeze(0))[0].tolist()
+        assert result.scores == pytest.approx(dict(zip(model.card.labels, direct, strict=True)), abs=1e-4)
+        assert result.model is not None and result.model.weights_sha256 == model.weights_sha256
+        assert result.evidence.frame_uri == source.uri and result.evidence.frame_sha256 is not None
+        for label, threshold in model.card.thresholds.items():
+            if result.scores[label] >= threshold:
+                expected_alerts.add((result.source_id, label))
+
+    alerts = [
+        Alert.from_json_bytes(r.value)
+        for r in read_all(kafka_bootstrap, settings.topics.alerts.name, len(expected_alerts))
+    ]
+    assert {(a.source_id, a.label) for a in alerts} == expected_alerts
+    assert ("cam-1", "crack") in expected_alerts and ("cam-20", "anomaly") in expected_alerts
+    for alert in alerts:
+        assert (
+            alert.state == "firing"
+            and alert.model is not None
+            and alert.config_hash == settings.config_hash()
+        )
+        stamps = alert.timestamps
+        assert stamps.captured_at <= stamps.received_at <= stamps.inferred_at <= stamps.published_at
+        assert alert.kind == ("visual_anomaly" if alert.label == "anomaly" else "visual_defect")
