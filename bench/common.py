@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import resource
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from consumers.broker_session import with_bootstrap
+from consumers.local_kafka.broker import LocalKafka
+from consumers.topics import create_topics
+from schemas.settings import TopicSpec, TopicsSettings, VigilSettings
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -27,8 +37,6 @@ class Figure:
 
 def machine() -> dict[str, Any]:
     """Facts about where the run happened."""
-    import os
-
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
 
 
@@ -49,3 +57,54 @@ def report(title: str, figures: list[Figure], extra: dict[str, Any] | None = Non
         )
     )
     return path
+
+
+@dataclass(frozen=True)
+class BenchBroker:
+    """The broker of a benchmark run: its address, and its pid when it is a local broker."""
+
+    bootstrap: str
+    pid: int | None
+
+
+@contextmanager
+def bench_broker() -> Iterator[BenchBroker]:
+    """A local broker for one benchmark run (or the cluster of ``KAFKA_BOOTSTRAP_SERVERS``)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield BenchBroker(os.environ["KAFKA_BOOTSTRAP_SERVERS"], None)
+        return
+    broker = LocalKafka(f"bench-{uuid.uuid4().hex[:6]}")
+    info = broker.start()
+    try:
+        yield BenchBroker(info.bootstrap_servers, info.pid)
+    finally:
+        broker.stop()
+
+
+def bench_settings(bootstrap: str, **topic_partitions: int) -> VigilSettings:
+    """Default settings on ``bootstrap`` with topics unique to this run, created."""
+    tag = uuid.uuid4().hex[:6]
+    base = VigilSettings()
+    specs = {
+        name: TopicSpec(
+            name=f"bench-{tag}.{name}",
+            partitions=topic_partitions.get(name, 6),
+            config=getattr(base.topics, name).config,
+        )
+        for name in ("frames", "sensors", "alerts", "inferences", "dlq")
+    }
+    settings = with_bootstrap(base.model_copy(update={"topics": TopicsSettings(**specs)}), bootstrap)
+    create_topics(settings)
+    return settings
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    """This process's resident memory now."""
+    from consumers.local_kafka.broker import resident_memory_bytes
+
+    return (resident_memory_bytes(os.getpid()) or 0) / 2**20

@@ -18,16 +18,14 @@ from kafka import KafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, report
-from consumers.broker_session import with_bootstrap
+from bench.common import Figure, bench_broker, bench_settings, report
 from consumers.kafka_clients import make_producer
 from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
 from consumers.pipelines import build_pipeline
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.simulate import synthetic_readings
-from consumers.topics import create_topics
-from schemas.settings import TopicSpec, VigilSettings
+from schemas.settings import VigilSettings
 
 
 def cold_start() -> tuple[float, float]:
@@ -113,26 +111,12 @@ def main() -> None:
         first, cached = cold_start()
         figures.append(Figure("broker start, empty caches (Maven Central download)", first, "s"))
         figures.append(Figure("broker start, cached jars", cached, "s", f"first provisioning {first:.1f} s"))
-    broker = LocalKafka(f"bench-{uuid.uuid4().hex[:6]}")
-    info = broker.start()
-    try:
-        tag = uuid.uuid4().hex[:6]
-        base = VigilSettings()
-        topics = base.topics.model_copy(
-            update={
-                "sensors": TopicSpec(name=f"bench-{tag}.sensors", partitions=6),
-                "inferences": TopicSpec(name=f"bench-{tag}.inferences", partitions=6),
-                "dlq": TopicSpec(name=f"bench-{tag}.dlq", partitions=1),
-            }
-        )
-        settings = with_bootstrap(base.model_copy(update={"topics": topics}), info.bootstrap_servers)
-        create_topics(settings, [topics.sensors, topics.inferences, topics.dlq])
+    with bench_broker() as broker:
+        settings = bench_settings(broker.bootstrap)
         fill_topic(settings, args.messages)
         raw = raw_consume_rate(settings, args.messages)
         piped = pipeline_rate(settings, args.messages)
-        rss = (resident_memory_bytes(info.pid) or 0) / 2**20
-    finally:
-        broker.stop()
+        rss = (resident_memory_bytes(broker.pid) or 0) / 2**20 if broker.pid else float("nan")
     figures.append(Figure("kafka-python raw consume", raw, "msg/s"))
     figures.append(
         Figure(

@@ -21,6 +21,12 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
+def single_torch_thread() -> None:
+    """Thread-pool initializer: torch ops in this worker run on one thread, so decode workers
+    do not oversubscribe the cores the model's own thread pool uses."""
+    torch.set_num_threads(1)
+
+
 def pick_device(device: Device | str = "auto") -> torch.device:
     """``cuda`` when asked for or available (``auto``), else ``cpu``."""
     if device == "auto":

@@ -8,6 +8,7 @@ and HTTP redirects must stay under the allowed prefixes. Anything else is ``disa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -79,7 +80,7 @@ class FrameFetcher:
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise FetchError("disallowed_uri", f"file URI with a host is not allowed: {uri}")
-            resolved = Path(os.path.realpath(unquote(parts.path)))
+            resolved = _resolve(unquote(parts.path))
             if any(resolved.is_relative_to(folder) for folder in self._allowed.folders):
                 return resolved
             raise FetchError("disallowed_uri", f"{uri} resolves outside the allowed folders")
@@ -154,6 +155,23 @@ class FrameFetcher:
             raise FetchError("unreadable_object", f"{url}: {error}") from error
         except (TimeoutError, ConnectionError, OSError) as error:
             raise FetchError("fetch_failed", f"{url}: {error}", transient=True) from error
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def _resolve(path: str) -> Path:
+    """``realpath`` of ``path``, with its folder's resolution cached (a frame store has few folders).
+
+    The caller reads the returned path, never the original, so what is checked is what is read.
+    """
+    folder, name = os.path.split(os.path.normpath(path))
+    candidate = os.path.join(_resolved_folder(folder), name)
+    if name in ("", ".", "..") or os.path.islink(candidate):
+        return Path(os.path.realpath(candidate))
+    return Path(candidate)
 
 
 class _RedirectRefused(Exception):

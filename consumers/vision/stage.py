@@ -26,7 +26,7 @@ from consumers.alerts.policy import AlertPolicy
 from consumers.batcher import MicroBatcher
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from consumers.vision.fetch import FetchError, FrameFetcher
-from models.engine import InferenceEngine
+from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, load_model
 from models.vision.preprocess import (
     CorruptImageError,
@@ -128,8 +128,11 @@ class VisionStage:
         self._loader = loader or (lambda name, version: load_model(vision.registry, name, version))
         self._stop = threading.Event()
         self._fetcher = FrameFetcher(vision.fetch, self._stop)
-        self._pool = ThreadPoolExecutor(vision.fetch.workers, thread_name_prefix="vision-fetch")
+        self._pool = ThreadPoolExecutor(
+            vision.fetch.workers, thread_name_prefix="vision-fetch", initializer=single_torch_thread
+        )
         self._done: queue.Queue[Outcome] = queue.Queue()
+        self._scored: queue.Queue[tuple[_Frame, torch.Tensor | BaseException]] = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0
         self._lanes: dict[str, ModelLane] = {}
@@ -155,10 +158,17 @@ class VisionStage:
             self._pool.submit(self._fetch_and_decode, item)
 
     def collect(self, timeout_s: float) -> list[Outcome]:
-        """Outcomes finished since the last call."""
+        """Outcomes finished since the last call (results and alerts are built here, in the caller's thread)."""
+        try:
+            self._outcome(
+                *self._scored.get(timeout=timeout_s) if timeout_s > 0 else self._scored.get_nowait()
+            )
+            while True:
+                self._outcome(*self._scored.get_nowait())
+        except queue.Empty:
+            pass
         outcomes = []
         try:
-            outcomes.append(self._done.get(timeout=timeout_s) if timeout_s > 0 else self._done.get_nowait())
             while True:
                 outcomes.append(self._done.get_nowait())
         except queue.Empty:
@@ -211,7 +221,11 @@ class VisionStage:
         return None
 
     def _deliver(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
-        """Called by a lane's executor thread with one frame's model output."""
+        """Called by a lane's executor thread: hand the output over and get back to the device."""
+        self._scored.put((item, result))
+
+    def _outcome(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
+        """Turn one frame's model output into its result, alerts or failure."""
         work, frame = item.work, item.frame
         if isinstance(result, CorruptImageError):
             return self._fail(work, "corrupt_image", result)

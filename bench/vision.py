@@ -1,0 +1,369 @@
+"""Vision benchmark on the real broker: the whole pipeline beside its baselines from the same run.
+
+Figures:
+- pipeline frames/s (fetch, decode, micro-batched inference, produce, commit);
+- (a) a per-message loop: fetch, decode, infer, produce and commit one frame at a time;
+- (b) the compute ceiling: decode + inference on the same bytes held in memory, same batch size,
+  same decode workers, no Kafka;
+- (c) the model-only ceiling on pre-decoded tensors;
+- latency p50/p95/p99 from capture to publish at 50% of the measured pipeline capacity;
+- batch sizes reached; peak RSS of a process working off a 20,000-frame backlog.
+
+Usage: python bench/vision.py [--model mobilenet_v3_small] [--size 96] [--frames 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from kafka import KafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import Figure, bench_broker, bench_settings, current_rss_mib, peak_rss_mib, report
+from consumers.kafka_clients import make_consumer, make_producer
+from consumers.runtime.loop import StreamRuntime
+from consumers.runtime.observer import CountingObserver
+from consumers.vision.stage import VisionStage
+from models.engine import InferenceEngine, single_torch_thread
+from models.registry import load_model, save_model
+from models.vision.architectures import build_classifier
+from models.vision.preprocess import preprocess
+from models.vision.synthetic import encode, product_image
+from schemas.common import Evidence
+from schemas.messages import FrameRef, InferenceResult
+from schemas.model_card import ImageInputSpec, ModelCard
+from schemas.settings import VigilSettings
+
+LABELS = ["ok", "crack", "scratch", "spot"]
+
+
+def make_model(registry: Path, architecture: str, size: int) -> None:
+    """An untrained classifier: the benchmark measures speed, not accuracy."""
+    torch.manual_seed(0)
+    card = ModelCard(
+        name="bench",
+        version="1",
+        task="defect_classification",
+        architecture=architecture,
+        input=ImageInputSpec(height=size, width=size, channels=3, mean=[0.5] * 3, std=[0.25] * 3),
+        labels=LABELS,
+        thresholds={label: 0.5 for label in LABELS[1:]},
+        created_at=datetime.now(UTC),
+    )
+    save_model(registry, card, build_classifier(architecture, len(LABELS)).eval())
+
+
+def make_images(folder: Path, count: int, size: int) -> list[Path]:
+    paths = []
+    for n in range(count):
+        path = folder / f"{n:04d}.jpg"
+        path.write_bytes(encode(product_image(LABELS[n % 4], size, seed=n), "jpeg"))
+        paths.append(path)
+    return paths
+
+
+def configure(
+    settings: VigilSettings, registry: Path, frames: Path, batch: int, workers: int
+) -> VigilSettings:
+    vision = settings.vision.model_copy(
+        update={
+            "registry": str(registry),
+            "model": "bench",
+            "fetch": settings.vision.fetch.model_copy(
+                update={"allowed_prefixes": [f"file://{frames}/"], "workers": workers}
+            ),
+            "batching": settings.vision.batching.model_copy(
+                update={"max_batch_size": batch, "max_wait_ms": 20}
+            ),
+        }
+    )
+    return settings.model_copy(update={"vision": vision})
+
+
+def publish_frames(
+    settings: VigilSettings, images: list[Path], count: int, rate: float | None = None
+) -> None:
+    """Frame references cycling over ``images``; at ``rate`` per second when given."""
+    producer = make_producer(settings.kafka)
+    started = time.monotonic()
+    for n in range(count):
+        if rate is not None:
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the offered load, not synchronisation
+        camera = f"cam-{n % 16}"
+        frame = FrameRef(
+            frame_id=f"f-{n}",
+            camera_id=camera,
+            site="bench",
+            uri=f"file://{images[n % len(images)]}",
+            captured_at=datetime.now(UTC),
+        )
+        producer.send(settings.topics.frames.name, key=camera.encode(), value=frame.to_json_bytes())
+    producer.flush()
+    producer.close()
+
+
+def model_only(engine: InferenceEngine, tensors: list[torch.Tensor], batch: int, batches: int) -> float:
+    stacked = torch.stack([tensors[i % len(tensors)] for i in range(batch)])
+    engine.run(engine.prepare(stacked))
+    started = time.monotonic()
+    for _ in range(batches):
+        engine.run(engine.prepare(stacked))
+    return batch * batches / (time.monotonic() - started)
+
+
+def compute_ceiling(
+    engine: InferenceEngine, spec: ImageInputSpec, blobs: list[bytes], count: int, batch: int, workers: int
+) -> float:
+    """Decode in a pool of ``workers`` (as the pipeline does) while batches infer: no Kafka, no files."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(workers, initializer=single_torch_thread) as pool:
+        decoded = pool.map(lambda n: preprocess(blobs[n % len(blobs)], spec), range(count))
+        pending: list[torch.Tensor] = []
+        for tensor in decoded:
+            pending.append(tensor)
+            if len(pending) == batch:
+                engine.run(engine.prepare(torch.stack(pending)))
+                pending = []
+        if pending:
+            engine.run(engine.prepare(torch.stack(pending)))
+    return count / (time.monotonic() - started)
+
+
+def per_message_loop(
+    settings: VigilSettings, engine: InferenceEngine, spec: ImageInputSpec, count: int
+) -> float:
+    """One frame at a time, as most tutorials do: poll 1, read, decode, infer, produce and wait, commit."""
+    consumer = make_consumer(settings.kafka, group_id=f"loop-{uuid.uuid4().hex[:6]}", max_poll_records=1)
+    consumer.subscribe([settings.topics.frames.name])
+    producer = make_producer(settings.kafka)
+    done = 0
+    started = None
+    while done < count:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                started = started or time.monotonic()
+                frame = FrameRef.from_json_bytes(record.value)
+                image = preprocess(Path(frame.uri.removeprefix("file://")).read_bytes(), spec)
+                scores = engine.run(engine.prepare(image.unsqueeze(0)))[0].tolist()
+                result = InferenceResult(
+                    result_id=f"{record.partition}-{record.offset}",
+                    pipeline="vision",
+                    source_id=frame.camera_id,
+                    scores=dict(zip(LABELS, scores, strict=True)),
+                    evidence=Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
+                    captured_at=frame.captured_at,
+                    inferred_at=datetime.now(UTC),
+                )
+                producer.send(settings.topics.inferences.name, value=result.to_json_bytes()).get(timeout=30)
+                consumer.commit()
+                done += 1
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    producer.close()
+    return count / elapsed
+
+
+def run_pipeline(settings: VigilSettings, count: int) -> tuple[float, dict[int, int]]:
+    """Frames/s of the whole pipeline over ``count`` frames already in the topic; batch sizes reached."""
+    observer = CountingObserver()
+    stage = VisionStage(settings)
+    runtime = StreamRuntime(
+        settings,
+        {settings.topics.frames.name: FrameRef},
+        stage,
+        observer=observer,
+        group_id=f"pipe-{uuid.uuid4().hex[:6]}",
+    )
+    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    while not observer.consumed:
+        time.sleep(0.001)  # the clock starts at the first fetch
+    started = time.monotonic()
+    inferences = settings.topics.inferences.name
+    while observer.produced[inferences] < count:
+        time.sleep(0.01)  # polling the observer; the runtime works in its own thread
+    elapsed = time.monotonic() - started
+    runtime.stop()
+    thread.join()
+    return count / elapsed, dict(stage.default_lane.batcher.batch_sizes)
+
+
+def latency_at(settings: VigilSettings, images: list[Path], rate: float, seconds: float) -> list[float]:
+    """Capture → publish latencies (s) of results while frames arrive at ``rate`` per second."""
+    count = int(rate * seconds)
+    observer = CountingObserver()
+    runtime = StreamRuntime(
+        settings,
+        {settings.topics.frames.name: FrameRef},
+        VisionStage(settings),
+        observer=observer,
+        group_id=f"lat-{uuid.uuid4().hex[:6]}",
+    )
+    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    while not runtime.assignment:
+        time.sleep(0.01)  # wait for the group join before offering load
+    publish_frames(settings, images, count, rate)
+    while observer.produced[settings.topics.inferences.name] < count:
+        time.sleep(0.01)
+    runtime.stop()
+    thread.join()
+    consumer = KafkaConsumer(
+        settings.topics.inferences.name,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    latencies: list[float] = []
+    while len(latencies) < count:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                result = InferenceResult.from_json_bytes(record.value)
+                latencies.append(record.timestamp / 1000 - result.captured_at.timestamp())
+    consumer.close()
+    return latencies
+
+
+def backlog_phase(args: argparse.Namespace) -> None:
+    """Run in a child process: load the model, then work off ``--frames`` queued frames; print RSS."""
+    settings = VigilSettings.model_validate_json(args.settings)
+    VisionStage(settings).close()  # model load and warm-up, as at service start
+    after_start = current_rss_mib()
+    run_pipeline(settings, args.frames)
+    print(
+        json.dumps({"after_start_mib": after_start, "end_mib": current_rss_mib(), "peak_mib": peak_rss_mib()})
+    )
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="mobilenet_v3_small")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=3000)
+    parser.add_argument("--per-message", type=int, default=300)
+    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--phase", default="all")
+    parser.add_argument("--settings", default="")
+    args = parser.parse_args()
+    if args.phase == "backlog":
+        return backlog_phase(args)
+
+    work = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    registry, frames = work / "registry", work / "frames"
+    frames.mkdir()
+    make_model(registry, args.model, args.size)
+    images = make_images(frames, 64, max(128, args.size + 32))
+    blobs = [p.read_bytes() for p in images]
+    loaded = load_model(registry, "bench")
+    spec = loaded.card.input
+    assert isinstance(spec, ImageInputSpec)
+    engine = InferenceEngine(loaded.module)
+    tensors = [preprocess(b, spec) for b in blobs]
+    model_rate = model_only(engine, tensors, args.batch, 30)
+    ceiling = compute_ceiling(engine, spec, blobs, 2000, args.batch, args.workers)
+
+    with bench_broker() as broker:
+        settings = configure(bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers)
+        publish_frames(settings, images, args.frames)
+        pipeline_rate, batch_sizes = run_pipeline(settings, args.frames)
+        loop_settings = configure(
+            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
+        )
+        publish_frames(loop_settings, images, args.per_message)
+        loop_rate = per_message_loop(loop_settings, engine, spec, args.per_message)
+        latency_settings = configure(
+            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
+        )
+        latencies = latency_at(latency_settings, images, pipeline_rate / 2, args.latency_seconds)
+        backlog_settings = configure(
+            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
+        )
+        publish_frames(backlog_settings, images, args.backlog)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--phase",
+                "backlog",
+                "--frames",
+                str(args.backlog),
+                "--settings",
+                backlog_settings.model_dump_json(),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        memory = json.loads(child.stdout.strip().splitlines()[-1])
+
+    mean_batch = sum(size * n for size, n in batch_sizes.items()) / max(1, sum(batch_sizes.values()))
+    figures = [
+        Figure("(c) model-only ceiling, pre-decoded tensors", model_rate, "img/s", f"batch {args.batch}"),
+        Figure(
+            "(b) compute ceiling: decode + infer in memory",
+            ceiling,
+            "img/s",
+            f"{args.workers} decode workers",
+        ),
+        Figure("(a) per-message loop on the broker", loop_rate, "frames/s"),
+        Figure(
+            "pipeline on the broker",
+            pipeline_rate,
+            "frames/s",
+            f"{pipeline_rate / loop_rate:.1f}x per-message, {pipeline_rate / ceiling:.2f}x compute ceiling",
+        ),
+        Figure(
+            "latency p50 at 50% capacity",
+            percentile(latencies, 50),
+            "ms",
+            f"offered {pipeline_rate / 2:.0f} frames/s",
+        ),
+        Figure("latency p95 at 50% capacity", percentile(latencies, 95), "ms"),
+        Figure("latency p99 at 50% capacity", percentile(latencies, 99), "ms"),
+        Figure("mean batch size reached", mean_batch, "items", f"max {args.batch}"),
+        Figure(
+            f"peak RSS, {args.backlog:,}-frame backlog",
+            memory["peak_mib"],
+            "MiB",
+            f"{memory['after_start_mib']:.0f} MiB after start-up, {memory['end_mib']:.0f} MiB at the end",
+        ),
+    ]
+    print(
+        report(
+            "vision",
+            figures,
+            {
+                "model": args.model,
+                "size": args.size,
+                "batch_sizes": batch_sizes,
+                "device": str(engine.device),
+            },
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
