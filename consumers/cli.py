@@ -76,6 +76,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from consumers.kafka_clients import make_producer
     from consumers.simulate import publish, synthetic_frames, synthetic_readings
 
+    if args.images is not None:
+        from models.vision.synthetic import write_dataset
+
+        written = write_dataset(args.images, args.per_class, args.size)
+        console.print(
+            f"wrote {sum(map(len, written.values()))} images under {args.images}: {', '.join(written)}"
+        )
+        return 0
     settings = _settings(args)
     producer = make_producer(settings.kafka)
     sent = publish(
@@ -128,6 +136,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.results > 0 else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.vision.training import fit_anomaly_scorer, train_classifier
+
+    registry = args.registry or load_settings(args.config).vision.registry
+    if args.kind == "anomaly":
+        entry = fit_anomaly_scorer(
+            args.data,
+            registry,
+            args.name,
+            args.version,
+            normal_label=args.normal_label,
+            trunk=args.architecture or "resnet18",
+            trunk_weights=args.trunk_weights,
+            size=args.size,
+            holdout=args.holdout,
+            memory_size=args.memory_size,
+        )
+    else:
+        entry = train_classifier(
+            args.data,
+            registry,
+            args.name,
+            args.version,
+            architecture=args.architecture or "small_cnn",
+            size=args.size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            holdout=args.holdout,
+            normal_label=args.normal_label,
+        )
+    console.print(f"wrote {entry.folder}")
+    assert entry.card.training is not None
+    for key, value in entry.card.training.metrics.items():
+        console.print(f"  {key:28} {value:.4f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.vision.evaluation import report_for_entry
+
+    registry = args.registry or load_settings(args.config).vision.registry
+    console.print(report_for_entry(registry, args.name, args.version, args.data, args.split))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="vigil", description="Streaming inference for plants and cities.")
@@ -155,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--frames", type=int, default=40)
     simulate.add_argument("--readings", type=int, default=60)
     simulate.add_argument("--poison", type=int, default=0, help="malformed records to add")
+    simulate.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="instead: write a synthetic product-image dataset (one folder per class) here",
+    )
+    simulate.add_argument("--per-class", type=int, default=100)
+    simulate.add_argument("--size", type=int, default=128)
     simulate.set_defaults(func=cmd_simulate)
 
     tail = with_config(sub.add_parser("tail", help="follow an output topic"))
@@ -167,6 +229,51 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["export"])
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(func=cmd_schemas)
+
+    train = with_config(sub.add_parser("train", help="train a registry model"))
+    train_sub = train.add_subparsers(dest="pipeline", required=True)
+    vision_train = with_config(
+        train_sub.add_parser("vision", help="a defect classifier or an anomaly scorer")
+    )
+    vision_train.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
+    vision_train.add_argument("--kind", choices=["classifier", "anomaly"], default="classifier")
+    vision_train.add_argument("--name", required=True)
+    vision_train.add_argument("--version", default="1")
+    vision_train.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
+    vision_train.add_argument(
+        "--architecture",
+        default=None,
+        help="classifier: small_cnn, resnet18/34/50, mobilenet_v3_small/large, efficientnet_b0, "
+        "resnet50_linear_head; anomaly: the trunk, resnet18/34/50",
+    )
+    vision_train.add_argument(
+        "--trunk-weights", type=Path, default=None, help="anomaly: local safetensors of the trunk"
+    )
+    vision_train.add_argument("--normal-label", default="ok")
+    vision_train.add_argument("--size", type=int, default=128)
+    vision_train.add_argument("--epochs", type=int, default=10)
+    vision_train.add_argument("--batch-size", type=int, default=32)
+    vision_train.add_argument("--lr", type=float, default=3e-3)
+    vision_train.add_argument("--holdout", type=float, default=0.25)
+    vision_train.add_argument("--memory-size", type=int, default=4000, help="anomaly: coreset size")
+    vision_train.set_defaults(func=cmd_train)
+
+    evaluate = with_config(sub.add_parser("eval", help="measure a registry model"))
+    eval_sub = evaluate.add_subparsers(dest="pipeline", required=True)
+    vision_eval = with_config(
+        eval_sub.add_parser("vision", help="accuracy, precision/recall, confusion or AUROC")
+    )
+    vision_eval.add_argument("--data", type=Path, required=True)
+    vision_eval.add_argument("--name", required=True)
+    vision_eval.add_argument("--version", default=None)
+    vision_eval.add_argument("--registry", default=None)
+    vision_eval.add_argument(
+        "--split",
+        choices=["holdout", "all"],
+        default="holdout",
+        help="holdout: the images training kept aside (recorded in the entry)",
+    )
+    vision_eval.set_defaults(func=cmd_eval)
 
     demo = with_config(sub.add_parser("demo", help="the one-command tour"))
     demo.add_argument("--duration", type=float, default=20.0, help="seconds")

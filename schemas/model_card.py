@@ -68,6 +68,8 @@ class ModelCard(CardSection):
     architecture: Identifier
     input: ImageInputSpec | SeriesInputSpec = Field(discriminator="kind")
     labels: list[ShortText] = Field(default_factory=list)
+    normal_label: ShortText | None = None
+    """The class (or, for anomaly scorers, the training folder) that means 'no defect'."""
     thresholds: dict[ShortText, FiniteFloat] = Field(default_factory=dict)
     weights_file: ShortText = "weights.safetensors"
     weights_sha256: Sha256Hex | None = None

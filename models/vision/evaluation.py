@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from rich.table import Table
 from torch import nn
 
 from models.vision.dataset import LabelledImage, load_batch
@@ -69,3 +71,53 @@ def classification_report(
     for t, p in zip(truth.tolist(), predicted.tolist(), strict=True):
         confusion[t, p] += 1
     return ClassificationReport(labels, confusion)
+
+
+def report_for_entry(
+    registry: str | Path, name: str, version: str | None, data: str | Path, split: str
+) -> Table:
+    """A table of the entry's metrics on ``data`` (its recorded hold-out images, or all)."""
+    import models.vision.serving  # noqa: F401  (registers the vision builders)
+    from models.registry import load_model
+    from models.vision.dataset import image_folder
+
+    model = load_model(registry, name, version)
+    spec = model.card.input
+    if not isinstance(spec, ImageInputSpec):
+        raise ValueError(f"{name} is not a vision model")
+    root = Path(data)
+    labels, items = image_folder(
+        root, model.card.labels if model.card.task == "defect_classification" else None
+    )
+    if split == "holdout":
+        held = set((model.path / "holdout.txt").read_text().split())
+        items = [i for i in items if str(i.path.relative_to(root)) in held]
+    table = Table(title=f"{name} {model.card.version} on {len(items)} images ({split})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    if model.card.task == "visual_anomaly":
+        normal = model.card.normal_label or "ok"
+        scores = predict(model.module, items, spec).reshape(-1)
+        is_normal = torch.tensor([labels[i.label] == normal for i in items])
+        table.add_row("image AUROC", f"{auroc(scores[is_normal], scores[~is_normal]):.4f}")
+        threshold = model.card.thresholds["anomaly"]
+        table.add_row(
+            "normal images above threshold", f"{float((scores[is_normal] >= threshold).float().mean()):.3f}"
+        )
+        table.add_row(
+            "defect images above threshold", f"{float((scores[~is_normal] >= threshold).float().mean()):.3f}"
+        )
+        for k, label in enumerate(labels):
+            chosen = torch.tensor([i.label == k for i in items])
+            if label != normal and chosen.any():
+                table.add_row(f"AUROC {label} vs normal", f"{auroc(scores[is_normal], scores[chosen]):.4f}")
+        return table
+    report = classification_report(model.module, items, spec, labels)
+    table.add_row("accuracy", f"{report.accuracy:.4f}")
+    for k, label in enumerate(labels):
+        table.add_row(f"{label} precision / recall", f"{report.precision(k):.3f} / {report.recall(k):.3f}")
+    table.add_row(
+        "confusion (rows truth)",
+        "\n".join(" ".join(f"{v:4d}" for v in row) for row in report.confusion.tolist()),
+    )
+    return table

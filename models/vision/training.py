@@ -107,13 +107,14 @@ def train_classifier(
         architecture=architecture,
         input=spec,
         labels=labels,
+        normal_label=normal_label,
         thresholds={label: 0.5 for label in labels if label != normal_label},
         training=TrainingSummary(
             dataset=str(root),
             samples=len(train),
             epochs=epochs,
             metrics=metrics,
-            notes=f"held out {len(held)} images; normal label {normal_label}",
+            notes=f"held out {len(held)} images",
         ),
         created_at=datetime.now(UTC),
     )
@@ -172,12 +173,15 @@ def fit_anomaly_scorer(
         architecture=f"{PATCHCORE_PREFIX}{trunk}",
         input=spec,
         labels=["anomaly"],
+        normal_label=normal_label,
         thresholds={"anomaly": threshold},
         training=TrainingSummary(
             dataset=str(root),
             samples=len(fit_items),
             metrics=metrics,
-            notes=f"normal-only fit on {normal_label}; trunk {'local weights' if state else 'random init, BN calibrated'}",
+            notes="trunk from local weights"
+            if state
+            else "trunk random init, batch norm calibrated on normals",
         ),
         created_at=datetime.now(UTC),
     )
