@@ -129,7 +129,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"[bold]{where} {settings.kafka.bootstrap_servers}[/bold] ({time.monotonic() - started:.1f}s)"
         )
         try:
-            summary = run_demo(settings, args.duration, args.frames_per_s, args.readings_per_s, console)
+            summary = run_demo(
+                settings,
+                args.duration,
+                args.frames_per_s,
+                args.readings_per_s,
+                console,
+                real_images=args.images,
+            )
         except KeyboardInterrupt:
             console.print("interrupted")
             return 130
@@ -277,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = with_config(sub.add_parser("demo", help="the one-command tour"))
     demo.add_argument("--duration", type=float, default=20.0, help="seconds")
-    demo.add_argument("--frames-per-s", type=int, default=40)
+    demo.add_argument("--frames-per-s", type=int, default=16)
+    demo.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="serve these real images (JPEG/PNG, any depth) instead of simulated ones",
+    )
     demo.add_argument("--readings-per-s", type=int, default=60)
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -22,7 +22,7 @@ def describe(message: Any) -> str:
     if isinstance(message, Alert):
         return (
             f"ALERT {message.state:8} {message.severity:8} {message.kind:14} {message.source_id:12} "
-            f"{message.label} score={message.score:.3f} thr={message.threshold:.3f} id={message.alert_id}"
+            f"{message.label} score={message.score:.2f} thr={message.threshold:.2f} id={message.alert_id[:8]}"
         )
     if isinstance(message, InferenceResult):
         score = "" if message.score is None else f" score={message.score:.3f}"
