@@ -54,3 +54,18 @@ def test_a_bad_configuration_is_a_clear_error(tmp_path: Path, capsys) -> None:
     config.write_text("runtime:\n  delivery: sometimes\n")
     assert main(["topics", "create", "--config", str(config)]) == 2
     assert "delivery" in capsys.readouterr().out
+
+
+def test_demo_shows_a_firing_alert_from_the_faulty_camera(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    config = tmp_path / "vigil.yaml"
+    document = json.loads(settings.model_dump_json())
+    document["vision"]["registry"] = str(tmp_path / "registry")
+    config.write_text(json.dumps(document))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    assert main(["demo", "--config", str(config), "--duration", "12", "--readings-per-s", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "ALERT firing" in out and "cam-3" in out
+    assert "Vigil demo summary" in out
