@@ -41,6 +41,26 @@ def vision_settings(bootstrap: str, models: VisionModels, frames: Path) -> Vigil
     return settings.model_copy(update={"vision": vision})
 
 
+def add_other_formats(registry: Path, classifier: str) -> list[str]:
+    """A TorchScript entry and a torchvision MobileNetV3 entry beside the trained classifier."""
+    from models.registry import save_model, versions
+    from models.vision.architectures import build_classifier
+
+    source = load_model(registry, classifier)
+    if not versions(registry, "tiles-torchscript"):
+        card = source.card.model_copy(
+            update={"name": "tiles-torchscript", "architecture": "torchscript", "weights_file": "model.pt"}
+        )
+        save_model(registry, card, source.module)
+    if not versions(registry, "tiles-mobilenet"):
+        torch.manual_seed(0)
+        card = source.card.model_copy(
+            update={"name": "tiles-mobilenet", "architecture": "mobilenet_v3_small"}
+        )
+        save_model(registry, card, build_classifier("mobilenet_v3_small", len(card.labels)).eval())
+    return ["tiles-torchscript", "tiles-mobilenet"]
+
+
 def frame(n: int, path: Path | str, **extra: object) -> FrameRef:
     uri = path if isinstance(path, str) else f"file://{path}"
     return FrameRef(
@@ -65,6 +85,11 @@ def test_frames_become_results_alerts_and_precise_dead_letters(
         path = frames_dir / f"{n}.png"
         path.write_bytes(encode(product_image(label, 64, seed=7000 + n)))
         good.append(frame(n, path, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+    extra_models = add_other_formats(vision_models.registry, vision_models.classifier)
+    for k, name in enumerate(extra_models):
+        path = frames_dir / f"format-{k}.png"
+        path.write_bytes(encode(product_image("scratch", 64, seed=7200 + k)))
+        good.append(frame(40 + k, path, model=name))
     anomaly_path = frames_dir / "anomaly.png"
     anomaly_path.write_bytes(encode(product_image("crack", 64, seed=7100), "jpeg"))
     good.append(frame(20, anomaly_path, model=vision_models.anomaly))
@@ -107,11 +132,10 @@ def test_frames_become_results_alerts_and_precise_dead_letters(
 
     # Scores equal direct torch inference on the same images.
     classifier = load_model(vision_models.registry, vision_models.classifier)
-    anomaly = load_model(vision_models.registry, vision_models.anomaly)
     expected_alerts = set()
     for result in results:
         source = next(f for f in good if f.camera_id == result.source_id)
-        model = anomaly if source.model else classifier
+        model = load_model(vision_models.registry, source.model) if source.model else classifier
         image = preprocess(Path(source.uri.removeprefix("file://")).read_bytes(), model.card.input)  # type: ignore[arg-type]
         with torch.inference_mode():
             direct = model.module(image.unsqueeze(0))[0].tolist()
