@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 
 from consumers.runtime.loop import StreamRuntime
 from consumers.stages.passthrough import passthrough_stage
@@ -45,11 +47,24 @@ class KillBeforeCommitRuntime(StreamRuntime):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def exit_with_parent() -> None:
+    """End this worker if the test process that started it goes away (no orphans left spinning)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)  # a watchdog's polling interval
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("settings_json")
     parser.add_argument("--kill-before-commit-after", type=int, default=None)
     args = parser.parse_args()
+    exit_with_parent()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     settings = VigilSettings.model_validate_json(args.settings_json)
     inputs = {settings.topics.frames.name: FrameRef, settings.topics.sensors.name: SensorReading}
