@@ -55,21 +55,26 @@ def calibrate_batchnorm(trunk: nn.Module, batches: Iterable[torch.Tensor]) -> No
 
 
 def greedy_coreset(
-    features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0
+    features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0, max_candidates: int = 40_000
 ) -> torch.Tensor:
-    """Indices of ``size`` rows chosen by greedy k-center on a random projection."""
+    """Indices of ``size`` rows chosen by greedy k-center on a random projection.
+
+    Each step reads every candidate once, so candidates are a random sample of at most
+    ``max_candidates`` rows: the cost stays bounded however many normal images there are.
+    """
     if size >= len(features):
         return torch.arange(len(features))
     generator = torch.Generator().manual_seed(seed)
+    candidates = torch.randperm(len(features), generator=generator)[:max_candidates]
     projection = torch.randn(features.shape[1], projection_dim, generator=generator) / projection_dim**0.5
-    projected = features @ projection
-    chosen = [int(torch.randint(len(features), (1,), generator=generator))]
+    projected = features[candidates] @ projection
+    chosen = [int(torch.randint(len(candidates), (1,), generator=generator))]
     nearest = torch.cdist(projected, projected[chosen]).squeeze(1)
     for _ in range(size - 1):
         index = int(nearest.argmax())
         chosen.append(index)
         nearest = torch.minimum(nearest, torch.cdist(projected, projected[index : index + 1]).squeeze(1))
-    return torch.tensor(chosen)
+    return candidates[torch.tensor(chosen)]
 
 
 def fit_patchcore(

@@ -172,3 +172,13 @@ def test_image_folder_skips_masks(tmp_path) -> None:
     (folder / "b.png").write_bytes(encode(product_image("ok", 16)))
     labels, items = image_folder(tmp_path)
     assert labels == ["MT_Crack"] and sorted(i.path.name for i in items) == ["a.jpg", "b.png"]
+
+
+def test_greedy_coreset_spreads_over_the_candidates() -> None:
+    from models.vision.anomaly import greedy_coreset
+
+    clusters = torch.cat([torch.randn(500, 8) * 0.01 + c for c in (0.0, 5.0, 10.0)])
+    chosen = greedy_coreset(clusters, 3, projection_dim=8, max_candidates=600)
+    assert len(set(chosen.tolist())) == 3
+    centres = sorted(round(float(clusters[i].mean()) / 5) for i in chosen)
+    assert centres == [0, 1, 2]  # one point from each cluster
