@@ -181,6 +181,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sensor(args: argparse.Namespace) -> int:
+    import models.sensors.serving  # noqa: F401  (registers the sensor builders)
+    from models.sensors.training import train_sensor_model
+
+    registry = args.registry or load_settings(args.config).vision.registry
+    entry = train_sensor_model(
+        args.data,
+        registry,
+        args.name,
+        args.version,
+        task=args.task,
+        window=args.window,
+        stride=args.stride,
+        train_fraction=args.train_fraction,
+        epochs=args.epochs,
+        hidden=args.hidden,
+    )
+    console.print(f"wrote {entry.folder}; threshold {entry.card.thresholds['anomaly']:.4f}")
+    return 0
+
+
+def cmd_eval_sensor(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    import models.sensors.serving  # noqa: F401
+    from models.registry import load_model
+    from models.sensors.evaluation import compare, labelled_windows
+    from models.sensors.series import load_history
+
+    registry = args.registry or load_settings(args.config).vision.registry
+    model = load_model(registry, args.name, args.version)
+    table = Table(title=f"{args.data.name}: {args.name} {model.card.version} against a rolling z-score")
+    for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
+        table.add_column(column)
+    spans = labelled_windows(args.labels, args.data)
+    for series in load_history(args.data):
+        for r in compare(model.module, model.card, series, spans, train_fraction=args.train_fraction):
+            table.add_row(
+                r.detector,
+                f"{r.windows_detected}/{r.windows_total}",
+                f"{r.false_alerts_per_day:.3f}",
+                f"{r.mean_delay_h:.1f}",
+            )
+    console.print(table)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.vision.evaluation import report_for_entry
 
@@ -265,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     vision_train.add_argument("--memory-size", type=int, default=4000, help="anomaly: coreset size")
     vision_train.set_defaults(func=cmd_train)
 
+    sensor_train = with_config(train_sub.add_parser("sensor", help="a GRU autoencoder or forecaster"))
+    sensor_train.add_argument(
+        "--data", type=Path, required=True, help="CSV or Parquet: timestamp, [asset], channels"
+    )
+    sensor_train.add_argument("--name", required=True)
+    sensor_train.add_argument("--version", default="1")
+    sensor_train.add_argument("--registry", default=None)
+    sensor_train.add_argument(
+        "--task", choices=["sensor_autoencoder", "sensor_forecast"], default="sensor_autoencoder"
+    )
+    sensor_train.add_argument("--window", type=int, default=64)
+    sensor_train.add_argument("--stride", type=int, default=16)
+    sensor_train.add_argument("--hidden", type=int, default=64)
+    sensor_train.add_argument("--epochs", type=int, default=15)
+    sensor_train.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.15,
+        help="leading share of each series taken as normal operation",
+    )
+    sensor_train.set_defaults(func=cmd_train_sensor)
+
     evaluate = with_config(sub.add_parser("eval", help="measure a registry model"))
     eval_sub = evaluate.add_subparsers(dest="pipeline", required=True)
     vision_eval = with_config(
@@ -281,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="holdout: the images training kept aside (recorded in the entry)",
     )
     vision_eval.set_defaults(func=cmd_eval)
+    sensor_eval = with_config(
+        eval_sub.add_parser("sensor", help="replay a labelled series: detections, false alerts, delay")
+    )
+    sensor_eval.add_argument("--data", type=Path, required=True)
+    sensor_eval.add_argument("--labels", type=Path, required=True, help="NAB-style combined_windows.json")
+    sensor_eval.add_argument("--name", required=True)
+    sensor_eval.add_argument("--version", default=None)
+    sensor_eval.add_argument("--registry", default=None)
+    sensor_eval.add_argument("--train-fraction", type=float, default=0.15)
+    sensor_eval.set_defaults(func=cmd_eval_sensor)
 
     demo = with_config(sub.add_parser("demo", help="the one-command tour"))
     demo.add_argument("--duration", type=float, default=20.0, help="seconds")

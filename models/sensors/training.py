@@ -1,0 +1,105 @@
+"""Training sensor registry entries from history, with normalisation and threshold in the card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import track
+from torch import nn
+
+from models.registry import save_model
+from models.sensors.networks import build_sensor_model
+from models.sensors.series import Series, load_history, windows
+from schemas.model_card import ModelCard, ModelTask, SeriesInputSpec, TrainingSummary
+
+ARCHITECTURES = {"sensor_autoencoder": "gru_autoencoder", "sensor_forecast": "gru_forecaster"}
+
+
+@dataclass(frozen=True)
+class SensorEntry:
+    """A trained sensor model: its folder, card and module."""
+
+    folder: Path
+    card: ModelCard
+    module: nn.Module
+
+
+def normalise(values: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """Values scaled by the card's statistics."""
+    return (values - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+
+
+def score_windows(module: nn.Module, batch: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Per-channel scores (N, C) of ``batch`` in chunks."""
+    with torch.inference_mode():
+        return (
+            torch.cat([module(batch[k : k + chunk]) for k in range(0, len(batch), chunk)])
+            if len(batch)
+            else torch.empty(0)
+        )
+
+
+def train_sensor_model(
+    history: str | Path | list[Series],
+    registry: str | Path,
+    name: str,
+    version: str,
+    task: ModelTask = "sensor_autoencoder",
+    window: int = 64,
+    stride: int = 16,
+    train_fraction: float = 0.15,
+    epochs: int = 30,
+    hidden: int = 64,
+    quantile: float = 0.995,
+    seed: int = 0,
+) -> SensorEntry:
+    """Train on the first ``train_fraction`` of each series (taken as normal operation)."""
+    if task not in ARCHITECTURES:
+        raise ValueError(f"train_sensor_model trains {', '.join(ARCHITECTURES)}, not {task!r}")
+    torch.manual_seed(seed)
+    series = history if isinstance(history, list) else load_history(history)
+    heads = [s.values[: max(window + 1, int(len(s.values) * train_fraction))] for s in series]
+    stacked = np.concatenate(heads)
+    mean = stacked.mean(axis=0).tolist()
+    std = np.maximum(stacked.std(axis=0), 1e-6).tolist()
+    train = torch.cat([windows(normalise(h, mean, std), window, max(1, stride // 4)) for h in heads])
+    model = build_sensor_model(task, len(series[0].channels), hidden)
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in track(range(epochs), description=f"training {name} ({task})"):
+        for index in torch.randperm(len(train)).split(64):
+            optimiser.zero_grad()
+            model(train[index]).mean().backward()
+            optimiser.step()
+    model.eval()
+    scores = score_windows(model, train).mean(dim=1)
+    threshold = float(torch.quantile(scores, quantile))
+    card = ModelCard(
+        name=name,
+        version=version,
+        task=task,
+        architecture=ARCHITECTURES[task],
+        input=SeriesInputSpec(
+            channels=series[0].channels,
+            window=window,
+            stride=stride,
+            sample_period_s=series[0].period_s,
+            mean=mean,
+            std=std,
+        ),
+        labels=series[0].channels,
+        thresholds={"anomaly": threshold},
+        training=TrainingSummary(
+            dataset=str(history) if not isinstance(history, list) else "in-memory",
+            samples=len(train),
+            epochs=epochs,
+            metrics={"train_score_median": float(scores.median()), "threshold_quantile": quantile},
+            notes=f"first {train_fraction:.0%} of each series taken as normal",
+        ),
+        created_at=datetime.now(UTC),
+    )
+    return SensorEntry(save_model(registry, card, model), card, model)
