@@ -1,0 +1,1 @@
+"""The sensor stream: per-asset windows, scoring and rules."""

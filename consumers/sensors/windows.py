@@ -1,0 +1,134 @@
+"""Per-asset sensor windows: bounded ring buffers on a regular event-time grid.
+
+Events may arrive out of order by up to ``lateness_s``: they wait in a small reorder buffer
+and enter the ring in event-time order once the watermark (the newest event time minus the
+lateness) has passed them. An event older than the watermark is *late*, and the caller is
+told, never silently dropped; an event at a time already held is a *duplicate*. A gap
+longer than one sampling period is filled on the grid: linear interpolation (``resample``)
+or zeros in normalised units with the filled samples counted (``mask``). Every ``stride``
+samples a copy of the full window is ready for scoring.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+MAX_GAP_FILL = 10_000
+"""A longer gap restarts the window instead of filling it (the asset was off)."""
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Shape and timing of the windows of one kind of asset."""
+
+    channels: tuple[str, ...]
+    window: int
+    stride: int
+    period_s: float
+    lateness_s: float = 0.0
+    gap_policy: Literal["resample", "mask"] = "resample"
+
+
+@dataclass(frozen=True)
+class ReadyWindow:
+    """A full window to score: values (window, channels) and its event-time span."""
+
+    values: np.ndarray
+    start_s: float
+    end_s: float
+    filled: int
+
+
+@dataclass
+class AddResult:
+    """What happened to one event, and the windows it completed."""
+
+    outcome: Literal["accepted", "late", "duplicate"]
+    ready: list[ReadyWindow] = field(default_factory=list)
+
+
+class AssetWindow:
+    """The window state of one asset; see the module docstring."""
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.spec = spec
+        self._values = np.zeros((spec.window, len(spec.channels)), dtype=np.float32)
+        self._filled = np.zeros(spec.window, dtype=bool)
+        self._count = 0  # samples ever committed to the ring
+        self._last_time: float | None = None
+        self._pending_times: list[float] = []
+        self._pending_values: list[np.ndarray] = []
+        self._newest = float("-inf")
+        self._since_ready = 0
+
+    @property
+    def watermark(self) -> float:
+        """Events at or before this time can no longer be placed."""
+        return self._newest - self.spec.lateness_s
+
+    def add(self, time_s: float, values: np.ndarray) -> AddResult:
+        """Offer one event (values in ``spec.channels`` order)."""
+        if (
+            self._last_time is not None and time_s <= self._last_time
+        ) or time_s <= self.watermark - self.spec.period_s:
+            held = self._last_time is not None and abs(time_s - self._last_time) < 1e-9
+            return AddResult("duplicate" if held else "late")
+        index = bisect.bisect_left(self._pending_times, time_s)
+        if index < len(self._pending_times) and abs(self._pending_times[index] - time_s) < 1e-9:
+            return AddResult("duplicate")
+        self._pending_times.insert(index, time_s)
+        self._pending_values.insert(index, np.asarray(values, dtype=np.float32))
+        self._newest = max(self._newest, time_s)
+        ready: list[ReadyWindow] = []
+        while self._pending_times and self._pending_times[0] <= self.watermark:
+            self._commit(self._pending_times.pop(0), self._pending_values.pop(0), ready)
+        return AddResult("accepted", ready)
+
+    def _commit(self, time_s: float, values: np.ndarray, ready: list[ReadyWindow]) -> None:
+        period = self.spec.period_s
+        if self._last_time is not None:
+            missing = round((time_s - self._last_time) / period) - 1
+            if missing > MAX_GAP_FILL:
+                self._count = 0  # too long a gap: start over
+            elif missing > 0:
+                previous = self._values[(self._count - 1) % self.spec.window].copy()
+                for k in range(1, missing + 1):
+                    share = k / (missing + 1)
+                    fill = (
+                        previous + share * (values - previous)
+                        if self.spec.gap_policy == "resample"
+                        else np.zeros_like(values)
+                    )
+                    self._push(self._last_time + k * period, fill, True, ready)
+        self._push(time_s, values, False, ready)
+
+    def _push(self, time_s: float, values: np.ndarray, filled: bool, ready: list[ReadyWindow]) -> None:
+        slot = self._count % self.spec.window
+        self._values[slot] = values
+        self._filled[slot] = filled
+        self._count += 1
+        self._last_time = time_s
+        self._since_ready += 1
+        if self._count >= self.spec.window and self._since_ready >= self.spec.stride:
+            self._since_ready = 0
+            order = np.roll(np.arange(self.spec.window), -(self._count % self.spec.window))
+            span = (self.spec.window - 1) * self.spec.period_s
+            ready.append(
+                ReadyWindow(self._values[order].copy(), time_s - span, time_s, int(self._filled[order].sum()))
+            )
+
+    def flush(self) -> list[ReadyWindow]:
+        """Commit every pending event (at shutdown or when the source went quiet)."""
+        ready: list[ReadyWindow] = []
+        while self._pending_times:
+            self._commit(self._pending_times.pop(0), self._pending_values.pop(0), ready)
+        return ready
+
+    def memory_bytes(self) -> int:
+        """Bytes held for this asset (ring and reorder buffer)."""
+        pending = sum(v.nbytes for v in self._pending_values) + 8 * len(self._pending_times)
+        return self._values.nbytes + self._filled.nbytes + pending

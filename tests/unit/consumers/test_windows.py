@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+
+from consumers.sensors.windows import AssetWindow, WindowSpec
+
+SPEC = WindowSpec(channels=("t",), window=4, stride=2, period_s=1.0)
+
+
+def feed(window: AssetWindow, times: list[float]) -> list:
+    ready = []
+    for t in times:
+        ready += window.add(t, np.array([t])).ready
+    return ready
+
+
+def test_a_window_is_ready_every_stride_once_full() -> None:
+    ready = feed(AssetWindow(SPEC), [float(t) for t in range(8)])
+    assert [r.values[:, 0].tolist() for r in ready] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+    assert (ready[0].start_s, ready[0].end_s) == (0.0, 3.0)
+
+
+def test_out_of_order_events_within_lateness_are_reordered() -> None:
+    window = AssetWindow(WindowSpec(("t",), 4, 4, 1.0, lateness_s=2.0))
+    ready = feed(window, [0, 2, 1, 3, 5, 4, 6, 7, 8, 9])
+    assert ready[0].values[:, 0].tolist() == [0, 1, 2, 3]
+    assert ready[0].filled == 0
+
+
+def test_late_and_duplicate_events_are_reported_not_dropped_silently() -> None:
+    window = AssetWindow(WindowSpec(("t",), 4, 2, 1.0, lateness_s=1.0))
+    feed(window, [0, 1, 2, 3, 4, 5])
+    assert window.add(1.0, np.array([1.0])).outcome == "late"
+    assert window.add(5.0, np.array([5.0])).outcome == "duplicate"
+    assert window.add(6.0, np.array([6.0])).outcome == "accepted"
+
+
+def test_gaps_are_resampled_or_masked() -> None:
+    resampled = feed(AssetWindow(SPEC), [0, 1, 4, 5])
+    assert [r.values[:, 0].tolist() for r in resampled] == [[0, 1, 2, 3], [2, 3, 4, 5]]
+    assert [r.filled for r in resampled] == [2, 2]
+    masked = feed(AssetWindow(WindowSpec(("t",), 4, 2, 1.0, gap_policy="mask")), [0, 1, 4, 5])
+    assert [r.values[:, 0].tolist() for r in masked] == [[0, 1, 0, 0], [0, 0, 4, 5]]
+
+
+def test_memory_per_asset_is_bounded() -> None:
+    window = AssetWindow(WindowSpec(("a", "b"), 64, 16, 1.0))
+    feed_many = [window.add(float(t), np.array([t, t])) for t in range(10_000)]
+    assert feed_many[-1].outcome == "accepted"
+    assert window.memory_bytes() < 1024
