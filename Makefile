@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint bench kafka-up kafka-down clean
+.PHONY: setup demo test test-unit lint bench bench-vision kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/foundation.py
+
+bench-vision: setup
+	$(BIN)/python bench/vision.py
 
 kafka-up: setup
 	$(BIN)/vigil kafka up
