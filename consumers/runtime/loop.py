@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka import errors as Errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -52,6 +53,14 @@ from schemas.common import Message
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
+
+REBALANCING = (
+    Errors.CommitFailedError,
+    Errors.RebalanceInProgressError,
+    Errors.UnknownMemberIdError,
+    Errors.IllegalGenerationError,
+)
+"""Commit errors that mean 'the group is rebalancing', not 'the runtime is broken'."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -241,7 +250,13 @@ class StreamRuntime:
         if self._exactly_once:
             self._commit_transaction(offsets)
         elif offsets:
-            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            try:
+                self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            except REBALANCING as error:
+                # Nothing is marked committed: the next commit retries what we still own,
+                # and the rebalance listener settles what we lose.
+                log.warning("commit skipped while the group rebalances: %r", error)
+                return {}
         if offsets:
             self._tracker.mark_committed(offsets)
             self.observer.on_committed(offsets)

@@ -147,3 +147,41 @@ def test_a_failed_dead_letter_write_blocks_the_commit(kafka_bootstrap: str) -> N
         runtime.run(install_signal_handlers=False, max_runtime_s=60)
     committed = committed_offsets(kafka_bootstrap, settings.kafka.group_id)
     assert all(offset <= 1 for offset in committed.values()), committed
+
+
+def test_a_second_member_joins_mid_stream_and_nothing_is_lost(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap, partitions=4)
+    first, second = passthrough_runtime(settings), passthrough_runtime(settings)
+    sensors = settings.topics.sensors.name
+    readings = [samples.reading(i) for i in range(400)]
+    with running(first):
+        produce(kafka_bootstrap, sensors, [(r.asset_id.encode(), r.to_json_bytes()) for r in readings[:200]])
+        read_all(kafka_bootstrap, settings.topics.inferences.name, 50)
+        with running(second):
+            wait_for(lambda: second.assignment, 60, what="the second member's share of the partitions")
+            produce(
+                kafka_bootstrap, sensors, [(r.asset_id.encode(), r.to_json_bytes()) for r in readings[200:]]
+            )
+            ends = {tp: end for tp, end in end_offsets(kafka_bootstrap, sensors).items() if end > 0}
+            last: dict = {}
+
+            def all_committed() -> bool:
+                last.update(committed_offsets(kafka_bootstrap, settings.kafka.group_id))
+                return last == ends
+
+            try:
+                wait_for(all_committed, timeout_s=60, what="every offset committed by the two members")
+            except TimeoutError as error:
+                raise AssertionError(
+                    f"committed {last} ends {ends} first {first.assignment} second {second.assignment}"
+                ) from error
+            assert first.assignment and second.assignment, "both members hold partitions"
+    results = read_all(kafka_bootstrap, settings.topics.inferences.name, len(readings))
+    seen = {
+        (
+            InferenceResult.from_json_bytes(r.value).evidence.partition,
+            InferenceResult.from_json_bytes(r.value).evidence.offset,
+        )
+        for r in results
+    }
+    assert seen == {(tp.partition, o) for tp, end in ends.items() for o in range(end)}
