@@ -160,11 +160,10 @@ class VisionStage:
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call (results and alerts are built here, in the caller's thread)."""
         try:
-            self._outcome(
-                *self._scored.get(timeout=timeout_s) if timeout_s > 0 else self._scored.get_nowait()
-            )
+            first = self._scored.get(timeout=timeout_s) if timeout_s > 0 else self._scored.get_nowait()
+            self._guarded_outcome(*first)
             while True:
-                self._outcome(*self._scored.get_nowait())
+                self._guarded_outcome(*self._scored.get_nowait())
         except queue.Empty:
             pass
         outcomes = []
@@ -195,11 +194,18 @@ class VisionStage:
         self._done.put(Outcome(work.record, failure=Failure.from_exception(reason, STAGE, error)))
 
     def _fetch_and_decode(self, work: Work) -> None:
+        try:
+            self._fetch_and_decode_unguarded(work)
+        except Exception as error:  # every frame gets an outcome, even on a bug
+            log.exception("frame %s failed unexpectedly", work.record)
+            self._fail(work, "processing_error", error)
+
+    def _fetch_and_decode_unguarded(self, work: Work) -> None:
         frame = work.message
         assert isinstance(frame, FrameRef)
         try:
             lane = self.lane(frame.model) if frame.model else self.default_lane
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:  # no such entry, or one that fails its checks
             return self._fail(work, "unknown_model", error)
         try:
             data = self._fetcher.fetch(frame.uri, frame.sha256)
@@ -223,6 +229,13 @@ class VisionStage:
     def _deliver(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
         """Called by a lane's executor thread: hand the output over and get back to the device."""
         self._scored.put((item, result))
+
+    def _guarded_outcome(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
+        try:
+            self._outcome(item, result)
+        except Exception as error:  # a result that cannot be built fails its frame alone
+            log.exception("building the outcome of %s failed", item.work.record)
+            self._fail(item.work, "processing_error", error)
 
     def _outcome(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
         """Turn one frame's model output into its result, alerts or failure."""
