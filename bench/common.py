@@ -78,7 +78,7 @@ def bench_broker() -> Iterator[BenchBroker]:
     try:
         yield BenchBroker(info.bootstrap_servers, info.pid)
     finally:
-        broker.stop()
+        broker.stop(purge=True)
 
 
 def bench_settings(bootstrap: str, **topic_partitions: int) -> VigilSettings:

@@ -41,7 +41,7 @@ def cold_start() -> tuple[float, float]:
         started = time.monotonic()
         broker.start()
         cached = time.monotonic() - started
-        broker.stop()
+        broker.stop(purge=True)
     del os.environ["VIGIL_CACHE_DIR"], os.environ["MAVEN_OPTS"]
     return first, cached
 

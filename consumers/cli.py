@@ -35,7 +35,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         )
         console.print(f"export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap_servers}")
     elif args.action == "down":
-        console.print("stopped" if broker.stop() else "no local broker was running")
+        console.print("stopped" if broker.stop(purge=args.purge) else "no local broker was running")
     else:
         status = broker.status()
         if status is None:
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="the local Apache Kafka broker")
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.add_argument("--name", default="default", help="broker instance name")
+    kafka.add_argument("--purge", action="store_true", help="down: also delete the instance's data and log")
     kafka.set_defaults(func=cmd_kafka)
 
     topics = with_config(sub.add_parser("topics", help="create the configured topics"))

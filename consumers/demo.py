@@ -198,6 +198,12 @@ def run_demo(
             for batch in outputs.poll(timeout_ms=200).values():
                 for record in batch:
                     _show(record, settings, summary, console)
+        # Inputs stop here; let the pipelines catch up so the summary covers all that was sent.
+        drain_until = time.monotonic() + 30
+        while summary.results < summary.frames + summary.readings and time.monotonic() < drain_until:
+            for batch in outputs.poll(timeout_ms=200).values():
+                for record in batch:
+                    _show(record, settings, summary, console)
     finally:
         for runtime in runtimes:
             runtime.stop()

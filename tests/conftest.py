@@ -43,4 +43,4 @@ def kafka_bootstrap() -> Iterator[str]:
     try:
         yield info.bootstrap_servers
     finally:
-        broker.stop()
+        broker.stop(purge=True)

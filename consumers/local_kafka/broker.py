@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,8 +128,15 @@ def server_properties(data_dir: Path, client_port: int, controller_port: int) ->
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage
+    tool's argument parser would take it for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class LocalKafka:
@@ -164,7 +172,7 @@ class LocalKafka:
         data_dir = self.state_dir / "data"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # A fresh log dir each start: the controller's port is baked into formatted storage.
-        subprocess.run(["rm", "-rf", str(data_dir)], check=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
         props = self.state_dir / "server.properties"
         props.write_text(server_properties(data_dir, client_port, controller_port))
         classpath = f"{libs}/*"
@@ -248,9 +256,14 @@ class LocalKafka:
             time.sleep(0.2)  # polling interval while waiting on the deadline
         raise TimeoutError(f"Kafka did not serve within {deadline_s:.0f}s:\n{self.log_tail()}")
 
-    def stop(self, deadline_s: float = STOP_DEADLINE_S) -> bool:
-        """Stop the broker cleanly (SIGKILL after the deadline). True if one was running."""
+    def stop(self, deadline_s: float = STOP_DEADLINE_S, purge: bool = False) -> bool:
+        """Stop the broker cleanly (SIGKILL after the deadline). True if one was running.
+
+        ``purge`` also removes the instance's state folder (data and log): for throwaway brokers.
+        """
         if not self._info_file.exists():
+            if purge:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
             return False
         info = BrokerInfo(**json.loads(self._info_file.read_text()))
         was_running = process_alive(info.pid)
@@ -264,6 +277,8 @@ class LocalKafka:
                 self._signal_group(info.pid, signal.SIGKILL)
             _reap(info.pid)
         self._info_file.unlink(missing_ok=True)
+        if purge:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         return was_running
 
     @staticmethod

@@ -30,7 +30,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import FrameType
@@ -64,17 +66,38 @@ REBALANCING = (
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """Hands rebalance events to the runtime.
+
+    kafka-python calls the listener on the runtime's thread, where the runtime settles and
+    commits before giving partitions up, or on its own IO thread, where nothing may block: there
+    the runtime forgets revoked partitions without committing (their uncommitted work is
+    re-processed by the next owner). IO-thread events that arrive while the runtime's thread
+    is not parked in ``poll`` wait in a queue applied before the next ``poll``.
+    """
+
     def __init__(self, runtime: StreamRuntime) -> None:
         self._runtime = runtime
 
+    def _deliver(self, kind: str, partitions: set[TopicPartition]) -> None:
+        runtime = self._runtime
+        if threading.get_ident() == runtime._thread_id:
+            runtime._apply_rebalance(kind, set(partitions))
+        elif runtime._in_poll:
+            # The runtime's thread is parked inside poll(): its state is safe to update now,
+            # before poll returns records fetched under the new assignment; only blocking
+            # calls (a commit) are not allowed here.
+            runtime._apply_rebalance(kind, set(partitions), may_commit=False)
+        else:
+            runtime._rebalance_events.append((kind, set(partitions)))
+
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._runtime._on_revoked(set(revoked))
+        self._deliver("revoked", revoked)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._runtime._on_assigned(set(assigned))
+        self._deliver("assigned", assigned)
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self._runtime._forget(set(lost))
+        self._deliver("lost", lost)
 
 
 class StreamRuntime:
@@ -104,6 +127,10 @@ class StreamRuntime:
         self._paused = False
         self._failed = False
         self._in_transaction = False
+        self._thread_id: int | None = None
+        self._in_poll = False
+        self._revoked: set[TopicPartition] = set()
+        self._rebalance_events: deque[tuple[str, set[TopicPartition]]] = deque()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self.assignment: set[TopicPartition] = set()
@@ -116,6 +143,7 @@ class StreamRuntime:
 
     def run(self, install_signal_handlers: bool = True, max_runtime_s: float | None = None) -> int:
         """Consume until stopped; returns the process exit status (0 after a clean drain)."""
+        self._thread_id = threading.get_ident()
         if install_signal_handlers:
             self._install_signal_handlers()
         transactional_id = (
@@ -127,6 +155,7 @@ class StreamRuntime:
         if self._exactly_once:
             self._producer.init_transactions()
         self._consumer = make_consumer(self.settings.kafka, self._group_id)
+        self._require_input_topics()
         self._consumer.subscribe(topics=list(self.inputs), listener=_Rebalance(self))
         deadline = time.monotonic() + max_runtime_s if max_runtime_s else None
         next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
@@ -146,6 +175,19 @@ class StreamRuntime:
             raise
         self._close(clean=True)
         return 0
+
+    def _require_input_topics(self) -> None:
+        """Load the input topics' metadata before joining the group (or say which one is missing).
+
+        A member that joins before its metadata knows a new topic is assigned nothing from it.
+        """
+        assert self._consumer is not None
+        missing = [topic for topic in self.inputs if not self._consumer.partitions_for_topic(topic)]
+        if missing:
+            self._consumer.close(autocommit=False)
+            raise RuntimeError(
+                f"input topics missing: {', '.join(missing)}; create them with `vigil topics create`"
+            )
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -168,8 +210,13 @@ class StreamRuntime:
 
     def _poll_once(self) -> None:
         assert self._consumer is not None
+        self._apply_queued_rebalances()
         busy = self.stage.in_flight() > 0
-        batches = self._consumer.poll(timeout_ms=0 if busy else self._config.poll_timeout_ms)
+        self._in_poll = True
+        try:
+            batches = self._consumer.poll(timeout_ms=0 if busy else self._config.poll_timeout_ms)
+        finally:
+            self._in_poll = False
         work: list[Work] = []
         now = datetime.now(UTC)
         for tp, messages in batches.items():
@@ -240,6 +287,7 @@ class StreamRuntime:
     def commit(self, flush: bool = True) -> dict[TopicPartition, int]:
         """Settle deliveries, then commit contiguous completed offsets (see the module doc)."""
         assert self._producer is not None and self._consumer is not None
+        self._apply_queued_rebalances()  # never compute offsets for partitions already given up
         # a. Flush outputs and dead letters when every one must be acknowledged now.
         if flush:
             self._producer.flush(timeout=self.settings.kafka.delivery_timeout_ms / 1000)
@@ -293,7 +341,29 @@ class StreamRuntime:
 
     # -- rebalancing -----------------------------------------------------------------------
 
+    def _apply_queued_rebalances(self) -> None:
+        while self._rebalance_events:
+            kind, partitions = self._rebalance_events.popleft()
+            self._apply_rebalance(kind, partitions, may_commit=False)
+
+    def _apply_rebalance(self, kind: str, partitions: set[TopicPartition], may_commit: bool = True) -> None:
+        self._apply_queued_rebalances()
+        if kind == "revoked":
+            if may_commit:
+                self._on_revoked(partitions)
+            else:
+                self._revoked |= partitions
+        elif kind == "assigned":
+            self._on_assigned(partitions)
+        else:
+            self._forget(partitions)
+
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Settle and commit what is done before giving partitions up.
+
+        Their state is kept until the new assignment: a partition handed straight back keeps
+        its fetch position, so its in-flight records are not delivered again and must finish.
+        """
         if self._failed:
             self._forget(revoked)
             return
@@ -302,9 +372,11 @@ class StreamRuntime:
         try:
             self.commit()
         finally:
-            self._forget(revoked)
+            self._revoked |= revoked
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._forget(self._revoked - assigned)  # gone to another member: its owner re-processes
+        self._revoked.clear()
         self.assignment |= assigned
         self.observer.on_assignment(self.assignment)
         if self._paused and self._consumer is not None and assigned:

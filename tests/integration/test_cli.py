@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,9 +29,10 @@ def test_kafka_up_status_down_leaves_no_process(
     assert main(["kafka", "up", "--name", name]) == 0  # idempotent: the same broker
     assert LocalKafka(name).status() == info
     assert main(["kafka", "status", "--name", name]) == 0
-    assert main(["kafka", "down", "--name", name]) == 0
+    assert main(["kafka", "down", "--name", name, "--purge"]) == 0
     assert not process_alive(info.pid)
     assert LocalKafka(name).status() is None
+    assert not (tmp_path / "kafka" / name).exists()
     assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:" in capsys.readouterr().out
 
 
@@ -56,16 +60,32 @@ def test_a_bad_configuration_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "delivery" in capsys.readouterr().out
 
 
-def test_demo_shows_a_firing_alert_from_the_faulty_camera(
-    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
+def test_demo_shows_a_firing_alert_from_the_faulty_camera(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = unique_settings(kafka_bootstrap)
     config = tmp_path / "vigil.yaml"
     document = json.loads(settings.model_dump_json())
     document["vision"]["registry"] = str(tmp_path / "registry")
     config.write_text(json.dumps(document))
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    assert main(["demo", "--config", str(config), "--duration", "12", "--readings-per-s", "12"]) == 0
-    out = capsys.readouterr().out
-    assert "ALERT firing" in out and "cam-3" in out
-    assert "Vigil demo summary" in out
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "200"}
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "consumers.cli",
+            "demo",
+            "--config",
+            str(config),
+            "--duration",
+            "12",
+            "--readings-per-s",
+            "12",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "ALERT firing" in demo.stdout and "cam-3" in demo.stdout
+    assert "Vigil demo summary" in demo.stdout

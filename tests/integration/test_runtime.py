@@ -185,3 +185,14 @@ def test_a_second_member_joins_mid_stream_and_nothing_is_lost(kafka_bootstrap: s
         for r in results
     }
     assert seen == {(tp.partition, o) for tp, end in ends.items() for o in range(end)}
+
+
+def test_a_missing_input_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
+    from consumers.runtime.loop import StreamRuntime
+    from consumers.stages.passthrough import passthrough_stage
+    from schemas.messages import SensorReading
+
+    settings = unique_settings(kafka_bootstrap)
+    runtime = StreamRuntime(settings, {"no-such-topic-here": SensorReading}, passthrough_stage("out"))
+    with pytest.raises(RuntimeError, match=r"input topics missing: no-such-topic-here.*vigil topics create"):
+        runtime.run(install_signal_handlers=False)

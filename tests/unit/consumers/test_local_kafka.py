@@ -23,9 +23,11 @@ def test_properties_fit_a_single_node_with_transactions(tmp_path: Path) -> None:
     assert props["group.initial.rebalance.delay.ms"] == "0"
 
 
-def test_cluster_id_is_22_url_safe_characters() -> None:
-    cluster_id = new_cluster_id()
-    assert len(cluster_id) == 22 and "=" not in cluster_id and "+" not in cluster_id
+def test_cluster_ids_are_22_url_safe_characters_never_starting_with_a_dash() -> None:
+    for _ in range(500):  # one random id in 64 would start with "-" otherwise
+        cluster_id = new_cluster_id()
+        assert len(cluster_id) == 22 and "=" not in cluster_id and "+" not in cluster_id
+        assert not cluster_id.startswith("-")
 
 
 def test_missing_tools_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
