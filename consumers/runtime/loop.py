@@ -43,7 +43,7 @@ from kafka import errors as Errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumers.kafka_clients import make_consumer, make_producer
+from consumers.kafka_clients import make_admin, make_consumer, make_producer
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.decoding import decode_record
 from consumers.runtime.deliveries import DeliveryLedger
@@ -129,6 +129,7 @@ class StreamRuntime:
         self._in_transaction = False
         self._thread_id: int | None = None
         self._in_poll = False
+        self._commit_skipped = False
         self._revoked: set[TopicPartition] = set()
         self._rebalance_events: deque[tuple[str, set[TopicPartition]]] = deque()
         self._consumer: KafkaConsumer | None = None
@@ -154,8 +155,8 @@ class StreamRuntime:
         self._producer = make_producer(self.settings.kafka, transactional_id)
         if self._exactly_once:
             self._producer.init_transactions()
-        self._consumer = make_consumer(self.settings.kafka, self._group_id)
         self._require_input_topics()
+        self._consumer = make_consumer(self.settings.kafka, self._group_id)
         self._consumer.subscribe(topics=list(self.inputs), listener=_Rebalance(self))
         deadline = time.monotonic() + max_runtime_s if max_runtime_s else None
         next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
@@ -167,24 +168,24 @@ class StreamRuntime:
                     self.commit(flush=self._exactly_once)
                     next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
             self._drain()
-            self.commit(flush=True)
+            committed = self._final_commit()
         except BaseException:
             self._failed = True  # from here on nothing is committed, not even on revoke
             self._abort_transaction()
             self._close(clean=False)
             raise
         self._close(clean=True)
-        return 0
+        return 0 if committed else 1
 
     def _require_input_topics(self) -> None:
-        """Load the input topics' metadata before joining the group (or say which one is missing).
-
-        A member that joins before its metadata knows a new topic is assigned nothing from it.
-        """
-        assert self._consumer is not None
-        missing = [topic for topic in self.inputs if not self._consumer.partitions_for_topic(topic)]
+        """Fail at start-up, with the fix named, when an input topic does not exist."""
+        admin = make_admin(self.settings.kafka)
+        try:
+            existing = set(admin.list_topics())
+        finally:
+            admin.close()
+        missing = [topic for topic in self.inputs if topic not in existing]
         if missing:
-            self._consumer.close(autocommit=False)
             raise RuntimeError(
                 f"input topics missing: {', '.join(missing)}; create them with `vigil topics create`"
             )
@@ -224,6 +225,8 @@ class StreamRuntime:
             message_type = self.inputs[tp.topic]
             for message in messages:
                 record = _inbound(message)
+                if self._ledger.holds((record.topic, record.partition, record.offset)):
+                    continue  # re-delivered after a rebalance while still in flight: it will finish
                 self._tracker.track(tp, record.offset)
                 self._ledger.receive(record)
                 decoded = decode_record(record, message_type, self._config.max_message_bytes)
@@ -271,10 +274,27 @@ class StreamRuntime:
             self._paused = False
             self.observer.on_backpressure(False, outstanding)
 
+    def _final_commit(self, attempts: int = 20) -> bool:
+        """Commit at shutdown; a rebalance under way is driven to its end with poll and retried.
+
+        False when the group never settled: nothing past the last commit is lost, it is
+        re-processed by the partitions' next owner, but the exit status says so.
+        """
+        assert self._consumer is not None
+        for _ in range(attempts):
+            self._commit_skipped = False
+            self.commit(flush=True)
+            if not self._commit_skipped:
+                return True
+            self._consumer.poll(timeout_ms=500)  # partitions are paused: this only completes the rebalance
+        log.error("could not commit at shutdown: the group kept rebalancing")
+        return False
+
     def _drain(self) -> None:
         """Stop fetching and wait (bounded) for the stage to finish what it holds."""
         assert self._consumer is not None
         self._consumer.pause(*self._consumer.assignment())
+        self._paused = True  # partitions assigned from now on stay paused too
         deadline = time.monotonic() + self._config.shutdown_timeout_s
         while self.stage.in_flight() > 0 and time.monotonic() < deadline:
             for outcome in self.stage.collect(timeout_s=0.05):
@@ -304,6 +324,7 @@ class StreamRuntime:
                 # Nothing is marked committed: the next commit retries what we still own,
                 # and the rebalance listener settles what we lose.
                 log.warning("commit skipped while the group rebalances: %r", error)
+                self._commit_skipped = True
                 return {}
         if offsets:
             self._tracker.mark_committed(offsets)
