@@ -30,7 +30,7 @@ from consumers.stages.passthrough import passthrough_stage
 from consumers.tail import describe
 from consumers.topics import create_topics
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, SensorReading
-from schemas.settings import VigilSettings
+from schemas.settings import AlertRule, VigilSettings
 
 DEMO_MODEL = "demo-defects"
 CAMERAS = ("cam-1", "cam-2", "cam-3", "cam-4")
@@ -120,10 +120,17 @@ class PressLine:
 
 
 def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
-    """The demo's model and frame store, on top of the user's settings."""
+    """The demo's model, frame store and alert rules (2 of 3 frames, with hysteresis)."""
+    rules = settings.vision.rules or [
+        AlertRule(
+            name=f"demo-{label}", label=label, hi=0.7, lo=0.4, n=2, m=3, cooldown_s=5, severity="critical"
+        )
+        for label in ("crack", "scratch", "spot")
+    ]
     vision = settings.vision.model_copy(
         update={
             "model": DEMO_MODEL,
+            "rules": rules,
             "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{store}/"]}),
         }
     )
