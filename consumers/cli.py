@@ -22,6 +22,11 @@ def _settings(args: argparse.Namespace) -> VigilSettings:
     return resolve_cluster(load_settings(args.config))
 
 
+def _registry(args: argparse.Namespace) -> str:
+    """The model registry folder: ``--registry``, else the configuration's."""
+    return str(args.registry or load_settings(args.config).vision.registry)
+
+
 def cmd_kafka(args: argparse.Namespace) -> int:
     from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
 
@@ -146,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from models.vision.training import fit_anomaly_scorer, train_classifier
 
-    registry = args.registry or load_settings(args.config).vision.registry
+    registry = _registry(args)
     if args.kind == "anomaly":
         entry = fit_anomaly_scorer(
             args.data,
@@ -185,7 +190,7 @@ def cmd_train_sensor(args: argparse.Namespace) -> int:
     import models.sensors.serving  # noqa: F401  (registers the sensor builders)
     from models.sensors.training import train_sensor_model
 
-    registry = args.registry or load_settings(args.config).vision.registry
+    registry = _registry(args)
     entry = train_sensor_model(
         args.data,
         registry,
@@ -210,7 +215,7 @@ def cmd_eval_sensor(args: argparse.Namespace) -> int:
     from models.sensors.evaluation import compare, labelled_windows
     from models.sensors.series import load_history
 
-    registry = args.registry or load_settings(args.config).vision.registry
+    registry = _registry(args)
     model = load_model(registry, args.name, args.version)
     table = Table(title=f"{args.data.name}: {args.name} {model.card.version} against a rolling z-score")
     for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
@@ -231,7 +236,7 @@ def cmd_eval_sensor(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.vision.evaluation import report_for_entry
 
-    registry = args.registry or load_settings(args.config).vision.registry
+    registry = _registry(args)
     console.print(report_for_entry(registry, args.name, args.version, args.data, args.split))
     return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.common import Message
@@ -64,4 +64,3 @@ class Outcome:
     record: InboundRecord
     outputs: tuple[Output, ...] = ()
     failure: Failure | None = None
-    events: dict[str, float] = field(default_factory=dict)

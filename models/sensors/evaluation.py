@@ -88,9 +88,8 @@ def report(
     return result
 
 
-def policy_rule(threshold: float, period_s: float, stride: int) -> AlertRule:
+def policy_rule(threshold: float) -> AlertRule:
     """2-of-3 confirmation, resolve below 75% of the threshold, a 6-hour cooldown."""
-    del period_s, stride
     return AlertRule(
         name="eval", label="anomaly", hi=threshold, lo=0.75 * threshold, n=2, m=3, cooldown_s=6 * 3600
     )
@@ -136,12 +135,11 @@ def compare(
     assert isinstance(spec, SeriesInputSpec)
     start, end = float(series.times[0]), float(series.times[-1])
     until = float(series.times[max(spec.window, int(len(series.times) * train_fraction)) - 1])
-    rule_args = (series.period_s, spec.stride)
     times, scores = model_scores(module, card, series)
     reports = [
         report(
             f"{card.architecture} (model)",
-            alert_times(times, scores, policy_rule(card.thresholds["anomaly"], *rule_args)),
+            alert_times(times, scores, policy_rule(card.thresholds["anomaly"])),
             spans,
             start,
             end,
@@ -152,7 +150,7 @@ def compare(
     reports.append(
         report(
             "rolling z-score (baseline)",
-            alert_times(ztimes, zscores, policy_rule(threshold, *rule_args)),
+            alert_times(ztimes, zscores, policy_rule(threshold)),
             spans,
             start,
             end,
