@@ -157,6 +157,7 @@ class StreamRuntime:
             self._producer.init_transactions()
         self._require_input_topics()
         self._consumer = make_consumer(self.settings.kafka, self._group_id)
+        self._await_input_metadata(self._consumer)
         self._consumer.subscribe(topics=list(self.inputs), listener=_Rebalance(self))
         deadline = time.monotonic() + max_runtime_s if max_runtime_s else None
         next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
@@ -189,6 +190,21 @@ class StreamRuntime:
             raise RuntimeError(
                 f"input topics missing: {', '.join(missing)}; create them with `vigil topics create`"
             )
+
+    def _await_input_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+        """Wait until the consumer's own metadata lists every input topic's partitions.
+
+        A group leader that assigns before its metadata knows a topic hands out no partitions
+        of it, and kafka-python only notices at the next metadata refresh (minutes later).
+        """
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.inputs)
+        while pending:
+            pending = [topic for topic in pending if not consumer.partitions_for_topic(topic)]
+            if pending and time.monotonic() >= deadline:
+                raise RuntimeError(f"no partition metadata for {', '.join(pending)} after {timeout_s:.0f}s")
+            if pending:
+                time.sleep(0.1)  # back-off between metadata requests, bounded by the deadline
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
