@@ -56,6 +56,9 @@ def consumer_config(settings: KafkaSettings, group_id: str | None = None) -> dic
         "session_timeout_ms": settings.session_timeout_ms,
         "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
         "group_instance_id": settings.group_instance_id,
+        # A group leader whose metadata lacked a just-created topic assigns none of it until
+        # the next refresh: 30 s bounds that instead of the default 5 minutes.
+        "metadata_max_age_ms": 30_000,
     }
 
 
@@ -89,3 +92,8 @@ def make_producer(settings: KafkaSettings, transactional_id: str | None = None) 
 def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
     """An admin client for the configured cluster."""
     return KafkaAdminClient(**_common(settings))
+
+
+def make_reader(settings: KafkaSettings) -> KafkaConsumer:
+    """A consumer outside any group (``read_committed``) for reading a partition's history back."""
+    return KafkaConsumer(**{**consumer_config(settings), "group_id": None, "group_instance_id": None})

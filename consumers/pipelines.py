@@ -34,7 +34,17 @@ def _vision(settings: VigilSettings) -> Pipeline:
     return Pipeline({settings.topics.frames.name: FrameRef}, VisionStage(settings))
 
 
-PIPELINES: dict[str, Callable[[VigilSettings], Pipeline]] = {"passthrough": _passthrough, "vision": _vision}
+def _sensors(settings: VigilSettings) -> Pipeline:
+    from consumers.sensors.stage import SensorStage
+
+    return Pipeline({settings.topics.sensors.name: SensorReading}, SensorStage(settings))
+
+
+PIPELINES: dict[str, Callable[[VigilSettings], Pipeline]] = {
+    "passthrough": _passthrough,
+    "vision": _vision,
+    "sensors": _sensors,
+}
 
 
 def build_pipeline(name: str, settings: VigilSettings) -> Pipeline:

@@ -168,7 +168,7 @@ class InferenceResult(Message):
     result_id: Identifier
     pipeline: Literal["vision", "sensors", "passthrough"]
     source_id: Identifier
-    outcome: Literal["scored", "late"] = "scored"
+    outcome: Literal["scored", "late", "duplicate"] = "scored"
     model: ModelRef | None = None
     label: ShortText | None = None
     score: FiniteFloat | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from contextvars import ContextVar
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -120,6 +121,9 @@ class FetchSettings(Section):
     retry_max_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+RuleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
 class AlertRule(Section):
     """When a score becomes an alert, per source pattern and label.
 
@@ -128,7 +132,7 @@ class AlertRule(Section):
     fires for ``cooldown_s`` seconds of event time.
     """
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    name: RuleName
     sources: str = "*"
     label: str = "*"
     hi: float
@@ -161,6 +165,83 @@ class VisionSettings(Section):
     """Alert rules; when empty, one rule per thresholded label of the model card."""
 
 
+class SensorModelBinding(Section):
+    """Which registry model scores which assets; the first binding that matches wins."""
+
+    assets: str = "*"
+    """fnmatch pattern on ``asset_id``."""
+    sensor_kind: str = "*"
+    model: str
+    version: str | None = None
+
+
+class SensorRule(Section):
+    """A rule without a model, for assets and sensor kinds matching the patterns.
+
+    Kinds: ``threshold`` (a channel above ``limit`` for at least ``for_s`` seconds),
+    ``rate`` (absolute change per second above ``limit``), ``range`` (a value outside
+    [``low``, ``high``]) and ``stale`` (no reading from the asset for ``for_s`` seconds).
+    Each condition scores 1 while it holds, and the shared alert policy applies ``n`` of
+    ``m``, cooldown and the resolve event, as for model scores.
+    """
+
+    name: RuleName
+    kind: Literal["threshold", "rate", "range", "stale"]
+    channel: str = "*"
+    assets: str = "*"
+    sensor_kind: str = "*"
+    limit: float = 0.0
+    low: float = float("-inf")
+    high: float = float("inf")
+    for_s: Annotated[float, Field(ge=0)] = 0.0
+    n: Positive = 1
+    m: Positive = 1
+    cooldown_s: Annotated[float, Field(ge=0)] = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    def applies(self, asset_id: str, sensor_kind: str) -> bool:
+        """Whether this rule watches ``asset_id`` of ``sensor_kind``."""
+        return fnmatchcase(asset_id, self.assets) and fnmatchcase(sensor_kind, self.sensor_kind)
+
+    def policy_rule(self) -> AlertRule:
+        """The alert policy rule that turns this rule's condition scores into alerts."""
+        return AlertRule(
+            name=self.name,
+            sources=self.assets,
+            hi=1.0,
+            n=self.n,
+            m=self.m,
+            cooldown_s=self.cooldown_s,
+            severity=self.severity,
+        )
+
+
+class SensorSettings(Section):
+    """The sensor pipeline: windows, models, rules and bad-input handling."""
+
+    registry: str = "~/.local/share/vigil/models"
+    models: list[SensorModelBinding] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    batching: BatchingSettings = BatchingSettings(max_batch_size=256, max_wait_ms=20.0, max_queue=8192)
+    lateness_s: Annotated[float, Field(ge=0)] = 0.0
+    """Events up to this much older than an asset's newest are put back in order; older ones are late."""
+    max_future_s: Annotated[float, Field(gt=0)] = 300.0
+    """An event time further than this after the record's Kafka timestamp is ``out_of_time_range``."""
+    max_past_s: Annotated[float, Field(gt=0)] | None = 7 * 86_400.0
+    """An event time further than this before the record's Kafka timestamp is ``out_of_time_range``
+    (``None`` accepts any age, for replays of old history)."""
+    unknown_channels: Literal["dead_letter", "ignore"] = "dead_letter"
+    """A channel that neither the asset's model nor any of its rules knows: dead-letter the
+    reading, or drop the channel and count it."""
+    model_rules: list[AlertRule] = Field(default_factory=list)
+    """Alert rules on model scores; when empty, 2 of 3 windows above each card threshold."""
+    rules: list[SensorRule] = Field(default_factory=list)
+    rebuild_history_s: Annotated[float, Field(ge=0)] = 3_600.0
+    """On assignment, a partition's windows and alert state are rebuilt from this much of its
+    history (by Kafka timestamp); 0 starts empty."""
+
+
 class MetricsSettings(Section):
     """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served."""
 
@@ -180,6 +261,7 @@ class VigilSettings(BaseSettings):
     topics: TopicsSettings = TopicsSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     vision: VisionSettings = VisionSettings()
+    sensors: SensorSettings = SensorSettings()
     metrics: MetricsSettings = MetricsSettings()
 
     @classmethod

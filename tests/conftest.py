@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.sensor_fixtures import sensor_models  # noqa: F401  (session fixture)
 from tests.vision_fixtures import vision_models  # noqa: F401  (session fixture)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as Errors
 
 from schemas.settings import KafkaSettings, TopicSpec, TopicsSettings, VigilSettings
 
@@ -113,11 +114,13 @@ def read_until_quiet(
 
 
 def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
-    """The group's committed offsets per partition."""
+    """The group's committed offsets per partition (none while its coordinator is not up yet)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         result = admin.list_group_offsets({group_id: None})
         return {tp: meta.offset for tp, meta in result.get(group_id, {}).items()}
+    except (Errors.CoordinatorNotAvailableError, Errors.CoordinatorLoadInProgressError):
+        return {}
     finally:
         admin.close()
 

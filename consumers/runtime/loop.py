@@ -36,7 +36,6 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as Errors
@@ -157,8 +156,8 @@ class StreamRuntime:
             self._producer.init_transactions()
         self._require_input_topics()
         self._consumer = make_consumer(self.settings.kafka, self._group_id)
-        self._await_input_metadata(self._consumer)
         self._consumer.subscribe(topics=list(self.inputs), listener=_Rebalance(self))
+        self._await_input_metadata(self._consumer)
         deadline = time.monotonic() + max_runtime_s if max_runtime_s else None
         next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
         try:
@@ -192,19 +191,16 @@ class StreamRuntime:
             )
 
     def _await_input_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
-        """Wait until the consumer's own metadata lists every input topic's partitions.
+        """Wait until the consumer's metadata lists every input topic's partitions.
 
-        A group leader that assigns before its metadata knows a topic hands out no partitions
-        of it, and kafka-python only notices at the next metadata refresh (minutes later).
+        kafka-python joins the group without waiting for the subscription's first metadata;
+        a leader that assigns before it arrives hands out no partitions of the topic.
         """
         deadline = time.monotonic() + timeout_s
-        pending = list(self.inputs)
-        while pending:
-            pending = [topic for topic in pending if not consumer.partitions_for_topic(topic)]
-            if pending and time.monotonic() >= deadline:
-                raise RuntimeError(f"no partition metadata for {', '.join(pending)} after {timeout_s:.0f}s")
-            if pending:
-                time.sleep(0.1)  # back-off between metadata requests, bounded by the deadline
+        while missing := [topic for topic in self.inputs if not consumer.partitions_for_topic(topic)]:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no partition metadata for {', '.join(missing)} after {timeout_s:.0f}s")
+            time.sleep(0.1)  # back-off between metadata requests, bounded by the deadline
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -240,7 +236,7 @@ class StreamRuntime:
             self.observer.on_consumed(tp.topic, len(messages))
             message_type = self.inputs[tp.topic]
             for message in messages:
-                record = _inbound(message)
+                record = InboundRecord.from_kafka(message)
                 if self._ledger.holds((record.topic, record.partition, record.offset)):
                     continue  # re-delivered after a rebalance while still in flight: it will finish
                 self._tracker.track(tp, record.offset)
@@ -415,7 +411,7 @@ class StreamRuntime:
         self._forget(self._revoked - assigned)  # gone to another member: its owner re-processes
         self._revoked.clear()
         self.assignment |= assigned
-        self.observer.on_assignment(self.assignment)
+        self._assignment_changed()
         if self._paused and self._consumer is not None and assigned:
             self._consumer.pause(*assigned)
 
@@ -423,17 +419,8 @@ class StreamRuntime:
         self._tracker.forget(partitions)
         self._ledger.forget(partitions)
         self.assignment -= partitions
+        self._assignment_changed()
+
+    def _assignment_changed(self) -> None:
         self.observer.on_assignment(self.assignment)
-
-
-def _inbound(message: Any) -> InboundRecord:
-    headers = tuple((k, v if v is not None else b"") for k, v in (message.headers or ()))
-    return InboundRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=headers,
-        timestamp_ms=message.timestamp,
-    )
+        self.stage.on_assignment({(tp.topic, tp.partition) for tp in self.assignment})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from schemas.common import Message
 
@@ -21,6 +22,19 @@ class InboundRecord:
     value: bytes | None
     headers: Headers = ()
     timestamp_ms: int | None = None
+
+    @classmethod
+    def from_kafka(cls, message: Any) -> InboundRecord:
+        """The record of a kafka-python ``ConsumerRecord``."""
+        return cls(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=tuple((k, v if v is not None else b"") for k, v in (message.headers or ())),
+            timestamp_ms=message.timestamp,
+        )
 
 
 @dataclass(frozen=True, slots=True)

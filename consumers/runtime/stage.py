@@ -26,6 +26,9 @@ class ProcessingStage(Protocol):
     def in_flight(self) -> int:
         """Inputs submitted whose outcome has not been collected."""
 
+    def on_assignment(self, held: set[tuple[str, int]]) -> None:
+        """The (topic, partition) pairs the runtime now holds; stateful stages drop or rebuild state."""
+
     def close(self) -> None:
         """Release workers and devices."""
 
@@ -65,6 +68,9 @@ class SyncStage:
     def in_flight(self) -> int:
         """Processed outcomes not yet collected."""
         return len(self._done)
+
+    def on_assignment(self, held: set[tuple[str, int]]) -> None:
+        """Stateless: nothing to drop or rebuild."""
 
     def close(self) -> None:
         """Nothing to release."""

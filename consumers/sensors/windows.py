@@ -5,8 +5,10 @@ and enter the ring in event-time order once the watermark (the newest event time
 lateness) has passed them. An event older than the watermark is *late*, and the caller is
 told, never silently dropped; an event at a time already held is a *duplicate*. A gap
 longer than one sampling period is filled on the grid: linear interpolation (``resample``)
-or zeros in normalised units with the filled samples counted (``mask``). Every ``stride``
-samples a copy of the full window is ready for scoring.
+or zeros with the filled samples counted (``mask``). A copy of the full window is ready for
+scoring every ``stride`` samples, at the samples whose grid index (event time / period)
++ 1 is a multiple of ``stride``: aligned to event time, not to the first sample seen, so a
+window state rebuilt from part of the history scores the same windows as one that saw it all.
 """
 
 from __future__ import annotations
@@ -63,7 +65,6 @@ class AssetWindow:
         self._pending_times: list[float] = []
         self._pending_values: list[np.ndarray] = []
         self._newest = float("-inf")
-        self._since_ready = 0
 
     @property
     def watermark(self) -> float:
@@ -96,6 +97,7 @@ class AssetWindow:
                 self._count = 0  # too long a gap: start over
             elif missing > 0:
                 previous = self._values[(self._count - 1) % self.spec.window].copy()
+                base = self._last_time
                 for k in range(1, missing + 1):
                     share = k / (missing + 1)
                     fill = (
@@ -103,7 +105,7 @@ class AssetWindow:
                         if self.spec.gap_policy == "resample"
                         else np.zeros_like(values)
                     )
-                    self._push(self._last_time + k * period, fill, True, ready)
+                    self._push(base + k * period, fill, True, ready)
         self._push(time_s, values, False, ready)
 
     def _push(self, time_s: float, values: np.ndarray, filled: bool, ready: list[ReadyWindow]) -> None:
@@ -112,9 +114,8 @@ class AssetWindow:
         self._filled[slot] = filled
         self._count += 1
         self._last_time = time_s
-        self._since_ready += 1
-        if self._count >= self.spec.window and self._since_ready >= self.spec.stride:
-            self._since_ready = 0
+        on_stride = (round(time_s / self.spec.period_s) + 1) % self.spec.stride == 0
+        if self._count >= self.spec.window and on_stride:
             order = np.roll(np.arange(self.spec.window), -(self._count % self.spec.window))
             span = (self.spec.window - 1) * self.spec.period_s
             ready.append(

@@ -181,6 +181,9 @@ class VisionStage:
         with self._lock:
             return self._in_flight
 
+    def on_assignment(self, held: set[tuple[str, int]]) -> None:
+        """Frames are scored alone: no partition state to drop or rebuild."""
+
     def close(self) -> None:
         """Stop retrying fetches, finish queued batches, release the workers."""
         self._stop.set()

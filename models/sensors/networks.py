@@ -52,16 +52,26 @@ class GruForecaster(nn.Module):
 
 
 class GruRulRegressor(nn.Module):
-    """Remaining useful life from a window; ``forward`` gives (N, 1), never negative."""
+    """Remaining useful life from a window; ``forward`` gives (N, 1), never negative.
+
+    The network learns life / ``scale``; ``scale`` (a saved buffer) brings it back to the
+    units of training, hours.
+    """
 
     def __init__(self, channels: int, hidden: int = 64, layers: int = 2) -> None:
         super().__init__()
         self.gru = nn.GRU(channels, hidden, layers, batch_first=True)
         self.out = nn.Linear(hidden, 1)
+        self.scale: torch.Tensor
+        self.register_buffer("scale", torch.ones(()))
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+    def relative(self, windows: torch.Tensor) -> torch.Tensor:
+        """Life as a fraction of ``scale`` (what training fits)."""
         _, state = self.gru(windows)
         return nn.functional.softplus(self.out(state[-1]))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.relative(windows) * self.scale
 
 
 def build_sensor_model(task: str, channels: int, hidden: int = 64, layers: int = 2) -> nn.Module:

@@ -48,3 +48,10 @@ def test_memory_per_asset_is_bounded() -> None:
     feed_many = [window.add(float(t), np.array([t, t])) for t in range(10_000)]
     assert feed_many[-1].outcome == "accepted"
     assert window.memory_bytes() < 1024
+
+
+def test_windows_align_to_event_time_so_a_partial_history_scores_the_same_windows() -> None:
+    full = feed(AssetWindow(SPEC), [float(t) for t in range(3, 20)])
+    later = feed(AssetWindow(SPEC), [float(t) for t in range(8, 20)])
+    assert [r.end_s for r in later] == [r.end_s for r in full if r.end_s >= 11]
+    assert [r.values.tolist() for r in later] == [r.values.tolist() for r in full if r.end_s >= 11]

@@ -14,7 +14,8 @@ from models.registry import load_model
 from models.sensors.evaluation import compare, labelled_windows, report
 from models.sensors.networks import build_sensor_model
 from models.sensors.series import load_history, window_end_indices, windows
-from models.sensors.training import train_sensor_model
+from models.sensors.training import normalise, train_sensor_model
+from schemas.model_card import SeriesInputSpec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -142,3 +143,28 @@ def test_nab_labels_and_the_cli(tmp_path: Path, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "rolling z-score" in out and "gru_autoencoder" in out
+
+
+def test_the_rul_regressor_learns_that_life_runs_out(tmp_path: Path) -> None:
+    from models.sensors.synthetic import runs_to_failure
+
+    entry = train_sensor_model(
+        runs_to_failure(4, 400),
+        tmp_path,
+        "rul",
+        "1",
+        task="sensor_rul",
+        window=32,
+        stride=8,
+        epochs=8,
+        hidden=16,
+        rul_alert_h=1.0,
+    )
+    assert entry.card.thresholds == {"low_rul": 1.0} and entry.card.training is not None
+    loaded = load_model(tmp_path, "rul", "1")
+    [fresh] = runs_to_failure(1, 400, seed=40)
+    spec = entry.card.input
+    assert isinstance(spec, SeriesInputSpec)
+    batch = windows(normalise(fresh.values, spec.mean, spec.std), 32, 32)
+    life = loaded.module(batch).squeeze(1).tolist()
+    assert life[0] > 3.0 and life[-1] < 1.5, life  # ~6.1 h at the start, ~0.3 h at the end

@@ -1,0 +1,92 @@
+"""Admitting a reading: event-time bounds, channel checks, and expansion into samples.
+
+Outcomes of bad input (each a dead-letter reason, never a crash):
+- event time further than ``max_future_s`` after, or ``max_past_s`` before, the record's
+  Kafka timestamp: ``out_of_time_range`` (the Kafka timestamp, not the wall clock, keeps a
+  replay of the partition deciding the same way);
+- a channel the asset's model needs is missing: ``invalid_value``;
+- a channel that neither the model nor any rule of the asset knows: ``unknown_channel``,
+  or dropped and counted when ``unknown_channels`` is ``ignore``.
+NaN, infinities and wrong types never get this far: the schema rejects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+from schemas.messages import SensorReading
+from schemas.settings import SensorRule, SensorSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One point in event time of one asset: seconds since the epoch and channel values."""
+
+    time_s: float
+    values: dict[str, float]
+
+
+class ReadingRejected(Exception):
+    """A reading that cannot be used; ``reason`` is its dead-letter reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_event_time(reading: SensorReading, reference: datetime, settings: SensorSettings) -> None:
+    """Raise ``ReadingRejected`` when the event time is implausibly far from ``reference``."""
+    offset = (reading.event_time - reference).total_seconds()
+    if offset > settings.max_future_s:
+        raise ReadingRejected(
+            "out_of_time_range", f"event time {reading.event_time.isoformat()} is {offset:.0f}s in the future"
+        )
+    if settings.max_past_s is not None and -offset > settings.max_past_s:
+        raise ReadingRejected(
+            "out_of_time_range", f"event time {reading.event_time.isoformat()} is {-offset:.0f}s in the past"
+        )
+
+
+def expand(reading: SensorReading) -> list[Sample]:
+    """The reading's samples: its values at the event time, then its block at the block's rate."""
+    start = reading.event_time.timestamp()
+    samples = [Sample(start, dict(reading.values))] if reading.values else []
+    if reading.block is not None:
+        channels = reading.block.channels
+        step = 1.0 / reading.block.sample_rate_hz
+        length = len(next(iter(channels.values())))
+        samples.extend(
+            Sample(start + k * step, {name: series[k] for name, series in channels.items()})
+            for k in range(length)
+        )
+    return samples
+
+
+def check_channels(
+    samples: list[Sample],
+    model_channels: Sequence[str],
+    rules: Sequence[SensorRule],
+    unknown: str,
+) -> int:
+    """Check the samples of a model-scored asset; returns how many unknown channels were dropped."""
+    dropped = 0
+    for sample in samples:
+        missing = [c for c in model_channels if c not in sample.values]
+        if missing:
+            raise ReadingRejected(
+                "invalid_value", f"channels {', '.join(missing)} needed by the model are missing"
+            )
+        extra = [
+            c
+            for c in sample.values
+            if c not in model_channels and not any(fnmatchcase(c, rule.channel) for rule in rules)
+        ]
+        if extra and unknown == "dead_letter":
+            raise ReadingRejected("unknown_channel", f"unknown channels {', '.join(sorted(extra))}")
+        for channel in extra:
+            del sample.values[channel]
+        dropped += len(extra)
+    return dropped

@@ -1,0 +1,110 @@
+"""One sensor model's serving lane: engine, micro-batcher, and turning outputs into scores.
+
+Autoencoders and forecasters give per-channel errors: the window's ``anomaly`` score is
+their mean and the explanation is each channel's share of it. Remaining-useful-life
+regressors give a life estimate: ``low_rul`` scores card threshold / estimate, so it
+reaches 1.0 when the estimate falls to the threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+
+import models.sensors.serving  # noqa: F401  (registers the sensor builders with the registry)
+from consumers.batcher import Deliver, MicroBatcher
+from models.engine import InferenceEngine
+from models.registry import LoadedModel
+from schemas.common import ModelRef
+from schemas.model_card import SeriesInputSpec
+from schemas.settings import AlertRule, SensorSettings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """What one window scored: scores by label, the label that matters, and the explanation."""
+
+    scores: dict[str, float]
+    label: str
+    explanation: dict[str, float]
+
+
+def default_model_rules(model: LoadedModel) -> list[AlertRule]:
+    """Two of three windows past each card threshold, resolving when that no longer holds."""
+    rules = []
+    for label, threshold in model.card.thresholds.items():
+        hi = 1.0 if label == "low_rul" else threshold
+        rules.append(AlertRule(name=f"{model.card.name}-{label}", label=label, hi=hi, n=2, m=3))
+    return rules
+
+
+class SensorLane(Generic[T]):
+    """Serves one registry model to windows of shape (window, channels)."""
+
+    def __init__(
+        self, model: LoadedModel, settings: SensorSettings, deliver: Deliver[T, torch.Tensor]
+    ) -> None:
+        if not isinstance(model.card.input, SeriesInputSpec):
+            raise ValueError(f"model {model.card.name} does not take sensor windows")
+        self.model = model
+        self.spec: SeriesInputSpec = model.card.input
+        self.channels = tuple(self.spec.channels)
+        self.ref = ModelRef(
+            name=model.card.name, version=model.card.version, weights_sha256=model.weights_sha256
+        )
+        self.rules = settings.model_rules or default_model_rules(model)
+        self._mean = np.asarray(self.spec.mean, dtype=np.float32)
+        self._std = np.asarray(self.spec.std, dtype=np.float32)
+        self.engine = InferenceEngine(model.module, settings.device, settings.precision, channels_last=False)
+        example = torch.zeros(self.spec.window, len(self.channels))
+        self.engine.warm_up(example, sorted({1, settings.batching.max_batch_size}))
+        batching = settings.batching
+        self.batcher: MicroBatcher[T, torch.Tensor] = MicroBatcher(
+            f"sensors-{model.card.name}",
+            self._prepare,
+            self._execute,
+            deliver,
+            batching.max_batch_size,
+            batching.max_wait_ms,
+            batching.max_queue,
+        )
+
+    def tensor(self, windows: Sequence[np.ndarray]) -> torch.Tensor:
+        """Normalised windows stacked into a host batch (N, window, channels)."""
+        return torch.from_numpy((np.stack(windows) - self._mean) / self._std)
+
+    def _prepare(self, batch: Sequence[Any]) -> torch.Tensor:
+        return self.engine.prepare(self.tensor([item.window.values for item in batch]))
+
+    def _execute(self, batch: Sequence[Any], prepared: torch.Tensor) -> list[torch.Tensor | BaseException]:
+        return self.engine.run_splitting(prepared)
+
+    def score_now(self, windows: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Outputs for ``windows`` at once, in this thread (state rebuilds)."""
+        outputs: list[torch.Tensor] = []
+        for start in range(0, len(windows), 1024):
+            outputs.extend(
+                self.engine.run(self.engine.prepare(self.tensor(windows[start : start + 1024]))).unbind(0)
+            )
+        return outputs
+
+    def scores(self, output: torch.Tensor) -> WindowScores:
+        """The scores of one window's model output."""
+        values = output.tolist()
+        if self.model.card.task == "sensor_rul":
+            life = max(values[0], 1e-6)
+            threshold = self.model.card.thresholds.get("low_rul", 0.0)
+            return WindowScores({"rul": life, "low_rul": threshold / life}, "low_rul", {})
+        total = sum(values)
+        share = {c: v / total if total > 0 else 0.0 for c, v in zip(self.channels, values, strict=True)}
+        return WindowScores({"anomaly": total / len(values)}, "anomaly", share)
+
+    def close(self) -> None:
+        """Finish queued batches and stop the batcher's threads."""
+        self.batcher.close()

@@ -1,0 +1,448 @@
+"""The sensor stage: readings → per-asset windows and rules → micro-batched RNN → results and alerts.
+
+Per reading (one ``Work``), in the runtime's thread:
+1. admission (``intake``): event-time bounds and channel checks; a bad reading is a failure
+   with its dead-letter reason;
+2. each sample goes through the asset's rules (threshold, rate, range) and into its window;
+   a late or duplicate sample becomes a ``late``/``duplicate`` result on ``vigil.inferences``;
+3. the partition's event-time clock advances, and stale sources are looked for;
+4. windows made ready go to their model's micro-batcher; the reading's outcome waits for
+   their scores (``collect`` builds the window results and model alerts in window order).
+
+State is per input partition (``PartitionState``): dropped when the partition goes, rebuilt
+when it comes (the first record seen after an assignment triggers a replay of the
+partition's recent history through the same steps, scored at once, outputs discarded), so
+the same input gives the same alerts whether or not the consumer restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+
+import torch
+
+from consumers.alerts.messages import build_alert
+from consumers.alerts.policy import AlertPolicy, Transition
+from consumers.runtime.decoding import decode_record
+from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.sensors.history import read_back
+from consumers.sensors.intake import ReadingRejected, Sample, check_channels, check_event_time, expand
+from consumers.sensors.lanes import SensorLane
+from consumers.sensors.partition import PartitionState, stale_interval
+from consumers.sensors.windows import AssetWindow, ReadyWindow, WindowSpec
+from models.registry import LoadedModel, load_model
+from schemas.common import Evidence
+from schemas.messages import AlertKind, InferenceResult, SensorReading
+from schemas.settings import VigilSettings
+
+log = logging.getLogger(__name__)
+STAGE = "sensors"
+ModelLoader = Callable[[str, str | None], LoadedModel]
+PartitionKey = tuple[str, int]
+
+
+def _at(time_s: float) -> datetime:
+    return datetime.fromtimestamp(time_s, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """A ready window of one asset, waiting for its score."""
+
+    work: Work
+    index: int
+    asset_id: str
+    lane: SensorLane[_Window]
+    state: PartitionState
+    window: ReadyWindow
+
+
+@dataclass
+class _Intake:
+    """What admitting one reading produced: outputs so far and windows to score."""
+
+    outputs: list[Output] = field(default_factory=list)
+    windows: list[_Window] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    work: Work
+    outputs: list[Output]
+    waiting: int
+    failure: Failure | None = None
+
+
+class SensorStage:
+    """``ProcessingStage`` for ``SensorReading`` inputs; see the module docstring."""
+
+    name = STAGE
+
+    def __init__(self, settings: VigilSettings, loader: ModelLoader | None = None) -> None:
+        self.settings = settings
+        sensors = settings.sensors
+        load = loader or (lambda name, version: load_model(sensors.registry, name, version))
+        self._scored: queue.Queue[tuple[_Window, torch.Tensor | BaseException]] = queue.Queue()
+        self._lanes = [
+            SensorLane[_Window](load(binding.model, binding.version), sensors, self._deliver)
+            for binding in sensors.models
+        ]
+        self._value_rules = [rule for rule in sensors.rules if rule.kind != "stale"]
+        self._stale_rules = [rule for rule in sensors.rules if rule.kind == "stale"]
+        self._stale_every_s = stale_interval(sensors.rules)
+        self._lane_of: dict[tuple[str, str], SensorLane[_Window] | None] = {}
+        self._partitions: dict[PartitionKey, PartitionState] = {}
+        self._held: set[PartitionKey] = set()
+        self._fresh: set[PartitionKey] = set()
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._done: list[Outcome] = []
+        self._in_flight = 0
+        self._config_hash = settings.config_hash()
+        self._alerts = settings.topics.alerts.name
+        self._inferences = settings.topics.inferences.name if settings.runtime.publish_inferences else None
+        self.counts: Counter[str] = Counter()
+        """Events counted rather than dead-lettered: late, duplicate, dropped_channel, replayed."""
+
+    # -- ProcessingStage -------------------------------------------------------------------
+
+    def submit(self, work: Sequence[Work]) -> None:
+        """Admit each reading; outcomes of readings that completed a window wait for its score."""
+        for item in work:
+            self._in_flight += 1
+            key = (item.record.topic, item.record.partition)
+            if key in self._fresh:
+                self._fresh.discard(key)
+                self._rebuild(key, item.record.offset)
+            try:
+                intake = self._intake(item, self._state(key))
+            except ReadingRejected as error:
+                self._done.append(
+                    Outcome(item.record, failure=Failure(error.reason, STAGE, "ReadingRejected", str(error)))
+                )
+                continue
+            except Exception as error:  # a bug fails this reading alone, never the stage
+                log.exception("reading %s failed unexpectedly", item.record)
+                self._done.append(
+                    Outcome(item.record, failure=Failure.from_exception("processing_error", STAGE, error))
+                )
+                continue
+            if not intake.windows:
+                self._done.append(Outcome(item.record, tuple(intake.outputs)))
+                continue
+            record = item.record
+            self._pending[(record.topic, record.partition, record.offset)] = _Pending(
+                item, intake.outputs, len(intake.windows)
+            )
+            for ready in intake.windows:
+                ready.lane.batcher.put(ready)
+
+    def collect(self, timeout_s: float) -> list[Outcome]:
+        """Outcomes finished since the last call; window results and alerts are built here."""
+        try:
+            first = self._scored.get(timeout=timeout_s) if timeout_s > 0 else self._scored.get_nowait()
+            self._scored_window(*first)
+            while True:
+                self._scored_window(*self._scored.get_nowait())
+        except queue.Empty:
+            pass
+        done, self._done = self._done, []
+        self._in_flight -= len(done)
+        return done
+
+    def in_flight(self) -> int:
+        """Readings submitted whose outcome has not been collected."""
+        return self._in_flight
+
+    def on_assignment(self, held: set[tuple[str, int]]) -> None:
+        """Drop the state of partitions no longer held; mark new ones for a rebuild."""
+        for key in self._held - held:
+            self._partitions.pop(key, None)
+            self._fresh.discard(key)
+        self._fresh |= held - self._held
+        self._held = set(held)
+
+    def close(self) -> None:
+        """Finish queued batches and stop the lanes."""
+        for lane in self._lanes:
+            lane.close()
+
+    def memory_bytes(self) -> int:
+        """Bytes held by every asset window of every partition."""
+        return sum(state.memory_bytes() for state in self._partitions.values())
+
+    def assets(self) -> int:
+        """Assets with window state."""
+        return sum(len(state.windows) for state in self._partitions.values())
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _state(self, key: PartitionKey) -> PartitionState:
+        state = self._partitions.get(key)
+        if state is None:
+            state = self._partitions[key] = PartitionState(
+                model_policies={lane.ref.name: AlertPolicy(lane.rules) for lane in self._lanes},
+                rule_policies={
+                    rule.name: AlertPolicy([rule.policy_rule()]) for rule in self.settings.sensors.rules
+                },
+            )
+        return state
+
+    def _lane(self, asset_id: str, kind: str) -> SensorLane[_Window] | None:
+        key = (asset_id, kind)
+        if key not in self._lane_of:
+            bindings = self.settings.sensors.models
+            self._lane_of[key] = next(
+                (
+                    lane
+                    for binding, lane in zip(bindings, self._lanes, strict=True)
+                    if fnmatchcase(asset_id, binding.assets) and fnmatchcase(kind, binding.sensor_kind)
+                ),
+                None,
+            )
+        return self._lane_of[key]
+
+    def _intake(self, work: Work, state: PartitionState) -> _Intake:
+        reading = work.message
+        assert isinstance(reading, SensorReading)
+        record = work.record
+        sensors = self.settings.sensors
+        reference = _at(record.timestamp_ms / 1000) if record.timestamp_ms is not None else work.received_at
+        check_event_time(reading, reference, sensors)
+        samples = expand(reading)
+        lane = self._lane(reading.asset_id, reading.kind)
+        rules = [r for r in self._value_rules if r.applies(reading.asset_id, reading.kind)]
+        if lane is not None:
+            self.counts["dropped_channel"] += check_channels(
+                samples, lane.channels, rules, sensors.unknown_channels
+            )
+        intake = _Intake()
+        for sample in samples:
+            self._sample(work, state, lane, rules, sample, intake)
+        if state.advance(samples[-1].time_s, self._stale_every_s):
+            self._stale_check(work, state, intake)
+        return intake
+
+    def _sample(
+        self,
+        work: Work,
+        state: PartitionState,
+        lane: SensorLane[_Window] | None,
+        rules: list,
+        sample: Sample,
+        intake: _Intake,
+    ) -> None:
+        reading = work.message
+        assert isinstance(reading, SensorReading)
+        asset = reading.asset_id
+        newest = state.rules.newest(asset)
+        if newest is None or sample.time_s > newest:
+            for rule in rules:
+                scores = state.rules.scores(rule, asset, sample.time_s, sample.values)
+                for transition in state.rule_policies[rule.name].observe(asset, scores, _at(sample.time_s)):
+                    intake.outputs.append(self._rule_alert(transition, "threshold", work, sample.values))
+        state.rules.remember(asset, reading.kind, sample.time_s, sample.values)
+        if lane is None:
+            outcome = (
+                "accepted"
+                if newest is None or sample.time_s > newest
+                else ("duplicate" if sample.time_s == newest else "late")
+            )
+            ready: list[ReadyWindow] = []
+        else:
+            window = state.windows.get(asset)
+            if window is None:
+                spec = lane.spec
+                window = state.windows[asset] = AssetWindow(
+                    WindowSpec(
+                        lane.channels,
+                        spec.window,
+                        spec.stride,
+                        spec.sample_period_s,
+                        self.settings.sensors.lateness_s,
+                        spec.gap_policy,
+                    )
+                )
+            added = window.add(sample.time_s, [sample.values[c] for c in lane.channels])  # type: ignore[arg-type]
+            outcome, ready = added.outcome, added.ready
+        if outcome != "accepted":
+            self.counts[outcome] += 1
+            intake.outputs.append(self._unscored_result(work, outcome, sample))
+        for window_ready in ready:
+            assert lane is not None
+            intake.windows.append(_Window(work, len(intake.windows), asset, lane, state, window_ready))
+
+    def _stale_check(self, work: Work, state: PartitionState, intake: _Intake) -> None:
+        for rule in self._stale_rules:
+            policy = state.rule_policies[rule.name]
+            for asset, score in state.rules.stale(rule, state.clock_s).items():
+                for transition in policy.observe(asset, {"stale": score}, _at(state.clock_s)):
+                    intake.outputs.append(self._rule_alert(transition, "stale_source", work, {}, asset))
+
+    # -- rebuild ---------------------------------------------------------------------------
+
+    def _rebuild(self, key: PartitionKey, until_offset: int) -> None:
+        """Replay the partition's recent history into fresh state, outputs discarded."""
+        state = self._partitions[key] = self._state_fresh(key)
+        sensors = self.settings.sensors
+        waiting: list[_Window] = []
+        replayed = 0
+        for record in read_back(self.settings.kafka, key[0], key[1], until_offset, sensors.rebuild_history_s):
+            decoded = decode_record(record, SensorReading, self.settings.runtime.max_message_bytes)
+            if isinstance(decoded, Failure):
+                continue  # it went to the dead-letter topic the first time
+            try:
+                intake = self._intake(Work(record, decoded, datetime.now(UTC)), state)
+            except ReadingRejected:
+                continue
+            replayed += 1
+            waiting.extend(intake.windows)
+            if len(waiting) >= 1024:
+                self._score_replayed(waiting)
+                waiting = []
+        self._score_replayed(waiting)
+        self.counts["replayed"] += replayed
+        log.info("rebuilt %s/%d from %d records before offset %d", key[0], key[1], replayed, until_offset)
+
+    def _state_fresh(self, key: PartitionKey) -> PartitionState:
+        self._partitions.pop(key, None)
+        return self._state(key)
+
+    def _score_replayed(self, windows: list[_Window]) -> None:
+        for lane in self._lanes:
+            mine = [w for w in windows if w.lane is lane]
+            if mine:
+                for ready, output in zip(mine, lane.score_now([w.window.values for w in mine]), strict=True):
+                    self._window_outputs(ready, output)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _deliver(self, item: _Window, result: torch.Tensor | BaseException) -> None:
+        """Called by a lane's executor thread: hand the score over."""
+        self._scored.put((item, result))
+
+    def _scored_window(self, item: _Window, result: torch.Tensor | BaseException) -> None:
+        record = item.work.record
+        key = (record.topic, record.partition, record.offset)
+        pending = self._pending[key]
+        current = self._partitions.get((record.topic, record.partition)) is item.state
+        if isinstance(result, BaseException):
+            pending.failure = Failure.from_exception("inference_failed", STAGE, result)
+        elif current and pending.failure is None:
+            try:
+                pending.outputs.extend(self._window_outputs(item, result))
+            except Exception as error:  # a result that cannot be built fails its reading alone
+                log.exception("building the outcome of %s failed", record)
+                pending.failure = Failure.from_exception("processing_error", STAGE, error)
+        pending.waiting -= 1
+        if pending.waiting == 0:
+            del self._pending[key]
+            self._done.append(
+                Outcome(record, tuple(pending.outputs) if pending.failure is None else (), pending.failure)
+            )
+
+    def _window_outputs(self, item: _Window, output: torch.Tensor) -> list[Output]:
+        """Feed the window's score to the alert policy; the result and alerts to publish."""
+        lane, window, record = item.lane, item.window, item.work.record
+        scored = lane.scores(output)
+        end = _at(window.end_s)
+        transitions = item.state.model_policies[lane.ref.name].observe(
+            item.asset_id, {scored.label: scored.scores[scored.label]}, end
+        )
+        inferred_at = datetime.now(UTC)
+        evidence = Evidence(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            window_start=_at(window.start_s),
+            window_end=end,
+        )
+        reading = item.work.message
+        assert isinstance(reading, SensorReading)
+        key = item.asset_id.encode()
+        outputs = []
+        for transition in transitions:
+            kind: AlertKind = "low_rul" if transition.label == "low_rul" else "sensor_anomaly"
+            alert = build_alert(
+                transition,
+                kind,
+                evidence,
+                end,
+                item.work.received_at,
+                inferred_at,
+                self._config_hash,
+                model=lane.ref,
+                site=reading.site,
+                explanation=scored.explanation,
+                message=_model_message(transition, scored.explanation, scored.scores),
+            )
+            outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
+        if self._inferences is not None:
+            result = InferenceResult(
+                result_id=f"{record.topic}-{record.partition}-{record.offset}-w{item.index}",
+                pipeline="sensors",
+                source_id=item.asset_id,
+                model=lane.ref,
+                label=scored.label,
+                score=scored.scores[scored.label],
+                scores={**scored.scores, **{f"share:{c}": v for c, v in scored.explanation.items()}},
+                evidence=evidence,
+                captured_at=end,
+                inferred_at=inferred_at,
+            )
+            outputs.append(Output(self._inferences, key, result.to_json_bytes()))
+        return outputs
+
+    def _rule_alert(
+        self,
+        transition: Transition,
+        kind: AlertKind,
+        work: Work,
+        values: dict[str, float],
+        source: str | None = None,
+    ) -> Output:
+        reading = work.message
+        assert isinstance(reading, SensorReading)
+        record = work.record
+        evidence = Evidence(topic=record.topic, partition=record.partition, offset=record.offset)
+        explanation = {transition.label: values[transition.label]} if transition.label in values else {}
+        alert = build_alert(
+            transition,
+            kind,
+            evidence,
+            transition.at,
+            work.received_at,
+            datetime.now(UTC),
+            self._config_hash,
+            site=reading.site if source is None else None,
+            explanation=explanation,
+        )
+        return Output(self._alerts, transition.source_id.encode(), alert.to_json_bytes())
+
+    def _unscored_result(self, work: Work, outcome: str, sample: Sample) -> Output:
+        reading = work.message
+        assert isinstance(reading, SensorReading)
+        record = work.record
+        result = InferenceResult(
+            result_id=f"{record.topic}-{record.partition}-{record.offset}-{outcome}",
+            pipeline="sensors",
+            source_id=reading.asset_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            evidence=Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
+            captured_at=_at(sample.time_s),
+            inferred_at=datetime.now(UTC),
+        )
+        return Output(self.settings.topics.inferences.name, reading.asset_id.encode(), result.to_json_bytes())
+
+
+def _model_message(transition: Transition, explanation: dict[str, float], scores: dict[str, float]) -> str:
+    if transition.label == "low_rul":
+        return f"remaining useful life of {transition.source_id} is {scores['rul']:.1f} ({transition.state})"
+    top = sorted(explanation.items(), key=lambda kv: -kv[1])[:3]
+    channels = ", ".join(f"{c} {share:.0%}" for c, share in top)
+    return f"sensor anomaly {transition.state} on {transition.source_id}; channels: {channels}"

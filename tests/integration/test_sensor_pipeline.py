@@ -1,0 +1,246 @@
+"""Sensor readings → the sensor pipeline on a real broker → window results, alerts, dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kafka import KafkaProducer
+
+from consumers.runtime.loop import StreamRuntime
+from consumers.scenarios import air_quality_readings, machine_readings
+from consumers.sensors.stage import SensorStage
+from consumers.topics import create_topics
+from schemas.messages import Alert, DeadLetter, InferenceResult, SensorReading
+from schemas.settings import (
+    AlertRule,
+    BatchingSettings,
+    SensorModelBinding,
+    SensorRule,
+    SensorSettings,
+    TopicSpec,
+    VigilSettings,
+)
+from tests.integration.runtime_harness import running
+from tests.kafka_helpers import committed_offsets, end_offsets, read_until_quiet, unique_settings, wait_for
+from tests.sensor_fixtures import SensorModels
+
+pytestmark = pytest.mark.integration
+CITY, PLANT = 0, 1
+"""Partitions: the city's sensors share one, so the silent sensor's neighbours move its clock on."""
+
+
+def sensor_settings(bootstrap: str, models: SensorModels) -> VigilSettings:
+    settings = unique_settings(bootstrap, partitions=2)
+    sensors = SensorSettings(
+        registry=str(models.registry),
+        models=[SensorModelBinding(assets="machine-*", sensor_kind="machine", model=models.autoencoder)],
+        batching=BatchingSettings(max_batch_size=16, max_wait_ms=10.0, max_queue=1024),
+        # Configured, not the card's default: a drift scores tens, healthy windows about 1.
+        model_rules=[AlertRule(name="machine-anomaly", label="anomaly", hi=4.0, lo=2.0, n=2, m=3)],
+        rules=[
+            SensorRule(
+                name="pm25-10min",
+                kind="threshold",
+                channel="pm25_ug_m3",
+                sensor_kind="air_quality",
+                limit=35.0,
+                for_s=600.0,
+            ),
+            SensorRule(name="silent", kind="stale", sensor_kind="air_quality", for_s=120.0),
+        ],
+    )
+    return settings.model_copy(update={"sensors": sensors})
+
+
+def scenario(start: datetime, first: bool | None = None) -> list[tuple[int, SensorReading]]:
+    """The plant (a machine that degrades and is repaired, a healthy one) and the city district.
+
+    ``first`` True/False gives the first or second half of every stream, None all of it.
+    """
+    streams = {
+        "machine-1": (PLANT, machine_readings("machine-1", start, 560, seed=11, fault=(200, 60, 380))),
+        "machine-2": (PLANT, machine_readings("machine-2", start, 560, seed=12)),
+        "aq-1": (CITY, air_quality_readings("aq-1", start, 150, episode=(30, 100), seed=1)),
+        "aq-2": (CITY, air_quality_readings("aq-2", start, 150, silent_from=50, seed=2)),
+        "aq-3": (CITY, air_quality_readings("aq-3", start, 150, seed=3)),
+    }
+    out = []
+    for partition, readings in streams.values():
+        half = len(readings) // 2
+        part = readings if first is None else readings[:half] if first else readings[half:]
+        out.extend((partition, r) for r in part)
+    return sorted(out, key=lambda pr: pr[1].event_time)
+
+
+def publish(bootstrap: str, topic: str, items: list[tuple[int, bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        for future in [producer.send(topic, key=k, value=v, partition=p) for p, k, v in items]:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+
+
+def publish_readings(
+    bootstrap: str, settings: VigilSettings, readings: list[tuple[int, SensorReading]]
+) -> None:
+    items = [(p, r.asset_id.encode(), r.to_json_bytes()) for p, r in readings]
+    publish(bootstrap, settings.topics.sensors.name, items)
+
+
+def run_to_end(settings: VigilSettings) -> SensorStage:
+    """Run the sensor pipeline until every input offset is committed; return its stage."""
+    stage = SensorStage(settings)
+    runtime = StreamRuntime(settings, {settings.topics.sensors.name: SensorReading}, stage)
+    ends = {
+        tp: end
+        for tp, end in end_offsets(settings.kafka.bootstrap_servers, settings.topics.sensors.name).items()
+        if end
+    }
+    with running(runtime):
+        wait_for(
+            lambda: committed_offsets(settings.kafka.bootstrap_servers, settings.kafka.group_id) == ends,
+            120,
+            what="every reading committed",
+        )
+    return stage
+
+
+def alerts_of(settings: VigilSettings) -> list[Alert]:
+    records = read_until_quiet(settings.kafka.bootstrap_servers, settings.topics.alerts.name)
+    return [Alert.from_json_bytes(r.value) for r in records]
+
+
+def test_the_plant_and_the_city_raise_the_alerts_operators_need(
+    kafka_bootstrap: str, sensor_models: SensorModels
+) -> None:
+    settings = sensor_settings(kafka_bootstrap, sensor_models)
+    create_topics(settings)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    publish_readings(kafka_bootstrap, settings, scenario(start))
+
+    run_to_end(settings)
+    alerts = alerts_of(settings)
+    by_source = {
+        source: [(a.kind, a.rule, a.state) for a in alerts if a.source_id == source]
+        for source in ("machine-1", "machine-2", "aq-1", "aq-2", "aq-3")
+    }
+
+    # The degrading machine: an anomaly alert after the drift began, a resolve after the repair.
+    machine = [a for a in alerts if a.source_id == "machine-1"]
+    assert [a.state for a in machine][:1] == ["firing"] and machine[-1].state == "resolved", by_source
+    fault_at, repaired_at = start + timedelta(seconds=200), start + timedelta(seconds=380)
+    assert machine[0].evidence.window_end is not None and machine[0].evidence.window_end >= fault_at
+    assert machine[-1].evidence.window_end is not None and machine[-1].evidence.window_end >= repaired_at
+    assert machine[0].kind == "sensor_anomaly" and machine[0].model is not None
+    assert set(machine[0].explanation) == {"temp_c", "vibration_mm_s"}
+    assert by_source["machine-2"] == []
+    # The city: one threshold alert for the whole episode (not one per reading), then its resolve.
+    assert by_source["machine-1"] == [
+        ("sensor_anomaly", "machine-anomaly", "firing"),
+        ("sensor_anomaly", "machine-anomaly", "resolved"),
+    ]
+    assert by_source["aq-1"] == [
+        ("threshold", "pm25-10min", "firing"),
+        ("threshold", "pm25-10min", "resolved"),
+    ]
+    firing = next(a for a in alerts if a.source_id == "aq-1")
+    assert firing.timestamps.captured_at >= start + timedelta(seconds=(30 * 10) + 600)
+    # The silent sensor: a stale-source alert.
+    assert by_source["aq-2"] == [("stale_source", "silent", "firing")]
+    assert by_source["aq-3"] == []
+    results = [
+        InferenceResult.from_json_bytes(r.value)
+        for r in read_until_quiet(kafka_bootstrap, settings.topics.inferences.name)
+    ]
+    windows = Counter(r.source_id for r in results if r.outcome == "scored")
+    # A window every 8 samples once 32 are in, at samples aligned to event time.
+    aligned = sum(1 for i in range(31, 560) if (int(start.timestamp()) + i + 1) % 8 == 0)
+    assert windows["machine-1"] == windows["machine-2"] == aligned
+
+
+def test_a_restart_in_mid_stream_gives_the_same_alerts(
+    kafka_bootstrap: str, sensor_models: SensorModels
+) -> None:
+    restarted = sensor_settings(kafka_bootstrap, sensor_models)
+    create_topics(restarted)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    publish_readings(kafka_bootstrap, restarted, scenario(start, first=True))
+    first_stage = run_to_end(restarted)
+    assert first_stage.counts["replayed"] == 0
+    publish_readings(kafka_bootstrap, restarted, scenario(start, first=False))
+    second_stage = run_to_end(restarted)
+    assert second_stage.counts["replayed"] > 0  # the windows and alert state were rebuilt
+
+    # The same input, read by one uninterrupted consumer, into separate output topics.
+    topics = restarted.topics.model_copy(
+        update={
+            "alerts": TopicSpec(name=restarted.topics.alerts.name + "-once", partitions=1),
+            "inferences": TopicSpec(name=restarted.topics.inferences.name + "-once", partitions=1),
+        }
+    )
+    kafka = restarted.kafka.model_copy(update={"group_id": restarted.kafka.group_id + "-once"})
+    uninterrupted = restarted.model_copy(update={"topics": topics, "kafka": kafka})
+    create_topics(uninterrupted)
+    run_to_end(uninterrupted)
+
+    def summary(alerts: list[Alert]) -> set[tuple[str, str, str, int, int]]:
+        return {(a.source_id, a.rule, a.state, a.evidence.partition, a.evidence.offset) for a in alerts}
+
+    once = summary(alerts_of(uninterrupted))
+    assert {source for source, *_ in once} >= {"machine-1", "aq-1", "aq-2"}
+    assert summary(alerts_of(restarted)) == once
+
+
+def test_bad_readings_each_get_their_defined_outcome(
+    kafka_bootstrap: str, sensor_models: SensorModels
+) -> None:
+    settings = sensor_settings(kafka_bootstrap, sensor_models)
+    create_topics(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = machine_readings("machine-9", now - timedelta(minutes=5), 6, seed=3)
+
+    def variant(reading: SensorReading, **update: object) -> bytes:
+        return reading.model_copy(update=update).to_json_bytes()
+
+    good = base[0].to_json_bytes()
+    raw = json.loads(good)
+    items: list[tuple[str, bytes]] = [
+        ("good", good),
+        ("unknown_channel", variant(base[1], values={**base[1].values, "humidity": 40.0})),
+        ("invalid_value", variant(base[1], values={"temp_c": 61.0})),
+        ("out_of_time_range", variant(base[1], event_time=now + timedelta(days=1))),
+        ("out_of_time_range", variant(base[1], event_time=now - timedelta(days=30))),
+        (
+            "schema_violation",
+            json.dumps({**raw, "values": {"temp_c": float("nan"), "vibration_mm_s": 2.0}}).encode(),
+        ),
+        (
+            "schema_violation",
+            json.dumps({**raw, "values": {"temp_c": "hot", "vibration_mm_s": 2.0}}).encode(),
+        ),
+        ("duplicate", good),
+        ("good", base[5].to_json_bytes()),
+        ("late", base[2].to_json_bytes()),
+    ]
+    publish(
+        kafka_bootstrap, settings.topics.sensors.name, [(PLANT, b"machine-9", value) for _, value in items]
+    )
+
+    run_to_end(settings)
+    letters = [
+        DeadLetter.from_json_bytes(r.value)
+        for r in read_until_quiet(kafka_bootstrap, settings.topics.dlq.name)
+    ]
+    expected_letters = [
+        (kind, offset) for offset, (kind, _) in enumerate(items) if kind not in ("good", "duplicate", "late")
+    ]
+    assert sorted((d.reason, d.origin_offset) for d in letters) == sorted(expected_letters)
+    results = [
+        InferenceResult.from_json_bytes(r.value)
+        for r in read_until_quiet(kafka_bootstrap, settings.topics.inferences.name)
+    ]
+    assert sorted((r.outcome, r.evidence.offset) for r in results) == [("duplicate", 7), ("late", 9)]

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from consumers.sensors.intake import ReadingRejected, check_channels, check_event_time, expand
+from schemas.messages import SampleBlock, SensorReading
+from schemas.settings import SensorRule, SensorSettings
+
+T0 = datetime(2026, 11, 28, 8, tzinfo=UTC)
+
+
+def reading(**update: object) -> SensorReading:
+    base = SensorReading(
+        asset_id="m-1", sensor_id="s", kind="machine", event_time=T0, values={"t": 1.0, "v": 2.0}
+    )
+    return base.model_copy(update=update)
+
+
+def test_a_block_expands_into_samples_at_its_rate() -> None:
+    block = SampleBlock(sample_rate_hz=4.0, channels={"t": [1.0, 2.0, 3.0], "v": [4.0, 5.0, 6.0]})
+    samples = expand(reading(values=None, block=block))
+    assert [s.time_s - T0.timestamp() for s in samples] == [0.0, 0.25, 0.5]
+    assert samples[2].values == {"t": 3.0, "v": 6.0}
+
+
+@pytest.mark.parametrize(
+    ("shift", "rejected"),
+    [
+        (timedelta(minutes=4), False),
+        (timedelta(minutes=6), True),
+        (-timedelta(days=6), False),
+        (-timedelta(days=8), True),
+    ],
+)
+def test_event_times_far_from_the_record_timestamp_are_rejected(shift: timedelta, rejected: bool) -> None:
+    settings = SensorSettings()
+    if rejected:
+        with pytest.raises(ReadingRejected) as error:
+            check_event_time(reading(event_time=T0 + shift), T0, settings)
+        assert error.value.reason == "out_of_time_range"
+    else:
+        check_event_time(reading(event_time=T0 + shift), T0, settings)
+
+
+def test_channels_of_a_model_scored_asset_are_checked() -> None:
+    rules = [SensorRule(name="hum", kind="range", channel="humidity", high=90)]
+    ok = expand(reading(values={"t": 1.0, "v": 2.0, "humidity": 40.0}))
+    assert check_channels(ok, ["t", "v"], rules, "dead_letter") == 0  # a rule knows humidity
+    with pytest.raises(ReadingRejected, match="missing") as missing:
+        check_channels(expand(reading(values={"t": 1.0})), ["t", "v"], [], "dead_letter")
+    assert missing.value.reason == "invalid_value"
+    with pytest.raises(ReadingRejected) as unknown:
+        check_channels(expand(reading(values={"t": 1.0, "v": 2.0, "x": 0.0})), ["t", "v"], [], "dead_letter")
+    assert unknown.value.reason == "unknown_channel"
+    ignored = expand(reading(values={"t": 1.0, "v": 2.0, "x": 0.0}))
+    assert check_channels(ignored, ["t", "v"], [], "ignore") == 1 and "x" not in ignored[0].values
