@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint bench bench-vision kafka-up kafka-down clean
+.PHONY: setup demo test test-unit lint bench bench-vision bench-sensors kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,6 +36,9 @@ bench: setup
 
 bench-vision: setup
 	$(BIN)/python bench/vision.py
+
+bench-sensors: setup
+	$(BIN)/python bench/sensors.py
 
 kafka-up: setup
 	$(BIN)/vigil kafka up

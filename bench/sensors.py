@@ -15,6 +15,7 @@ Usage: python bench/sensors.py [--readings N] [--assets A] [--per-window N] [--l
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -23,9 +24,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -93,7 +95,6 @@ def publish(settings: VigilSettings, items: list[SensorReading], rate: float | N
             due = started + n / rate
             while time.monotonic() < due:
                 time.sleep(max(0.0, min(0.002, due - time.monotonic())))  # pacing the offered load
-            reading = reading.model_copy(update={"event_time": datetime.now(UTC)})
         producer.send(
             settings.topics.sensors.name, key=reading.asset_id.encode(), value=reading.to_json_bytes()
         )
@@ -126,7 +127,11 @@ def pipeline_rate(settings: VigilSettings, count: int) -> tuple[float, CountingO
 
 
 def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: int) -> list[float]:
-    """Event time → publish time (s) of window results while readings arrive at ``rate``/s."""
+    """Reading sent → window result published (s), while readings arrive at ``rate``/s.
+
+    Both ends are Kafka timestamps (the producer's create time): the reading that completed
+    the window, found by the result's evidence, and the result itself.
+    """
     stage = SensorStage(settings)
     observer = CountingObserver()
     runtime = StreamRuntime(
@@ -140,28 +145,38 @@ def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: i
     thread.start()
     while not runtime.assignment:
         time.sleep(0.01)  # wait for the group join before offering load
-    items = readings(int(rate * seconds), assets, datetime.now(UTC))
-    publish(settings, items, rate)
+    items = readings(int(rate * seconds), assets, datetime.now(UTC) - timedelta(hours=1))
+    # The load comes from another process, as sensors would: it must not share this one's GIL.
+    sender = multiprocessing.get_context("spawn").Process(target=publish, args=(settings, items, rate))
+    sender.start()
+    sender.join()
     while sum(observer.consumed.values()) < len(items) or stage.in_flight() > 0:
         time.sleep(0.01)
     runtime.stop()
     thread.join()
+    sent = {(r.partition, r.offset): r.timestamp for r in read_topic(settings, settings.topics.sensors.name)}
+    return [
+        (record.timestamp - sent[(result.evidence.partition, result.evidence.offset)]) / 1000
+        for record in read_topic(settings, settings.topics.inferences.name)
+        if (result := InferenceResult.from_json_bytes(record.value)).outcome == "scored"
+    ]
+
+
+def read_topic(settings: VigilSettings, topic: str) -> list[Any]:
+    """Every record of ``topic`` as it stands now."""
     consumer = KafkaConsumer(
-        settings.topics.inferences.name,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
     )
-    out: list[float] = []
-    expected = observer.produced[settings.topics.inferences.name]
-    while len(out) < expected:
-        for records in consumer.poll(timeout_ms=500).values():
-            for record in records:
-                result = InferenceResult.from_json_bytes(record.value)
-                out.append(record.timestamp / 1000 - result.captured_at.timestamp())
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(partitions)
+    records: list[Any] = []
+    while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
     consumer.close()
-    return out
+    return records
 
 
 def memory_with(assets: int, registry: Path) -> tuple[float, float, float]:
@@ -197,7 +212,7 @@ def percentile(values: list[float], q: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readings", type=int, default=160_000)
-    parser.add_argument("--assets", type=int, default=1_000)
+    parser.add_argument("--assets", type=int, default=1_000, help="160 readings each gives 7 windows each")
     parser.add_argument("--per-window", type=int, default=32_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--memory-assets", type=int, default=10_000)
@@ -213,10 +228,12 @@ def main() -> None:
         rate, observer = pipeline_rate(settings, args.readings)
         windows = observer.produced[settings.topics.inferences.name]
         single = configure(bench_settings(broker.bootstrap), registry, 1)
-        publish(single, readings(args.per_window, args.assets, start))
+        publish(single, readings(args.per_window, max(1, args.per_window // 160), start))
         single_rate, _ = pipeline_rate(single, args.per_window)
         latency = configure(bench_settings(broker.bootstrap), registry, 256)
-        lat = latencies_at(latency, rate / 2, args.latency_seconds, args.assets)
+        lat = latencies_at(
+            latency, rate / 2, args.latency_seconds, max(1, int(rate / 2 * args.latency_seconds / 160))
+        )
     window_mib, growth_mib, rss_mib = memory_with(args.memory_assets, registry)
     figures = [
         Figure("sensor pipeline", rate, "events/s", f"raw consume {raw:,.0f}/s ({rate / raw:.2f}x)"),

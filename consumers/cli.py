@@ -202,8 +202,10 @@ def cmd_train_sensor(args: argparse.Namespace) -> int:
         train_fraction=args.train_fraction,
         epochs=args.epochs,
         hidden=args.hidden,
+        rul_alert_h=args.rul_alert_h,
     )
-    console.print(f"wrote {entry.folder}; threshold {entry.card.thresholds['anomaly']:.4f}")
+    thresholds = ", ".join(f"{label} {value:.4f}" for label, value in entry.card.thresholds.items())
+    console.print(f"wrote {entry.folder}; thresholds: {thresholds}")
     return 0
 
 
@@ -318,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     vision_train.add_argument("--memory-size", type=int, default=4000, help="anomaly: coreset size")
     vision_train.set_defaults(func=cmd_train)
 
-    sensor_train = with_config(train_sub.add_parser("sensor", help="a GRU autoencoder or forecaster"))
+    sensor_train = with_config(
+        train_sub.add_parser(
+            "sensor", help="a GRU autoencoder, forecaster or remaining-useful-life regressor"
+        )
+    )
     sensor_train.add_argument(
         "--data", type=Path, required=True, help="CSV or Parquet: timestamp, [asset], channels"
     )
@@ -326,7 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     sensor_train.add_argument("--version", default="1")
     sensor_train.add_argument("--registry", default=None)
     sensor_train.add_argument(
-        "--task", choices=["sensor_autoencoder", "sensor_forecast"], default="sensor_autoencoder"
+        "--task",
+        choices=["sensor_autoencoder", "sensor_forecast", "sensor_rul"],
+        default="sensor_autoencoder",
+        help="sensor_rul takes each series (per asset) as a run to failure ending at its last sample",
+    )
+    sensor_train.add_argument(
+        "--rul-alert-h",
+        type=float,
+        default=24.0,
+        help="sensor_rul: alert when the estimated life falls to this",
     )
     sensor_train.add_argument("--window", type=int, default=64)
     sensor_train.add_argument("--stride", type=int, default=16)

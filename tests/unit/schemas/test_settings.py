@@ -75,3 +75,9 @@ def test_the_shipped_example_configuration_loads() -> None:
     settings = load_settings(Path(__file__).resolve().parents[3] / "deploy" / "vigil.yaml")
     assert settings.topics.dlq.config["max.message.bytes"] == "8388608"
     assert settings.runtime.delivery == "at_least_once"
+
+
+def test_the_example_configuration_loads() -> None:
+    settings = load_settings(Path(__file__).parents[3] / "deploy" / "vigil.yaml")
+    assert [rule.kind for rule in settings.sensors.rules] == ["threshold", "rate", "range", "stale"]
+    assert settings.sensors.models[0].model == "press-ae"
