@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,11 @@ from rich.table import Table
 
 from consumers.broker_session import with_bootstrap
 from consumers.local_kafka.broker import LocalKafka
+from consumers.runtime.loop import StreamRuntime
+from consumers.runtime.observer import CountingObserver
+from consumers.runtime.stage import ProcessingStage
 from consumers.topics import create_topics
+from schemas.common import Message
 from schemas.settings import TopicSpec, TopicsSettings, VigilSettings
 
 RESULTS = Path(__file__).with_name("results")
@@ -108,3 +113,16 @@ def current_rss_mib() -> float:
     from consumers.local_kafka.broker import resident_memory_bytes
 
     return (resident_memory_bytes(os.getpid()) or 0) / 2**20
+
+
+def start_runtime(
+    settings: VigilSettings, inputs: dict[str, type[Message]], stage: ProcessingStage, group: str
+) -> tuple[StreamRuntime, threading.Thread, CountingObserver]:
+    """A runtime on its own thread and a fresh group; the observer counts what it does."""
+    observer = CountingObserver()
+    runtime = StreamRuntime(
+        settings, inputs, stage, observer=observer, group_id=f"{group}-{uuid.uuid4().hex[:6]}"
+    )
+    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    return runtime, thread, observer

@@ -19,9 +19,7 @@ import multiprocessing
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, current_rss_mib, report
+from bench.common import Figure, bench_broker, bench_settings, current_rss_mib, report, start_runtime
 from bench.foundation import raw_consume_rate
 from consumers.kafka_clients import make_producer
-from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import InboundRecord, Work
 from consumers.sensors.stage import SensorStage
@@ -104,17 +101,10 @@ def publish(settings: VigilSettings, items: list[SensorReading], rate: float | N
 
 def pipeline_rate(settings: VigilSettings, count: int) -> tuple[float, CountingObserver]:
     """Events/s of the sensor pipeline working off ``count`` queued readings."""
-    observer = CountingObserver()
     stage = SensorStage(settings)
-    runtime = StreamRuntime(
-        settings,
-        {settings.topics.sensors.name: SensorReading},
-        stage,
-        observer=observer,
-        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+    runtime, thread, observer = start_runtime(
+        settings, {settings.topics.sensors.name: SensorReading}, stage, "bench"
     )
-    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
-    thread.start()
     while not observer.consumed:
         time.sleep(0.001)  # the first fetch starts the clock
     started = time.monotonic()
@@ -133,16 +123,9 @@ def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: i
     the window, found by the result's evidence, and the result itself.
     """
     stage = SensorStage(settings)
-    observer = CountingObserver()
-    runtime = StreamRuntime(
-        settings,
-        {settings.topics.sensors.name: SensorReading},
-        stage,
-        observer=observer,
-        group_id=f"lat-{uuid.uuid4().hex[:6]}",
+    runtime, thread, observer = start_runtime(
+        settings, {settings.topics.sensors.name: SensorReading}, stage, "lat"
     )
-    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
-    thread.start()
     while not runtime.assignment:
         time.sleep(0.01)  # wait for the group join before offering load
     items = readings(int(rate * seconds), assets, datetime.now(UTC) - timedelta(hours=1))

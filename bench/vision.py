@@ -32,7 +32,15 @@ from kafka import KafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, current_rss_mib, peak_rss_mib, report
+from bench.common import (
+    Figure,
+    bench_broker,
+    bench_settings,
+    current_rss_mib,
+    peak_rss_mib,
+    report,
+    start_runtime,
+)
 from consumers.kafka_clients import make_consumer, make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
@@ -180,17 +188,10 @@ def per_message_loop(
 
 def run_pipeline(settings: VigilSettings, count: int) -> tuple[float, dict[int, int]]:
     """Frames/s of the whole pipeline over ``count`` frames already in the topic; batch sizes reached."""
-    observer = CountingObserver()
     stage = VisionStage(settings)
-    runtime = StreamRuntime(
-        settings,
-        {settings.topics.frames.name: FrameRef},
-        stage,
-        observer=observer,
-        group_id=f"pipe-{uuid.uuid4().hex[:6]}",
+    runtime, thread, observer = start_runtime(
+        settings, {settings.topics.frames.name: FrameRef}, stage, "pipe"
     )
-    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
-    thread.start()
     while not observer.consumed:
         time.sleep(0.001)  # the clock starts at the first fetch
     started = time.monotonic()

@@ -38,6 +38,19 @@ def normalise(values: np.ndarray, mean: list[float], std: list[float]) -> np.nda
     return (values - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
 
 
+def _series_spec(
+    series: list[Series], window: int, stride: int, mean: list[float], std: list[float]
+) -> SeriesInputSpec:
+    return SeriesInputSpec(
+        channels=series[0].channels,
+        window=window,
+        stride=stride,
+        sample_period_s=series[0].period_s,
+        mean=mean,
+        std=std,
+    )
+
+
 def score_windows(module: nn.Module, batch: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """Per-channel scores (N, C) of ``batch`` in chunks."""
     with torch.inference_mode():
@@ -100,14 +113,7 @@ def train_sensor_model(
         version=version,
         task=task,
         architecture=ARCHITECTURES[task],
-        input=SeriesInputSpec(
-            channels=series[0].channels,
-            window=window,
-            stride=stride,
-            sample_period_s=series[0].period_s,
-            mean=mean,
-            std=std,
-        ),
+        input=_series_spec(series, window, stride, mean, std),
         labels=series[0].channels,
         thresholds={"anomaly": threshold},
         training=TrainingSummary(
@@ -175,14 +181,7 @@ def _train_rul(
         version=version,
         task="sensor_rul",
         architecture=ARCHITECTURES["sensor_rul"],
-        input=SeriesInputSpec(
-            channels=series[0].channels,
-            window=window,
-            stride=stride,
-            sample_period_s=series[0].period_s,
-            mean=mean,
-            std=std,
-        ),
+        input=_series_spec(series, window, stride, mean, std),
         labels=["rul"],
         thresholds={"low_rul": rul_alert_h},
         training=TrainingSummary(
