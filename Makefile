@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint bench bench-vision bench-sensors kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+prometheus:
+	@bash deploy/ensure-prometheus.sh
+
 demo: setup
 	$(BIN)/vigil demo
 
-test: setup
+test: setup prometheus
 	$(BIN)/pytest
 
 test-unit: setup

@@ -43,8 +43,10 @@ class MicroBatcher(Generic[T, R]):
         max_batch_size: int,
         max_wait_ms: float,
         max_queue: int,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_batch = on_batch
         self._prepare = prepare
         self._execute = execute
         self._deliver = deliver
@@ -111,6 +113,7 @@ class MicroBatcher(Generic[T, R]):
             batch, prepared = entry
             self.batch_sizes[len(batch)] += 1
             results: Sequence[Any]
+            started = time.monotonic()
             if isinstance(prepared, Exception):
                 results = [prepared] * len(batch)
             else:
@@ -119,5 +122,7 @@ class MicroBatcher(Generic[T, R]):
                 except Exception as error:
                     log.exception("%s: a batch of %d failed", self.name, len(batch))
                     results = [error] * len(batch)
+            if self._on_batch is not None:
+                self._on_batch(len(batch), time.monotonic() - started)
             for item, result in zip(batch, results, strict=True):
                 self._deliver(item, result)

@@ -66,15 +66,30 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from consumers.health import MetricsServer
+    from consumers.metrics import VigilMetrics
     from consumers.pipelines import build_pipeline
     from consumers.runtime.loop import StreamRuntime
 
     settings = _settings(args)
-    pipelines = [build_pipeline(name, settings) for name in args.pipeline.split(",")]
-    if len(pipelines) != 1:
-        raise SystemExit("one pipeline per process for now; run one process per pipeline")
-    pipeline = pipelines[0]
-    return StreamRuntime(settings, pipeline.inputs, pipeline.stage).run()
+    if "," in args.pipeline:
+        raise SystemExit(
+            "one pipeline per process; run one process per pipeline (each scales as a consumer group)"
+        )
+    metrics = VigilMetrics()
+    observer = metrics.observer()
+    server = None
+    if settings.metrics.enabled:
+        server = MetricsServer(
+            metrics.registry, settings.metrics.host, settings.metrics.port, observer.alive, observer.ready
+        ).start()
+        console.print(f"metrics on http://{settings.metrics.host}:{server.port}/metrics (/healthz, /readyz)")
+    pipeline = build_pipeline(args.pipeline, settings, observer)
+    try:
+        return StreamRuntime(settings, pipeline.inputs, pipeline.stage, observer=observer).run()
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.stage import ProcessingStage
 from consumers.stages.passthrough import passthrough_stage
 from schemas.common import Message
@@ -20,7 +21,7 @@ class Pipeline:
     stage: ProcessingStage
 
 
-def _passthrough(settings: VigilSettings) -> Pipeline:
+def _passthrough(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
     inputs: dict[str, type[Message]] = {
         settings.topics.frames.name: FrameRef,
         settings.topics.sensors.name: SensorReading,
@@ -28,27 +29,27 @@ def _passthrough(settings: VigilSettings) -> Pipeline:
     return Pipeline(inputs, passthrough_stage(settings.topics.inferences.name))
 
 
-def _vision(settings: VigilSettings) -> Pipeline:
+def _vision(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
     from consumers.vision.stage import VisionStage  # torch loads only for pipelines that need it
 
-    return Pipeline({settings.topics.frames.name: FrameRef}, VisionStage(settings))
+    return Pipeline({settings.topics.frames.name: FrameRef}, VisionStage(settings, observer=observer))
 
 
-def _sensors(settings: VigilSettings) -> Pipeline:
+def _sensors(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
     from consumers.sensors.stage import SensorStage
 
-    return Pipeline({settings.topics.sensors.name: SensorReading}, SensorStage(settings))
+    return Pipeline({settings.topics.sensors.name: SensorReading}, SensorStage(settings, observer=observer))
 
 
-PIPELINES: dict[str, Callable[[VigilSettings], Pipeline]] = {
+PIPELINES: dict[str, Callable[[VigilSettings, RuntimeObserver], Pipeline]] = {
     "passthrough": _passthrough,
     "vision": _vision,
     "sensors": _sensors,
 }
 
 
-def build_pipeline(name: str, settings: VigilSettings) -> Pipeline:
-    """The pipeline called ``name``; raises ``KeyError`` with the known names."""
+def build_pipeline(name: str, settings: VigilSettings, observer: RuntimeObserver | None = None) -> Pipeline:
+    """The pipeline called ``name``, its stage reporting to ``observer``; ``KeyError`` names the known ones."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
-    return PIPELINES[name](settings)
+    return PIPELINES[name](settings, observer or RuntimeObserver())

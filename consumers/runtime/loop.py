@@ -223,6 +223,7 @@ class StreamRuntime:
 
     def _poll_once(self) -> None:
         assert self._consumer is not None
+        self.observer.on_poll()
         self._apply_queued_rebalances()
         busy = self.stage.in_flight() > 0
         self._in_poll = True
@@ -341,7 +342,19 @@ class StreamRuntime:
         if offsets:
             self._tracker.mark_committed(offsets)
             self.observer.on_committed(offsets)
+        self._report_lag()
         return offsets
+
+    def _report_lag(self) -> None:
+        """Records behind the log end per partition, from what the last fetches said (no request)."""
+        assert self._consumer is not None
+        lag = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                lag[tp] = max(0, end - self._consumer.position(tp))
+        if lag:
+            self.observer.on_lag(lag)
 
     def _settle(self) -> None:
         for (topic, partition, offset), output_topics in self._ledger.settle():

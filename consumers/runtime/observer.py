@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
 
 from kafka.structs import TopicPartition
 
@@ -27,6 +29,35 @@ class RuntimeObserver:
 
     def on_assignment(self, partitions: set[TopicPartition]) -> None:
         """The consumer's assignment changed."""
+
+    def on_poll(self) -> None:
+        """The loop went round once (liveness)."""
+
+    def on_lag(self, lag: dict[TopicPartition, int]) -> None:
+        """Records behind the log end, per assigned partition."""
+
+    # -- stage events ----------------------------------------------------------------------
+
+    def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
+        """A model was loaded and warmed up for ``pipeline``."""
+
+    def on_queue(self, model: str, depth: Callable[[], int]) -> None:
+        """``depth`` reports how many items wait in ``model``'s micro-batch queue."""
+
+    def on_batch(self, model: str, size: int, seconds: float) -> None:
+        """A micro-batch of ``size`` items was run through ``model`` in ``seconds``."""
+
+    def on_step(self, step: str, seconds: float) -> None:
+        """One item went through a step (``fetch``, ``decode``) in ``seconds``."""
+
+    def on_scored(self, pipeline: str, captured_at: datetime) -> None:
+        """An item's result was built for publishing; the end-to-end latency runs from capture."""
+
+    def on_alert(self, kind: str, severity: str, state: str) -> None:
+        """An alert transition was built for publishing."""
+
+    def on_event(self, pipeline: str, outcome: str, count: int = 1) -> None:
+        """Inputs counted rather than scored: ``late``, ``duplicate``, ``out_of_order``, ``dropped_channel``."""
 
 
 class CountingObserver(RuntimeObserver):

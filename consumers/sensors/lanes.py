@@ -17,6 +17,7 @@ import torch
 
 import models.sensors.serving  # noqa: F401  (registers the sensor builders with the registry)
 from consumers.batcher import Deliver, MicroBatcher
+from consumers.runtime.observer import RuntimeObserver
 from models.engine import InferenceEngine
 from models.registry import LoadedModel
 from schemas.common import ModelRef
@@ -48,8 +49,13 @@ class SensorLane(Generic[T]):
     """Serves one registry model to windows of shape (window, channels)."""
 
     def __init__(
-        self, model: LoadedModel, settings: SensorSettings, deliver: Deliver[T, torch.Tensor]
+        self,
+        model: LoadedModel,
+        settings: SensorSettings,
+        deliver: Deliver[T, torch.Tensor],
+        observer: RuntimeObserver | None = None,
     ) -> None:
+        observer = observer or RuntimeObserver()
         if not isinstance(model.card.input, SeriesInputSpec):
             raise ValueError(f"model {model.card.name} does not take sensor windows")
         self.model = model
@@ -73,7 +79,10 @@ class SensorLane(Generic[T]):
             batching.max_batch_size,
             batching.max_wait_ms,
             batching.max_queue,
+            on_batch=lambda size, seconds: observer.on_batch(model.card.name, size, seconds),
         )
+        observer.on_queue(model.card.name, self.batcher.depth)
+        observer.on_model("sensors", model.card.name, model.card.version, str(self.engine.device))
 
     def tensor(self, windows: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalised windows stacked into a host batch (N, window, channels)."""

@@ -30,6 +30,7 @@ import torch
 from consumers.alerts.messages import build_alert
 from consumers.alerts.policy import AlertPolicy, Transition
 from consumers.runtime.decoding import decode_record
+from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from consumers.sensors.history import read_back
 from consumers.sensors.intake import ReadingRejected, Sample, check_channels, check_event_time, expand
@@ -84,13 +85,19 @@ class SensorStage:
 
     name = STAGE
 
-    def __init__(self, settings: VigilSettings, loader: ModelLoader | None = None) -> None:
+    def __init__(
+        self,
+        settings: VigilSettings,
+        loader: ModelLoader | None = None,
+        observer: RuntimeObserver | None = None,
+    ) -> None:
         self.settings = settings
+        self.observer = observer or RuntimeObserver()
         sensors = settings.sensors
         load = loader or (lambda name, version: load_model(sensors.registry, name, version))
         self._scored: queue.Queue[tuple[_Window, torch.Tensor | BaseException]] = queue.Queue()
         self._lanes = [
-            SensorLane[_Window](load(binding.model, binding.version), sensors, self._deliver)
+            SensorLane[_Window](load(binding.model, binding.version), sensors, self._deliver, self.observer)
             for binding in sensors.models
         ]
         self._value_rules = [rule for rule in sensors.rules if rule.kind != "stale"]
@@ -106,6 +113,7 @@ class SensorStage:
         self._config_hash = settings.config_hash()
         self._alerts = settings.topics.alerts.name
         self._inferences = settings.topics.inferences.name if settings.runtime.publish_inferences else None
+        self._replaying = False
         self.counts: Counter[str] = Counter()
         """Events counted rather than dead-lettered: late, duplicate, dropped_channel, replayed."""
 
@@ -182,6 +190,11 @@ class SensorStage:
 
     # -- admission -------------------------------------------------------------------------
 
+    def _count(self, outcome: str, events: int = 1) -> None:
+        if events and not self._replaying:
+            self.counts[outcome] += events
+            self.observer.on_event(STAGE, outcome, events)
+
     def _state(self, key: PartitionKey) -> PartitionState:
         state = self._partitions.get(key)
         if state is None:
@@ -218,8 +231,8 @@ class SensorStage:
         lane = self._lane(reading.asset_id, reading.kind)
         rules = [r for r in self._value_rules if r.applies(reading.asset_id, reading.kind)]
         if lane is not None:
-            self.counts["dropped_channel"] += check_channels(
-                samples, lane.channels, rules, sensors.unknown_channels
+            self._count(
+                "dropped_channel", check_channels(samples, lane.channels, rules, sensors.unknown_channels)
             )
         intake = _Intake()
         for sample in samples:
@@ -270,8 +283,10 @@ class SensorStage:
                 )
             added = window.add(sample.time_s, [sample.values[c] for c in lane.channels])  # type: ignore[arg-type]
             outcome, ready = added.outcome, added.ready
+            if outcome == "accepted" and newest is not None and sample.time_s < newest:
+                self._count("out_of_order")  # within the lateness bound: put back in order
         if outcome != "accepted":
-            self.counts[outcome] += 1
+            self._count(outcome)
             intake.outputs.append(self._unscored_result(work, outcome, sample))
         for window_ready in ready:
             assert lane is not None
@@ -289,6 +304,13 @@ class SensorStage:
     def _rebuild(self, key: PartitionKey, until_offset: int) -> None:
         """Replay the partition's recent history into fresh state, outputs discarded."""
         state = self._partitions[key] = self._state_fresh(key)
+        self._replaying = True  # counts and metrics were taken the first time
+        try:
+            self._replay(key, state, until_offset)
+        finally:
+            self._replaying = False
+
+    def _replay(self, key: PartitionKey, state: PartitionState, until_offset: int) -> None:
         sensors = self.settings.sensors
         waiting: list[_Window] = []
         replayed = 0
@@ -382,6 +404,9 @@ class SensorStage:
                 message=_model_message(transition, scored.explanation, scored.scores),
             )
             outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
+            self._observe_alert(alert.kind, alert.severity, alert.state)
+        if not self._replaying:
+            self.observer.on_scored(STAGE, end)
         if self._inferences is not None:
             result = InferenceResult(
                 result_id=f"{record.topic}-{record.partition}-{record.offset}-w{item.index}",
@@ -422,7 +447,12 @@ class SensorStage:
             site=reading.site if source is None else None,
             explanation=explanation,
         )
+        self._observe_alert(alert.kind, alert.severity, alert.state)
         return Output(self._alerts, transition.source_id.encode(), alert.to_json_bytes())
+
+    def _observe_alert(self, kind: str, severity: str, state: str) -> None:
+        if not self._replaying:
+            self.observer.on_alert(kind, severity, state)
 
     def _unscored_result(self, work: Work, outcome: str, sample: Sample) -> Output:
         reading = work.message

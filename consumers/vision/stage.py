@@ -12,6 +12,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import models.vision.serving  # noqa: F401  (registers the vision builders with 
 from consumers.alerts.messages import build_alert
 from consumers.alerts.policy import AlertPolicy
 from consumers.batcher import MicroBatcher
+from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from consumers.vision.fetch import FetchError, FrameFetcher
 from models.engine import InferenceEngine, single_torch_thread
@@ -91,7 +93,10 @@ class ModelLane:
             batching.max_batch_size,
             batching.max_wait_ms,
             batching.max_queue,
+            on_batch=lambda size, seconds: stage.observer.on_batch(model.card.name, size, seconds),
         )
+        stage.observer.on_queue(model.card.name, self.batcher.depth)
+        stage.observer.on_model(STAGE, model.card.name, model.card.version, str(self.engine.device))
 
     def _prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
         if not self.gpu_decode:
@@ -122,8 +127,14 @@ class VisionStage:
 
     name = STAGE
 
-    def __init__(self, settings: VigilSettings, loader: ModelLoader | None = None) -> None:
+    def __init__(
+        self,
+        settings: VigilSettings,
+        loader: ModelLoader | None = None,
+        observer: RuntimeObserver | None = None,
+    ) -> None:
         self.settings = settings
+        self.observer = observer or RuntimeObserver()
         vision = settings.vision
         self._loader = loader or (lambda name, version: load_model(vision.registry, name, version))
         self._stop = threading.Event()
@@ -210,6 +221,7 @@ class VisionStage:
             lane = self.lane(frame.model) if frame.model else self.default_lane
         except (FileNotFoundError, ValueError) as error:  # no such entry, or one that fails its checks
             return self._fail(work, "unknown_model", error)
+        started = time.monotonic()
         try:
             data = self._fetcher.fetch(frame.uri, frame.sha256)
         except FetchError as error:
@@ -218,6 +230,8 @@ class VisionStage:
                     self._in_flight -= 1
                 return None
             return self._fail(work, error.reason, error)
+        fetched = time.monotonic()
+        self.observer.on_step("fetch", fetched - started)
         try:
             pixels: torch.Tensor | bytes = (
                 data if lane.gpu_decode else preprocess(data, lane.spec, _roi(frame))
@@ -226,6 +240,8 @@ class VisionStage:
             return self._fail(work, "corrupt_image", error)
         except RoiOutsideImageError as error:
             return self._fail(work, "invalid_roi", error)
+        if not lane.gpu_decode:
+            self.observer.on_step("decode", time.monotonic() - fetched)
         lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest()))
         return None
 
@@ -277,6 +293,8 @@ class VisionStage:
                 explanation=scores,
             )
             outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
+            self.observer.on_alert(alert.kind, alert.severity, alert.state)
+        self.observer.on_scored(STAGE, frame.captured_at)
         if self._inferences is not None:
             result_message = InferenceResult(
                 result_id=f"{record.topic}-{record.partition}-{record.offset}",

@@ -2,21 +2,76 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
 
 
-def test_compose_runs_kafka_and_vigil_with_existing_files() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    for name in ("vigil", "vigil-topics"):
-        assert (ROOT / "Dockerfile").is_file() and services[name]["build"] == "."
-        for volume in services[name]["volumes"]:
-            source = volume.split(":", 1)[0]
-            assert (ROOT / source).exists(), source
-    assert "9108:9108" in services["vigil"]["ports"]
+def mounts(service: str) -> dict[str, str]:
+    """Container path → host path of a service's bind mounts from this repository."""
+    out = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        out[target] = source
+    return out
+
+
+def test_the_stack_has_kafka_vigil_prometheus_and_grafana() -> None:
+    assert set(SERVICES) == {
+        "kafka",
+        "vigil-topics",
+        "vigil-vision",
+        "vigil-sensors",
+        "prometheus",
+        "grafana",
+    }
+    assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
+    assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert SERVICES["prometheus"]["image"].startswith("prom/prometheus:")
+    assert SERVICES["grafana"]["image"].startswith("grafana/grafana:")
+    ports = {service: spec.get("ports", []) for service, spec in SERVICES.items()}
+    assert ports["vigil-vision"] == ["9108:9108"] and ports["vigil-sensors"] == ["9109:9108"]
+    assert ports["prometheus"] == ["9090:9090"] and ports["grafana"] == ["3000:3000"]
+
+
+def test_every_mounted_file_of_this_repository_exists() -> None:
+    for service in SERVICES:
+        for source in mounts(service).values():
+            if source.startswith("./deploy"):
+                assert (ROOT / source).exists(), f"{service}: {source}"
+        if SERVICES[service].get("build"):
+            assert (ROOT / "Dockerfile").is_file()
+
+
+def test_vigil_runs_both_pipelines_with_the_example_configuration() -> None:
+    for service, pipeline in (("vigil-vision", "vision"), ("vigil-sensors", "sensors")):
+        command = SERVICES[service]["command"]
+        assert command[:1] == ["run"] and command[command.index("--pipeline") + 1] == pipeline
+        assert mounts(service)["/etc/vigil/vigil.yaml"] == "./deploy/vigil.yaml"
+    metrics = yaml.safe_load((ROOT / "deploy" / "vigil.yaml").read_text())["metrics"]
+    assert metrics["host"] == "0.0.0.0" and metrics["port"] == 9108  # reachable from Prometheus
+
+
+def test_prometheus_scrapes_both_pipelines_and_loads_the_rules() -> None:
+    config_path = mounts("prometheus")["/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load((ROOT / config_path).read_text())
+    [job] = config["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["vigil-vision:9108", "vigil-sensors:9108"]
+    rules_dir = ROOT / mounts("prometheus")["/etc/prometheus/rules"]
+    for rule_file in config["rule_files"]:
+        assert (rules_dir / Path(rule_file).name).is_file(), rule_file
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
+    provisioning = ROOT / mounts("grafana")["/etc/grafana/provisioning"]
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["uid"] == "prometheus"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "vigil.yml").read_text())["providers"]
+    dashboards = ROOT / mounts("grafana")[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "vigil-overview.json").read_text())
+    assert all(t["datasource"]["uid"] == source["uid"] for p in dashboard["panels"] for t in p["targets"])

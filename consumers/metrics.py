@@ -1,0 +1,217 @@
+"""Prometheus metrics: the one ``RuntimeObserver`` that turns runtime and stage events into metrics.
+
+Names follow Prometheus conventions (``vigil_`` prefix, ``_total`` counters, ``_seconds`` and
+``_bytes`` units) and labels stay bounded: topics, partitions, models, reasons, kinds,
+never a frame, camera or asset. Several runtimes in one process (the demo) share one
+``VigilMetrics``, each through its own ``PrometheusObserver``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from consumers.runtime.observer import RuntimeObserver
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class _QueueDepths(Collector):
+    """Reads each model's micro-batch queue depth at scrape time."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Callable[[], int]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "vigil_queue_depth", "Items waiting in a model's micro-batch queue", labels=["model"]
+        )
+        for model, depth in sorted(self.sources.items()):
+            family.add_metric([model], depth())
+        yield family
+
+
+class _Gpu(Collector):
+    """GPU memory and utilisation, read at scrape time (only where CUDA is present)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import torch
+
+        memory = GaugeMetricFamily(
+            "vigil_gpu_memory_bytes", "GPU memory allocated by torch", labels=["device"]
+        )
+        utilisation = GaugeMetricFamily(
+            "vigil_gpu_utilization_ratio", "GPU busy share over the last sample period", labels=["device"]
+        )
+        for index in range(torch.cuda.device_count()):
+            memory.add_metric([str(index)], torch.cuda.memory_allocated(index))
+            with contextlib.suppress(Exception):  # utilisation needs NVML; memory does not
+                utilisation.add_metric([str(index)], torch.cuda.utilization(index) / 100)
+        yield memory
+        yield utilisation
+
+
+class VigilMetrics:
+    """Every metric Vigil exports, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, gpu: bool | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "vigil_messages_consumed", "Records read from an input topic", ["topic"], registry=r
+        )
+        self.produced = Counter(
+            "vigil_messages_produced",
+            "Records acknowledged by the broker on an output topic",
+            ["topic"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "vigil_dead_letters", "Inputs sent to the dead-letter topic", ["reason", "stage"], registry=r
+        )
+        self.commits = Counter("vigil_offset_commits", "Offset commits to the consumer group", registry=r)
+        self.backpressure = Counter(
+            "vigil_backpressure_pauses", "Times fetching paused because too much was in flight", registry=r
+        )
+        self.assigned = Gauge(
+            "vigil_assigned_partitions", "Partitions assigned to this consumer", ["topic"], registry=r
+        )
+        self.lag = Gauge(
+            "vigil_consumer_lag_messages", "Records behind the log end", ["topic", "partition"], registry=r
+        )
+        self.last_input = Gauge(
+            "vigil_last_input_timestamp_seconds", "Unix time of the last record read", ["topic"], registry=r
+        )
+        self.model_info = Gauge(
+            "vigil_model_info",
+            "The models being served",
+            ["pipeline", "name", "version", "device"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "vigil_batch_size", "Items per micro-batch", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference = Histogram(
+            "vigil_inference_seconds",
+            "Model time per micro-batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.step = Histogram(
+            "vigil_step_seconds",
+            "Time per item in a step (fetch, decode)",
+            ["step"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "vigil_end_to_end_seconds",
+            "Capture (event) time to result built for publishing",
+            ["pipeline"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.alerts = Counter(
+            "vigil_alerts", "Alert transitions published", ["kind", "severity", "state"], registry=r
+        )
+        self.events = Counter(
+            "vigil_input_events",
+            "Inputs counted rather than scored (late, duplicate, out of order, dropped channel)",
+            ["pipeline", "outcome"],
+            registry=r,
+        )
+        self.queues = _QueueDepths()
+        r.register(self.queues)
+        if gpu is None:
+            import torch
+
+            gpu = torch.cuda.is_available()
+        if gpu:
+            r.register(_Gpu())
+
+    def observer(self) -> PrometheusObserver:
+        """A new observer for one runtime and its stage."""
+        return PrometheusObserver(self)
+
+
+class PrometheusObserver(RuntimeObserver):
+    """Feeds one runtime's events into ``VigilMetrics``; knows when that runtime is alive and ready."""
+
+    def __init__(self, metrics: VigilMetrics) -> None:
+        self.metrics = metrics
+        self.last_poll = 0.0
+        self.partitions = 0
+        self.models = 0
+        self._topics: set[str] = set()
+
+    def alive(self, within_s: float = 60.0) -> bool:
+        """The loop went round within ``within_s``."""
+        return time.monotonic() - self.last_poll < within_s
+
+    def ready(self) -> bool:
+        """The consumer holds partitions and, where the pipeline has models, they are warm."""
+        return self.alive() and self.partitions > 0
+
+    def on_consumed(self, topic: str, count: int) -> None:
+        self.metrics.consumed.labels(topic).inc(count)
+        self.metrics.last_input.labels(topic).set(time.time())
+
+    def on_produced(self, topic: str, count: int) -> None:
+        self.metrics.produced.labels(topic).inc(count)
+
+    def on_dead_letter(self, reason: str, stage: str) -> None:
+        self.metrics.dead_letters.labels(reason, stage).inc()
+
+    def on_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self.metrics.commits.inc()
+
+    def on_backpressure(self, paused: bool, in_flight: int) -> None:
+        if paused:
+            self.metrics.backpressure.inc()
+
+    def on_assignment(self, partitions: set[TopicPartition]) -> None:
+        self.partitions = len(partitions)
+        self._topics |= {tp.topic for tp in partitions}
+        for topic in self._topics:  # topics no longer held go to zero rather than vanish
+            self.metrics.assigned.labels(topic).set(sum(1 for tp in partitions if tp.topic == topic))
+
+    def on_poll(self) -> None:
+        self.last_poll = time.monotonic()
+
+    def on_lag(self, lag: dict[TopicPartition, int]) -> None:
+        for tp, behind in lag.items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+
+    def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
+        self.metrics.model_info.labels(pipeline, name, version, device).set(1)
+        self.models += 1
+
+    def on_queue(self, model: str, depth: Callable[[], int]) -> None:
+        self.metrics.queues.sources[model] = depth
+
+    def on_batch(self, model: str, size: int, seconds: float) -> None:
+        self.metrics.batch_size.labels(model).observe(size)
+        self.metrics.inference.labels(model).observe(seconds)
+
+    def on_step(self, step: str, seconds: float) -> None:
+        self.metrics.step.labels(step).observe(seconds)
+
+    def on_scored(self, pipeline: str, captured_at: datetime) -> None:
+        self.metrics.end_to_end.labels(pipeline).observe(
+            max(0.0, (datetime.now(UTC) - captured_at).total_seconds())
+        )
+
+    def on_alert(self, kind: str, severity: str, state: str) -> None:
+        self.metrics.alerts.labels(kind, severity, state).inc()
+
+    def on_event(self, pipeline: str, outcome: str, count: int = 1) -> None:
+        self.metrics.events.labels(pipeline, outcome).inc(count)
