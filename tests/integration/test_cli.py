@@ -60,7 +60,7 @@ def test_a_bad_configuration_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "delivery" in capsys.readouterr().out
 
 
-def test_demo_shows_a_firing_alert_from_the_faulty_camera(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = unique_settings(kafka_bootstrap)
     config = tmp_path / "vigil.yaml"
     document = json.loads(settings.model_dump_json())
@@ -76,9 +76,7 @@ def test_demo_shows_a_firing_alert_from_the_faulty_camera(kafka_bootstrap: str, 
             "--config",
             str(config),
             "--duration",
-            "12",
-            "--readings-per-s",
-            "12",
+            "15",
         ],
         env=env,
         capture_output=True,
@@ -87,5 +85,9 @@ def test_demo_shows_a_firing_alert_from_the_faulty_camera(kafka_bootstrap: str, 
         check=False,
     )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert "ALERT firing" in demo.stdout and "cam-3" in demo.stdout
+    firing = [line for line in demo.stdout.splitlines() if line.startswith("ALERT firing")]
+    assert any("visual_defect" in line and "cam-3" in line for line in firing), demo.stdout[-3000:]
+    assert any("sensor_anomaly" in line and "press-2" in line for line in firing), demo.stdout[-3000:]
+    assert any("threshold" in line and "aq-2" in line for line in firing), demo.stdout[-3000:]
+    assert any("stale_source" in line for line in firing), demo.stdout[-3000:]
     assert "Vigil demo summary" in demo.stdout

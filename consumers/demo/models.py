@@ -1,0 +1,51 @@
+"""The demo's small models, trained once on generated data into the configured registry."""
+
+from __future__ import annotations
+
+import tempfile
+
+from rich.console import Console
+
+from consumers.demo.world import MACHINE_PERIOD_S
+
+DEMO_VISION_MODEL = "demo-defects"
+DEMO_SENSOR_MODEL = "demo-machines"
+
+
+def ensure_demo_models(registry: str, console: Console) -> None:
+    """Train the defect classifier and the machine autoencoder unless the registry has them."""
+    from models.registry import versions
+
+    if not versions(registry, DEMO_VISION_MODEL):
+        from models.vision.synthetic import write_dataset
+        from models.vision.training import train_classifier
+
+        console.print("[bold]training the demo defect classifier on synthetic images (once)[/bold]")
+        with tempfile.TemporaryDirectory() as images:
+            write_dataset(images, per_class=60, size=64, seed=11)
+            train_classifier(
+                images,
+                registry,
+                DEMO_VISION_MODEL,
+                "1",
+                architecture="small_cnn",
+                size=64,
+                epochs=10,
+                lr=5e-3,
+            )
+    if not versions(registry, DEMO_SENSOR_MODEL):
+        import models.sensors.serving  # noqa: F401  (registers the sensor builders)
+        from models.sensors.synthetic import normal_machines
+        from models.sensors.training import train_sensor_model
+
+        console.print("[bold]training the demo machine autoencoder on generated histories (once)[/bold]")
+        train_sensor_model(
+            normal_machines(4, 800, period_s=MACHINE_PERIOD_S),
+            registry,
+            DEMO_SENSOR_MODEL,
+            "1",
+            window=32,
+            stride=8,
+            epochs=8,
+            hidden=16,
+        )

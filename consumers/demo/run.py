@@ -1,0 +1,276 @@
+"""``vigil demo``: the plant and the city district through both of Vigil's pipelines, live.
+
+The world (``world.py``) publishes in real time: frames from the press line's cameras,
+10 Hz readings from the machines, and air quality once a second from the city's sensors;
+now and then a malformed record shows the dead-letter path. The vision and sensor
+pipelines run here, each its own runtime and consumer group, sharing one metrics registry
+(served on the configured metrics address). The live view shows throughput, latency
+percentiles, batch sizes, lag and the alert feed; the summary closes the run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer
+from rich.console import Console
+from rich.live import Live
+
+from consumers.demo.models import DEMO_SENSOR_MODEL, DEMO_VISION_MODEL, ensure_demo_models
+from consumers.demo.view import DemoSummary, LiveView, summary_table, where
+from consumers.demo.world import CAMERAS, PressLine, SensorWorld, demo_start
+from consumers.health import MetricsServer
+from consumers.kafka_clients import consumer_config, make_producer
+from consumers.metrics import VigilMetrics
+from consumers.runtime.loop import StreamRuntime
+from consumers.simulate import publish
+from consumers.tail import describe
+from consumers.topics import create_topics
+from models.registry import load_model
+from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, SensorReading
+from schemas.settings import AlertRule, SensorModelBinding, SensorRule, VigilSettings
+
+__all__ = ["DemoSummary", "demo_settings", "run_demo"]
+
+
+def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
+    """The demo's models, frame store and alert rules, where the configuration names none."""
+    vision_rules = settings.vision.rules or [
+        AlertRule(
+            name=f"demo-{label}", label=label, hi=0.7, lo=0.4, n=2, m=3, cooldown_s=5, severity="critical"
+        )
+        for label in ("crack", "scratch", "spot")
+    ]
+    vision = settings.vision.model_copy(
+        update={
+            "model": DEMO_VISION_MODEL,
+            "rules": vision_rules,
+            "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{store}/"]}),
+        }
+    )
+    sensors = settings.sensors
+    if not sensors.models and not sensors.rules:
+        threshold = load_model(settings.vision.registry, DEMO_SENSOR_MODEL).card.thresholds["anomaly"]
+        sensors = sensors.model_copy(
+            update={
+                "registry": settings.vision.registry,
+                "models": [
+                    SensorModelBinding(assets="press-*", sensor_kind="machine", model=DEMO_SENSOR_MODEL)
+                ],
+                "model_rules": [
+                    AlertRule(
+                        name="press-anomaly",
+                        label="anomaly",
+                        hi=3 * threshold,
+                        lo=1.5 * threshold,
+                        n=2,
+                        m=3,
+                        cooldown_s=5,
+                        severity="warning",
+                    )
+                ],
+                "rules": [
+                    SensorRule(
+                        name="pm25-high",
+                        kind="threshold",
+                        sensor_kind="air_quality",
+                        channel="pm25_ug_m3",
+                        limit=35.0,
+                        for_s=4.0,
+                        severity="warning",
+                    ),
+                    SensorRule(
+                        name="aq-silent", kind="stale", sensor_kind="air_quality", for_s=4.0, severity="info"
+                    ),
+                ],
+            }
+        )
+    return settings.model_copy(update={"vision": vision, "sensors": sensors})
+
+
+def run_demo(
+    settings: VigilSettings,
+    duration_s: float,
+    frames_per_s: int,
+    console: Console,
+    real_images: Path | None = None,
+    simulate: bool = True,
+) -> DemoSummary:
+    """Run the plant and the city through Vigil for ``duration_s`` seconds (or only consume, without ``simulate``)."""
+    from consumers.sensors.stage import SensorStage
+    from consumers.vision.stage import VisionStage
+
+    ensure_demo_models(settings.vision.registry, console)
+    store = Path(real_images) if real_images else Path(tempfile.mkdtemp(prefix="vigil-demo-frames-"))
+    settings = demo_settings(settings, store)
+    create_topics(settings)
+    metrics = VigilMetrics()
+    vision_observer, sensor_observer = metrics.observer(), metrics.observer()
+    server = _serve_metrics(settings, metrics, [vision_observer, sensor_observer], console)
+    runtimes = [
+        StreamRuntime(
+            settings,
+            {settings.topics.frames.name: FrameRef},
+            VisionStage(settings, observer=vision_observer),
+            observer=vision_observer,
+            group_id="vigil-demo-vision",
+        ),
+        StreamRuntime(
+            settings,
+            {settings.topics.sensors.name: SensorReading},
+            SensorStage(settings, observer=sensor_observer),
+            observer=sensor_observer,
+            group_id="vigil-demo-sensors",
+        ),
+    ]
+    threads = [
+        threading.Thread(target=r.run, kwargs={"install_signal_handlers": False}, daemon=True)
+        for r in runtimes
+    ]
+    for thread in threads:
+        thread.start()
+    summary = DemoSummary()
+    topics = {"vision": settings.topics.frames.name, "sensors": settings.topics.sensors.name}
+    where_metrics = (
+        f"metrics http://{settings.metrics.host}:{server.port}/metrics" if server else "metrics off"
+    )
+    view = LiveView(
+        summary,
+        metrics.registry,
+        topics,
+        f"Vigil demo on {settings.kafka.bootstrap_servers}, {where_metrics}",
+    )
+    outputs = _output_consumer(settings)
+    producer = make_producer(settings.kafka)
+    line = PressLine(store, real_images)
+    world = SensorWorld(demo_start(datetime.now(UTC)), duration_s, settings.topics.sensors.partitions)
+    started = time.monotonic()
+    next_frames = started
+    tick = 0
+    try:
+        with Live(view, console=console, refresh_per_second=4):
+            while time.monotonic() - started < duration_s:
+                now = datetime.now(UTC)
+                if simulate:
+                    frames: list[FrameRef] = []
+                    if time.monotonic() >= next_frames:
+                        faulty = 0.25 * duration_s <= time.monotonic() - started < 0.55 * duration_s
+                        frames = line.tick(max(1, frames_per_s // len(CAMERAS)), faulty, now)
+                        next_frames += 1.0
+                        tick += 1
+                    readings = world.due(now)
+                    publish(
+                        producer,
+                        settings,
+                        frames,
+                        readings,
+                        poison=int(bool(frames) and tick % 5 == 4),
+                        poison_start=tick // 5,
+                    )
+                    summary.frames += len(frames)
+                    summary.readings += len(readings)
+                _poll(outputs, settings, summary, view, console, timeout_ms=100)
+            producer.flush()
+            # Inputs stop here; let the pipelines catch up so the summary covers all that was sent.
+            drain_until = time.monotonic() + 30
+            while time.monotonic() < drain_until and not _drained(summary, metrics, topics, simulate):
+                _poll(outputs, settings, summary, view, console, timeout_ms=200)
+            _poll(outputs, settings, summary, view, console, timeout_ms=500)
+    finally:
+        for runtime in runtimes:
+            runtime.stop()
+        for thread in threads:
+            thread.join(timeout=60)
+        producer.close()
+        outputs.close()
+        if server is not None:
+            server.stop()
+    consumed = sum(_consumed(metrics, topic) for topic in topics.values())
+    console.print()
+    console.print(summary_table(summary, int(consumed), time.monotonic() - started))
+    return summary
+
+
+def _serve_metrics(
+    settings: VigilSettings, metrics: VigilMetrics, observers: list[Any], console: Console
+) -> MetricsServer | None:
+    if not settings.metrics.enabled:
+        return None
+
+    def alive() -> bool:
+        return all(o.alive() for o in observers)
+
+    def ready() -> bool:
+        return all(o.ready() for o in observers)
+
+    try:
+        return MetricsServer(
+            metrics.registry, settings.metrics.host, settings.metrics.port, alive, ready
+        ).start()
+    except OSError:
+        console.print(
+            f"[yellow]port {settings.metrics.port} is taken; metrics on a free port instead[/yellow]"
+        )
+        return MetricsServer(metrics.registry, settings.metrics.host, 0, alive, ready).start()
+
+
+def _consumed(metrics: VigilMetrics, topic: str) -> float:
+    return metrics.registry.get_sample_value("vigil_messages_consumed_total", {"topic": topic}) or 0.0
+
+
+def _drained(summary: DemoSummary, metrics: VigilMetrics, topics: dict[str, str], simulate: bool) -> bool:
+    if not simulate:
+        return True
+    return (
+        summary.results["vision"] >= summary.frames
+        and _consumed(metrics, topics["sensors"]) >= summary.readings
+    )
+
+
+def _poll(
+    outputs: KafkaConsumer,
+    settings: VigilSettings,
+    summary: DemoSummary,
+    view: LiveView,
+    console: Console,
+    timeout_ms: int,
+) -> None:
+    for batch in outputs.poll(timeout_ms=timeout_ms).values():
+        for record in batch:
+            _show(record, settings, summary, view, console)
+
+
+def _show(
+    record: Any, settings: VigilSettings, summary: DemoSummary, view: LiveView, console: Console
+) -> None:
+    topics = settings.topics
+    if record.topic == topics.dlq.name:
+        letter = DeadLetter.from_json_bytes(record.value)
+        summary.dead_letters[letter.reason] += 1
+    elif record.topic == topics.alerts.name:
+        alert = Alert.from_json_bytes(record.value)
+        summary.alerts[(where(alert), alert.state)] += 1
+        view.alert(alert)
+        colour = "bold red" if alert.state == "firing" else "bold green"
+        console.print(f"[{colour}]{describe(alert)}[/{colour}]", highlight=False)
+    else:
+        result = InferenceResult.from_json_bytes(record.value)
+        if result.outcome == "scored" and result.pipeline in ("vision", "sensors"):
+            summary.results[result.pipeline] += 1
+            summary.latencies_s[result.pipeline].append(
+                (datetime.now(UTC) - result.captured_at).total_seconds()
+            )
+
+
+def _output_consumer(settings: VigilSettings) -> KafkaConsumer:
+    config = consumer_config(settings.kafka)
+    config.update(group_id=None, auto_offset_reset="latest")
+    topics = (settings.topics.alerts.name, settings.topics.inferences.name, settings.topics.dlq.name)
+    consumer = KafkaConsumer(*topics, **config)
+    consumer.poll(timeout_ms=100)  # join the topics before inputs start flowing
+    return consumer

@@ -1,0 +1,149 @@
+"""The demo's live terminal view and its closing summary."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from schemas.messages import Alert
+
+PIPELINES = ("vision", "sensors")
+
+
+@dataclass
+class DemoSummary:
+    """What the demo sent and what came out of the pipelines."""
+
+    frames: int = 0
+    readings: int = 0
+    results: Counter[str] = field(default_factory=Counter)
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(where, state): where is the plant's cameras, the plant's machines or the city."""
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    latencies_s: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PIPELINES})
+
+    def percentile(self, pipeline: str, q: int, last: int | None = None) -> float:
+        """A capture → result latency percentile in seconds (0 when nothing was measured)."""
+        values = self.latencies_s.get(pipeline, [])[-last:] if last else self.latencies_s.get(pipeline, [])
+        if len(values) < 2:
+            return values[0] if values else 0.0
+        return statistics.quantiles(values, n=100)[q - 1]
+
+    def alerts_from(self, where: str) -> int:
+        """Alerts that fired in ``where``."""
+        return self.alerts[(where, "firing")]
+
+
+def where(alert: Alert) -> str:
+    """Which part of the demo world an alert belongs to."""
+    if alert.kind.startswith("visual"):
+        return "plant cameras"
+    return "plant machines" if alert.site == "plant-a" or alert.source_id.startswith("press") else "city"
+
+
+class LiveView:
+    """Throughput, latency percentiles, batch sizes, lag and the alert feed, redrawn by ``rich.live``."""
+
+    def __init__(
+        self, summary: DemoSummary, registry: CollectorRegistry, topics: dict[str, str], header: str
+    ) -> None:
+        self.summary = summary
+        self.registry = registry
+        self.topics = topics
+        self.header = header
+        self.feed: deque[Text] = deque(maxlen=10)
+        self._started = time.monotonic()
+        self._rates: dict[str, deque[tuple[float, int]]] = {p: deque(maxlen=20) for p in PIPELINES}
+
+    def alert(self, alert: Alert) -> None:
+        """Add an alert to the feed."""
+        colour = "bold red" if alert.state == "firing" else "bold green"
+        line = (
+            f"{time.strftime('%H:%M:%S')} {alert.state:8} {alert.kind:14} {alert.source_id:9} "
+            f"{alert.label[:14]:14} score={alert.score:.2f} ({where(alert)})"
+        )
+        self.feed.appendleft(Text(line, style=colour))
+
+    def __rich__(self) -> Group:
+        now = time.monotonic()
+        table = Table(expand=True)
+        for column in ("pipeline", "results/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "lag"):
+            table.add_column(column, justify="right" if column != "pipeline" else "left")
+        for pipeline in PIPELINES:
+            history = self._rates[pipeline]
+            history.append((now, self.summary.results[pipeline]))
+            span = history[-1][0] - history[0][0]
+            rate = (history[-1][1] - history[0][1]) / span if span > 0 else 0.0
+            table.add_row(
+                pipeline,
+                f"{rate:.0f}",
+                *(f"{self.summary.percentile(pipeline, q, last=500) * 1000:.0f}" for q in (50, 95, 99)),
+                self._mean_batch(pipeline),
+                f"{self._lag(self.topics[pipeline]):.0f}",
+            )
+        letters = ", ".join(f"{k}={v}" for k, v in self.summary.dead_letters.items()) or "none"
+        feed = Group(*self.feed) if self.feed else Text("no alerts yet", style="dim")
+        return Group(
+            Text(f"{self.header}   elapsed {now - self._started:.0f}s", style="bold"),
+            table,
+            Text(f"dead letters: {letters}"),
+            Panel(feed, title="alerts", border_style="red"),
+        )
+
+    def _mean_batch(self, pipeline: str) -> str:
+        sums = counts = 0.0
+        for metric in self.registry.collect():
+            if metric.name != "vigil_batch_size":
+                continue
+            for sample in metric.samples:
+                if pipeline == "vision" and "defects" not in sample.labels.get("model", ""):
+                    continue
+                if pipeline == "sensors" and "defects" in sample.labels.get("model", ""):
+                    continue
+                if sample.name.endswith("_sum"):
+                    sums += sample.value
+                elif sample.name.endswith("_count"):
+                    counts += sample.value
+        return f"{sums / counts:.1f}" if counts else "-"
+
+    def _lag(self, topic: str) -> float:
+        total = 0.0
+        for metric in self.registry.collect():
+            if metric.name == "vigil_consumer_lag_messages":
+                total += sum(s.value for s in metric.samples if s.labels.get("topic") == topic)
+        return total
+
+
+def summary_table(summary: DemoSummary, consumed: int, elapsed_s: float) -> Table:
+    """The closing summary."""
+    table = Table(title="Vigil demo summary")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("frames / readings sent", f"{summary.frames} / {summary.readings}")
+    table.add_row("inputs consumed by the runtimes", str(consumed))
+    table.add_row(
+        "results: vision / sensor windows", f"{summary.results['vision']} / {summary.results['sensors']}"
+    )
+    for place in ("plant cameras", "plant machines", "city"):
+        table.add_row(
+            f"alerts firing / resolved: {place}",
+            f"{summary.alerts[(place, 'firing')]} / {summary.alerts[(place, 'resolved')]}",
+        )
+    table.add_row(
+        "dead letters by reason", ", ".join(f"{k}={v}" for k, v in summary.dead_letters.items()) or "-"
+    )
+    for pipeline in PIPELINES:
+        table.add_row(
+            f"capture → result p50 / p95 / p99, {pipeline}",
+            " / ".join(f"{summary.percentile(pipeline, q) * 1000:.0f}" for q in (50, 95, 99)) + " ms",
+        )
+    table.add_row("elapsed", f"{elapsed_s:.1f} s")
+    return table
