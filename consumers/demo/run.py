@@ -27,12 +27,13 @@ from consumers.demo.world import CAMERAS, PressLine, SensorWorld, demo_start
 from consumers.health import MetricsServer
 from consumers.kafka_clients import consumer_config, make_producer
 from consumers.metrics import VigilMetrics
+from consumers.pipelines import build_pipeline
 from consumers.runtime.loop import StreamRuntime
 from consumers.simulate import publish
 from consumers.tail import describe
 from consumers.topics import create_topics
 from models.registry import load_model
-from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, SensorReading
+from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult
 from schemas.settings import AlertRule, SensorModelBinding, SensorRule, VigilSettings
 
 __all__ = ["DemoSummary", "demo_settings", "run_demo"]
@@ -102,32 +103,21 @@ def run_demo(
     simulate: bool = True,
 ) -> DemoSummary:
     """Run the plant and the city through Vigil for ``duration_s`` seconds (or only consume, without ``simulate``)."""
-    from consumers.sensors.stage import SensorStage
-    from consumers.vision.stage import VisionStage
-
     ensure_demo_models(settings.vision.registry, console)
     store = Path(real_images) if real_images else Path(tempfile.mkdtemp(prefix="vigil-demo-frames-"))
     settings = demo_settings(settings, store)
     create_topics(settings)
     metrics = VigilMetrics()
-    vision_observer, sensor_observer = metrics.observer(), metrics.observer()
-    server = _serve_metrics(settings, metrics, [vision_observer, sensor_observer], console)
-    runtimes = [
-        StreamRuntime(
-            settings,
-            {settings.topics.frames.name: FrameRef},
-            VisionStage(settings, observer=vision_observer),
-            observer=vision_observer,
-            group_id="vigil-demo-vision",
-        ),
-        StreamRuntime(
-            settings,
-            {settings.topics.sensors.name: SensorReading},
-            SensorStage(settings, observer=sensor_observer),
-            observer=sensor_observer,
-            group_id="vigil-demo-sensors",
-        ),
-    ]
+    observers = {name: metrics.observer() for name in ("vision", "sensors")}
+    server = _serve_metrics(settings, metrics, list(observers.values()), console)
+    runtimes = []
+    for name, observer in observers.items():
+        pipeline = build_pipeline(name, settings, observer)
+        runtimes.append(
+            StreamRuntime(
+                settings, pipeline.inputs, pipeline.stage, observer=observer, group_id=f"vigil-demo-{name}"
+            )
+        )
     threads = [
         threading.Thread(target=r.run, kwargs={"install_signal_handlers": False}, daemon=True)
         for r in runtimes

@@ -23,13 +23,11 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from consumers.health import MetricsServer
 from consumers.metrics import VigilMetrics
+from consumers.pipelines import build_pipeline
 from consumers.runtime.loop import StreamRuntime
 from consumers.scenarios import machine_readings
-from consumers.sensors.stage import SensorStage
 from consumers.topics import create_topics
-from consumers.vision.stage import VisionStage
 from models.vision.synthetic import encode, product_image
-from schemas.messages import FrameRef, SensorReading
 from tests.integration.runtime_harness import running
 from tests.integration.test_sensor_pipeline import publish_readings, scenario, sensor_settings
 from tests.integration.test_vision_pipeline import frame, vision_settings
@@ -99,31 +97,23 @@ def vigil_endpoint(
     )
 
     metrics = VigilMetrics()
-    vision, sensors = metrics.observer(), metrics.observer()
+    observers = {name: metrics.observer() for name in ("vision", "sensors")}
     server = MetricsServer(
         metrics.registry,
         "127.0.0.1",
         0,
-        alive=lambda: vision.alive() and sensors.alive(),
-        ready=lambda: vision.ready() and sensors.ready(),
+        alive=lambda: all(o.alive() for o in observers.values()),
+        ready=lambda: all(o.ready() for o in observers.values()),
     ).start()
     group = settings.kafka.group_id
-    runtimes = [
-        StreamRuntime(
-            settings,
-            {settings.topics.frames.name: FrameRef},
-            VisionStage(settings, observer=vision),
-            observer=vision,
-            group_id=f"{group}-vision",
-        ),
-        StreamRuntime(
-            settings,
-            {settings.topics.sensors.name: SensorReading},
-            SensorStage(settings, observer=sensors),
-            observer=sensors,
-            group_id=f"{group}-sensors",
-        ),
-    ]
+    runtimes = []
+    for name, observer in observers.items():
+        pipeline = build_pipeline(name, settings, observer)
+        runtimes.append(
+            StreamRuntime(
+                settings, pipeline.inputs, pipeline.stage, observer=observer, group_id=f"{group}-{name}"
+            )
+        )
     try:
         with ExitStack() as stack:
             for runtime in runtimes:
