@@ -66,27 +66,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumers.health import MetricsServer
-    from consumers.metrics import VigilMetrics
-    from consumers.pipelines import build_pipeline
-    from consumers.runtime.loop import StreamRuntime
+    from consumers.service import Service
 
     settings = _settings(args)
-    if "," in args.pipeline:
-        raise SystemExit(
-            "one pipeline per process; run one process per pipeline (each scales as a consumer group)"
-        )
-    metrics = VigilMetrics()
-    observer = metrics.observer()
-    server = None
-    if settings.metrics.enabled:
-        server = MetricsServer(
-            metrics.registry, settings.metrics.host, settings.metrics.port, observer.alive, observer.ready
-        ).start()
+    service = Service(settings, [name.strip() for name in args.pipeline.split(",") if name.strip()])
+    server = service.serve_metrics() if settings.metrics.enabled else None
+    if server is not None:
         console.print(f"metrics on http://{settings.metrics.host}:{server.port}/metrics (/healthz, /readyz)")
-    pipeline = build_pipeline(args.pipeline, settings, observer)
     try:
-        return StreamRuntime(settings, pipeline.inputs, pipeline.stage, observer=observer).run()
+        return service.run()
     finally:
         if server is not None:
             server.stop()
@@ -279,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(func=cmd_topics)
 
     run = with_config(sub.add_parser("run", help="consume, infer, publish"))
-    run.add_argument("--pipeline", default="passthrough")
+    run.add_argument(
+        "--pipeline", default="passthrough", help="vision, sensors or passthrough; several comma-separated"
+    )
     run.set_defaults(func=cmd_run)
 
     simulate = with_config(sub.add_parser("simulate", help="produce synthetic inputs"))

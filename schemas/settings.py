@@ -191,8 +191,9 @@ class SensorRule(Section):
     assets: str = "*"
     sensor_kind: str = "*"
     limit: float = 0.0
-    low: float = float("-inf")
-    high: float = float("inf")
+    low: float | None = None
+    """Range rules: the lowest acceptable value (none: unbounded)."""
+    high: float | None = None
     for_s: Annotated[float, Field(ge=0)] = 0.0
     n: Positive = 1
     m: Positive = 1

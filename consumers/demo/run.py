@@ -11,7 +11,6 @@ percentiles, batch sizes, lag and the alert feed; the summary closes the run.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +26,7 @@ from consumers.demo.world import CAMERAS, PressLine, SensorWorld, demo_start
 from consumers.health import MetricsServer
 from consumers.kafka_clients import consumer_config, make_producer
 from consumers.metrics import VigilMetrics
-from consumers.pipelines import build_pipeline
-from consumers.runtime.loop import StreamRuntime
+from consumers.service import Service
 from consumers.simulate import publish
 from consumers.tail import describe
 from consumers.topics import create_topics
@@ -107,23 +105,10 @@ def run_demo(
     store = Path(real_images) if real_images else Path(tempfile.mkdtemp(prefix="vigil-demo-frames-"))
     settings = demo_settings(settings, store)
     create_topics(settings)
-    metrics = VigilMetrics()
-    observers = {name: metrics.observer() for name in ("vision", "sensors")}
-    server = _serve_metrics(settings, metrics, list(observers.values()), console)
-    runtimes = []
-    for name, observer in observers.items():
-        pipeline = build_pipeline(name, settings, observer)
-        runtimes.append(
-            StreamRuntime(
-                settings, pipeline.inputs, pipeline.stage, observer=observer, group_id=f"vigil-demo-{name}"
-            )
-        )
-    threads = [
-        threading.Thread(target=r.run, kwargs={"install_signal_handlers": False}, daemon=True)
-        for r in runtimes
-    ]
-    for thread in threads:
-        thread.start()
+    service = Service(settings, ["vision", "sensors"], group_of=lambda name: f"vigil-demo-{name}")
+    metrics = service.metrics
+    server = _serve_metrics(service, console)
+    service.start()
     summary = DemoSummary()
     topics = {"vision": settings.topics.frames.name, "sensors": settings.topics.sensors.name}
     where_metrics = (
@@ -172,10 +157,7 @@ def run_demo(
                 _poll(outputs, settings, summary, view, console, timeout_ms=200)
             _poll(outputs, settings, summary, view, console, timeout_ms=500)
     finally:
-        for runtime in runtimes:
-            runtime.stop()
-        for thread in threads:
-            thread.join(timeout=60)
+        service.stop()
         producer.close()
         outputs.close()
         if server is not None:
@@ -186,27 +168,16 @@ def run_demo(
     return summary
 
 
-def _serve_metrics(
-    settings: VigilSettings, metrics: VigilMetrics, observers: list[Any], console: Console
-) -> MetricsServer | None:
-    if not settings.metrics.enabled:
+def _serve_metrics(service: Service, console: Console) -> MetricsServer | None:
+    if not service.settings.metrics.enabled:
         return None
-
-    def alive() -> bool:
-        return all(o.alive() for o in observers)
-
-    def ready() -> bool:
-        return all(o.ready() for o in observers)
-
     try:
-        return MetricsServer(
-            metrics.registry, settings.metrics.host, settings.metrics.port, alive, ready
-        ).start()
+        return service.serve_metrics()
     except OSError:
         console.print(
-            f"[yellow]port {settings.metrics.port} is taken; metrics on a free port instead[/yellow]"
+            f"[yellow]port {service.settings.metrics.port} is taken; metrics on a free port instead[/yellow]"
         )
-        return MetricsServer(metrics.registry, settings.metrics.host, 0, alive, ready).start()
+        return service.serve_metrics(port=0)
 
 
 def _consumed(metrics: VigilMetrics, topic: str) -> float:

@@ -47,7 +47,9 @@ class RuleState:
                     rate = abs(value - previous[1]) / (time_s - previous[0])
                     out[channel] = 1.0 if rate > rule.limit else 0.0
             elif rule.kind == "range":
-                out[channel] = 0.0 if rule.low <= value <= rule.high else 1.0
+                too_low = rule.low is not None and value < rule.low
+                too_high = rule.high is not None and value > rule.high
+                out[channel] = 1.0 if too_low or too_high else 0.0
         return out
 
     def remember(self, asset_id: str, sensor_kind: str, time_s: float, values: dict[str, float]) -> None:

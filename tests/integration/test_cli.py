@@ -91,3 +91,68 @@ def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str,
     assert any("threshold" in line and "aq-2" in line for line in firing), demo.stdout[-3000:]
     assert any("stale_source" in line for line in firing), demo.stdout[-3000:]
     assert "Vigil demo summary" in demo.stdout
+
+
+def test_vigil_run_serves_two_pipelines_with_health_and_stops_on_sigterm(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    import signal
+    import socket
+    import urllib.request
+
+    from schemas.settings import SensorRule
+    from tests import sample_messages as samples
+    from tests.kafka_helpers import committed_offsets, produce, wait_for
+
+    settings = unique_settings(kafka_bootstrap)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    document = json.loads(settings.model_dump_json())
+    document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+    rule = SensorRule(name="hot", kind="range", sensor_kind="*", channel="*", high=1e9)
+    document["sensors"]["rules"] = [json.loads(rule.model_dump_json())]
+    config = tmp_path / "vigil.yaml"
+    config.write_text(json.dumps(document))
+    assert main(["topics", "create", "--config", str(config)]) == 0
+    produce(
+        kafka_bootstrap,
+        settings.topics.sensors.name,
+        [(b"pump-1", samples.reading(i).to_json_bytes()) for i in range(5)],
+    )
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    command = [
+        sys.executable,
+        "-m",
+        "consumers.cli",
+        "run",
+        "--config",
+        str(config),
+        "--pipeline",
+        "passthrough,sensors",
+    ]
+    service = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, 120, interval_s=0.5, what="both pipelines ready")
+        group = settings.kafka.group_id
+        for name in ("passthrough", "sensors"):
+            wait_for(
+                lambda name=name: sum(committed_offsets(kafka_bootstrap, f"{group}.{name}").values()) >= 5,
+                60,
+                what=f"{name} committed the readings",
+            )
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=60) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+        output = service.communicate()[0]
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in output

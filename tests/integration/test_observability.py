@@ -12,7 +12,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,14 +20,10 @@ import torch
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from consumers.health import MetricsServer
-from consumers.metrics import VigilMetrics
-from consumers.pipelines import build_pipeline
-from consumers.runtime.loop import StreamRuntime
 from consumers.scenarios import machine_readings
+from consumers.service import Service
 from consumers.topics import create_topics
 from models.vision.synthetic import encode, product_image
-from tests.integration.runtime_harness import running
 from tests.integration.test_sensor_pipeline import publish_readings, scenario, sensor_settings
 from tests.integration.test_vision_pipeline import frame, vision_settings
 from tests.kafka_helpers import committed_offsets, end_offsets, produce, wait_for
@@ -96,42 +91,26 @@ def vigil_endpoint(
         [(f.camera_id.encode(), f.to_json_bytes()) for f in frames],
     )
 
-    metrics = VigilMetrics()
-    observers = {name: metrics.observer() for name in ("vision", "sensors")}
-    server = MetricsServer(
-        metrics.registry,
-        "127.0.0.1",
-        0,
-        alive=lambda: all(o.alive() for o in observers.values()),
-        ready=lambda: all(o.ready() for o in observers.values()),
-    ).start()
     group = settings.kafka.group_id
-    runtimes = []
-    for name, observer in observers.items():
-        pipeline = build_pipeline(name, settings, observer)
-        runtimes.append(
-            StreamRuntime(
-                settings, pipeline.inputs, pipeline.stage, observer=observer, group_id=f"{group}-{name}"
-            )
-        )
+    service = Service(settings, ["vision", "sensors"])
+    server = service.serve_metrics("127.0.0.1", 0)
     try:
-        with ExitStack() as stack:
-            for runtime in runtimes:
-                stack.enter_context(running(runtime))
-            for suffix, topic in (
-                ("vision", settings.topics.frames.name),
-                ("sensors", settings.topics.sensors.name),
-            ):
-                ends = {tp: end for tp, end in end_offsets(kafka_bootstrap, topic).items() if end}
-                wait_for(
-                    lambda suffix=suffix, ends=ends: (
-                        committed_offsets(kafka_bootstrap, f"{group}-{suffix}") == ends
-                    ),
-                    120,
-                    what=f"{suffix} inputs committed",
-                )
-            yield f"http://127.0.0.1:{server.port}"
+        service.start()
+        for suffix, topic in (
+            ("vision", settings.topics.frames.name),
+            ("sensors", settings.topics.sensors.name),
+        ):
+            ends = {tp: end for tp, end in end_offsets(kafka_bootstrap, topic).items() if end}
+            wait_for(
+                lambda suffix=suffix, ends=ends: (
+                    committed_offsets(kafka_bootstrap, f"{group}.{suffix}") == ends
+                ),
+                120,
+                what=f"{suffix} inputs committed",
+            )
+        yield f"http://127.0.0.1:{server.port}"
     finally:
+        service.stop()
         server.stop()
 
 

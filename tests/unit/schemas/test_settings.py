@@ -81,3 +81,10 @@ def test_the_example_configuration_loads() -> None:
     settings = load_settings(Path(__file__).parents[3] / "deploy" / "vigil.yaml")
     assert [rule.kind for rule in settings.sensors.rules] == ["threshold", "rate", "range", "stale"]
     assert settings.sensors.models[0].model == "press-ae"
+
+
+def test_settings_with_sensor_rules_survive_a_json_round_trip() -> None:
+    from schemas.settings import SensorRule, SensorSettings, VigilSettings
+
+    settings = VigilSettings(sensors=SensorSettings(rules=[SensorRule(name="hot", kind="range", high=90.0)]))
+    assert VigilSettings.model_validate_json(settings.model_dump_json()) == settings

@@ -1,0 +1,111 @@
+"""``vigil run``: one or more pipelines in one process, one metrics endpoint, signals handled.
+
+Each pipeline is its own ``StreamRuntime`` and consumer group (``group_id`` alone for a
+single pipeline, ``group_id.<pipeline>`` for several), on its own thread. The first SIGTERM
+or SIGINT asks every runtime to drain and commit; a second exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from consumers.health import MetricsServer
+from consumers.metrics import PrometheusObserver, VigilMetrics
+from consumers.pipelines import build_pipeline
+from consumers.runtime.loop import StreamRuntime
+from schemas.settings import VigilSettings
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The pipelines named, sharing one ``VigilMetrics``."""
+
+    def __init__(
+        self, settings: VigilSettings, names: Sequence[str], group_of: Callable[[str], str] | None = None
+    ) -> None:
+        group = settings.kafka.group_id
+        default_group = (lambda name: group) if len(names) == 1 else (lambda name: f"{group}.{name}")
+        group_of = group_of or default_group
+        self.settings = settings
+        self.metrics = VigilMetrics()
+        self.observers: dict[str, PrometheusObserver] = {name: self.metrics.observer() for name in names}
+        self.runtimes: dict[str, StreamRuntime] = {}
+        for name, observer in self.observers.items():
+            pipeline = build_pipeline(name, settings, observer)
+            self.runtimes[name] = StreamRuntime(
+                settings, pipeline.inputs, pipeline.stage, observer=observer, group_id=group_of(name)
+            )
+        self._threads: list[threading.Thread] = []
+        self._status: dict[str, int] = {}
+        self._stopping = False
+
+    def alive(self) -> bool:
+        """Every runtime's loop is going round."""
+        return all(o.alive() for o in self.observers.values())
+
+    def ready(self) -> bool:
+        """Every runtime holds partitions with its models warm."""
+        return all(o.ready() for o in self.observers.values())
+
+    def serve_metrics(self, host: str | None = None, port: int | None = None) -> MetricsServer:
+        """Start ``/metrics``, ``/healthz`` and ``/readyz`` (on the configured address by default)."""
+        config = self.settings.metrics
+        return MetricsServer(
+            self.metrics.registry,
+            config.host if host is None else host,
+            config.port if port is None else port,
+            self.alive,
+            self.ready,
+        ).start()
+
+    def start(self) -> None:
+        """Run every pipeline on its own thread."""
+        for name, runtime in self.runtimes.items():
+            thread = threading.Thread(
+                target=self._run_one, args=(name, runtime), name=f"vigil-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _run_one(self, name: str, runtime: StreamRuntime) -> None:
+        try:
+            self._status[name] = runtime.run(install_signal_handlers=False)
+        except Exception:
+            log.exception("pipeline %s failed", name)
+            self._status[name] = 1
+            self.stop()  # one failed pipeline takes the process down: its partitions go to healthy members
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Ask every runtime to drain and commit; wait for them (from any thread but theirs)."""
+        self._stopping = True
+        for runtime in self.runtimes.values():
+            runtime.stop()
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(timeout=timeout_s)
+
+    def run(self) -> int:
+        """Run until a signal (or a failed pipeline); the exit status is the worst of the pipelines'."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stopping:
+                os._exit(128 + signum)  # second signal: leave now, commit nothing more
+            log.info("signal %s: draining and committing", signal.Signals(signum).name)
+            self._stopping = True
+            for runtime in self.runtimes.values():
+                runtime.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.start()
+        for thread in self._threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # short joins keep the main thread free for signals
+        return max(self._status.values(), default=1)
