@@ -39,6 +39,28 @@ class _QueueDepths(Collector):
         yield family
 
 
+class _KeyedState(Collector):
+    """Reads the size of each pipeline's keyed state at scrape time."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, tuple[Callable[[], int], Callable[[], int]]] = {}
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        memory = GaugeMetricFamily(
+            "vigil_state_bytes", "Bytes of keyed state (sensor windows)", labels=["pipeline"]
+        )
+        keys = GaugeMetricFamily("vigil_state_keys", "Keys with state (assets)", labels=["pipeline"])
+        for pipeline, (memory_bytes, count) in sorted(self.sources.items()):
+            with contextlib.suppress(RuntimeError):  # state changed under the scrape: keep the last reading
+                self._last[pipeline] = (memory_bytes(), count())
+            last = self._last.get(pipeline, (0, 0))
+            memory.add_metric([pipeline], last[0])
+            keys.add_metric([pipeline], last[1])
+        yield memory
+        yield keys
+
+
 class _Gpu(Collector):
     """GPU memory and utilisation, read at scrape time (only where CUDA is present)."""
 
@@ -131,6 +153,8 @@ class VigilMetrics:
         )
         self.queues = _QueueDepths()
         r.register(self.queues)
+        self.state = _KeyedState()
+        r.register(self.state)
         if gpu is None:
             import torch
 
@@ -197,6 +221,9 @@ class PrometheusObserver(RuntimeObserver):
 
     def on_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.metrics.queues.sources[model] = depth
+
+    def on_state(self, pipeline: str, memory_bytes: Callable[[], int], keys: Callable[[], int]) -> None:
+        self.metrics.state.sources[pipeline] = (memory_bytes, keys)
 
     def on_batch(self, model: str, size: int, seconds: float) -> None:
         self.metrics.batch_size.labels(model).observe(size)

@@ -44,6 +44,9 @@ class RuntimeObserver:
     def on_queue(self, model: str, depth: Callable[[], int]) -> None:
         """``depth`` reports how many items wait in ``model``'s micro-batch queue."""
 
+    def on_state(self, pipeline: str, memory_bytes: Callable[[], int], keys: Callable[[], int]) -> None:
+        """``memory_bytes`` and ``keys`` report the size of ``pipeline``'s keyed state (sensor windows)."""
+
     def on_batch(self, model: str, size: int, seconds: float) -> None:
         """A micro-batch of ``size`` items was run through ``model`` in ``seconds``."""
 

@@ -41,7 +41,7 @@ class PartitionState:
 
     def memory_bytes(self) -> int:
         """Bytes held by the windows of this partition's assets."""
-        return sum(window.memory_bytes() for window in self.windows.values())
+        return sum(window.memory_bytes() for window in list(self.windows.values()))
 
 
 def stale_interval(rules: list[SensorRule]) -> float:

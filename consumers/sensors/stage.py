@@ -116,6 +116,7 @@ class SensorStage:
         self._replaying = False
         self.counts: Counter[str] = Counter()
         """Events counted rather than dead-lettered: late, duplicate, dropped_channel, replayed."""
+        self.observer.on_state(STAGE, self.memory_bytes, self.assets)
 
     # -- ProcessingStage -------------------------------------------------------------------
 
@@ -182,11 +183,11 @@ class SensorStage:
 
     def memory_bytes(self) -> int:
         """Bytes held by every asset window of every partition."""
-        return sum(state.memory_bytes() for state in self._partitions.values())
+        return sum(state.memory_bytes() for state in list(self._partitions.values()))
 
     def assets(self) -> int:
         """Assets with window state."""
-        return sum(len(state.windows) for state in self._partitions.values())
+        return sum(len(state.windows) for state in list(self._partitions.values()))
 
     # -- admission -------------------------------------------------------------------------
 
