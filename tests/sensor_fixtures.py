@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.sensors.synthetic import normal_machines
+from models.sensors.synthetic import normal_machines, runs_to_failure
 from models.sensors.training import train_sensor_model
 
 
@@ -17,6 +17,8 @@ class SensorModels:
 
     registry: Path
     autoencoder: str = "machine-ae"
+    rul: str = "machine-rul"
+    """Trained on runs to failure sampled once a minute; alerts below 1.5 h of life."""
     window: int = 32
     stride: int = 8
 
@@ -34,5 +36,17 @@ def sensor_models(tmp_path_factory: pytest.TempPathFactory) -> SensorModels:
         stride=models.stride,
         epochs=4,
         hidden=16,
+    )
+    train_sensor_model(
+        runs_to_failure(4, 400, period_s=60.0),
+        registry,
+        models.rul,
+        "1",
+        task="sensor_rul",
+        window=models.window,
+        stride=models.stride,
+        epochs=10,
+        hidden=16,
+        rul_alert_h=1.5,
     )
     return models

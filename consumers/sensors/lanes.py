@@ -114,6 +114,20 @@ class SensorLane(Generic[T]):
         share = {c: v / total if total > 0 else 0.0 for c, v in zip(self.channels, values, strict=True)}
         return WindowScores({"anomaly": total / len(values)}, "anomaly", share)
 
+    def explain(self, window: np.ndarray) -> dict[str, float]:
+        """For life estimates: each channel's share of the life its values take off, found by
+        holding that channel at its training mean and scoring again."""
+        base = self.tensor([window])
+        variants = [base]
+        for channel in range(len(self.channels)):
+            held = base.clone()
+            held[:, :, channel] = 0.0  # the training mean, in normalised units
+            variants.append(held)
+        lives = self.engine.run(self.engine.prepare(torch.cat(variants)))[:, 0].tolist()
+        taken = [max(0.0, life - lives[0]) for life in lives[1:]]
+        total = sum(taken)
+        return {c: (t / total if total > 0 else 0.0) for c, t in zip(self.channels, taken, strict=True)}
+
     def close(self) -> None:
         """Finish queued batches and stop the batcher's threads."""
         self.batcher.close()

@@ -389,6 +389,9 @@ class SensorStage:
         assert isinstance(reading, SensorReading)
         key = item.asset_id.encode()
         outputs = []
+        explanation = scored.explanation
+        if transitions and not explanation and lane.model.card.task == "sensor_rul":
+            explanation = lane.explain(window.values)
         for transition in transitions:
             kind: AlertKind = "low_rul" if transition.label == "low_rul" else "sensor_anomaly"
             alert = build_alert(
@@ -401,8 +404,8 @@ class SensorStage:
                 self._config_hash,
                 model=lane.ref,
                 site=reading.site,
-                explanation=scored.explanation,
-                message=_model_message(transition, scored.explanation, scored.scores),
+                explanation=explanation,
+                message=_model_message(transition, explanation, scored.scores),
             )
             outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
             self._observe_alert(alert.kind, alert.severity, alert.state)
@@ -472,8 +475,11 @@ class SensorStage:
 
 
 def _model_message(transition: Transition, explanation: dict[str, float], scores: dict[str, float]) -> str:
-    if transition.label == "low_rul":
-        return f"remaining useful life of {transition.source_id} is {scores['rul']:.1f} ({transition.state})"
     top = sorted(explanation.items(), key=lambda kv: -kv[1])[:3]
     channels = ", ".join(f"{c} {share:.0%}" for c, share in top)
+    if transition.label == "low_rul":
+        return (
+            f"remaining useful life of {transition.source_id} is {scores['rul']:.1f} h ({transition.state}); "
+            f"channels: {channels}"
+        )
     return f"sensor anomaly {transition.state} on {transition.source_id}; channels: {channels}"

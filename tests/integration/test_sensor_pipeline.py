@@ -244,3 +244,25 @@ def test_bad_readings_each_get_their_defined_outcome(
         for r in read_until_quiet(kafka_bootstrap, settings.topics.inferences.name)
     ]
     assert sorted((r.outcome, r.evidence.offset) for r in results) == [("duplicate", 7), ("late", 9)]
+
+
+def test_a_machine_running_out_of_life_raises_a_low_rul_alert_naming_channels(
+    kafka_bootstrap: str, sensor_models: SensorModels
+) -> None:
+    settings = sensor_settings(kafka_bootstrap, sensor_models)
+    binding = SensorModelBinding(assets="pump-*", sensor_kind="machine", model=sensor_models.rul)
+    sensors = settings.sensors.model_copy(update={"models": [binding], "model_rules": [], "rules": []})
+    settings = settings.model_copy(update={"sensors": sensors})
+    create_topics(settings)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=8)
+    failing = machine_readings("pump-7", start, 400, seed=77, fault=(200, 200, 400), period_s=60.0)
+    publish_readings(kafka_bootstrap, settings, [(PLANT, r) for r in failing])
+
+    run_to_end(settings)
+    alerts = alerts_of(settings)
+    assert [(a.kind, a.state) for a in alerts][:1] == [("low_rul", "firing")], alerts
+    firing = alerts[0]
+    life_left_h = (start + timedelta(minutes=399) - firing.evidence.window_end).total_seconds() / 3600  # type: ignore[operator]
+    assert life_left_h < 3.0  # it fires in the last hours, not while the machine is healthy
+    assert set(firing.explanation) == {"temp_c", "vibration_mm_s"} and sum(firing.explanation.values()) > 0.99
+    assert "remaining useful life of pump-7" in firing.message

@@ -63,3 +63,25 @@ def test_low_rul_reaches_one_when_the_life_left_falls_to_the_card_threshold(regi
         assert (rule.label, rule.hi) == ("low_rul", 1.0)
     finally:
         rul.close()
+
+
+class _HotShortensLife(torch.nn.Module):
+    """Life falls with the first channel's level and ignores the second."""
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(10.0 - windows[:, :, 0].mean(dim=1, keepdim=True))
+
+
+def test_a_life_estimate_names_the_channels_that_took_the_life_off(registry: Path) -> None:
+    from models.registry import LoadedModel
+
+    trained = load_model(registry, "rul")
+    model = LoadedModel(trained.card, _HotShortensLife(), trained.path)
+    rul = SensorLane(model, SensorSettings(registry=str(registry)), lambda item, result: None)
+    try:
+        spec = trained.card.input
+        window = np.tile(np.asarray(spec.mean, dtype=np.float32), (16, 1))  # type: ignore[union-attr]
+        window[:, 0] += 5 * np.asarray(spec.std, dtype=np.float32)[0]  # type: ignore[union-attr]
+        assert rul.explain(window) == {"temp_c": 1.0, "vibration_mm_s": 0.0}
+    finally:
+        rul.close()
