@@ -27,29 +27,24 @@ from fnmatch import fnmatchcase
 
 import torch
 
-from consumers.alerts.messages import build_alert
-from consumers.alerts.policy import AlertPolicy, Transition
+from consumers.alerts.policy import AlertPolicy
 from consumers.runtime.decoding import decode_record
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from consumers.sensors.history import read_back
 from consumers.sensors.intake import ReadingRejected, Sample, check_channels, check_event_time, expand
 from consumers.sensors.lanes import SensorLane
+from consumers.sensors.outputs import SensorOutputs, at
 from consumers.sensors.partition import PartitionState, stale_interval
 from consumers.sensors.windows import AssetWindow, ReadyWindow, WindowSpec
 from models.registry import LoadedModel, load_model
-from schemas.common import Evidence
-from schemas.messages import AlertKind, InferenceResult, SensorReading
+from schemas.messages import Alert, SensorReading
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
 STAGE = "sensors"
 ModelLoader = Callable[[str, str | None], LoadedModel]
 PartitionKey = tuple[str, int]
-
-
-def _at(time_s: float) -> datetime:
-    return datetime.fromtimestamp(time_s, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +105,7 @@ class SensorStage:
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._done: list[Outcome] = []
         self._in_flight = 0
-        self._config_hash = settings.config_hash()
-        self._alerts = settings.topics.alerts.name
-        self._inferences = settings.topics.inferences.name if settings.runtime.publish_inferences else None
+        self._outputs = SensorOutputs(settings)
         self._replaying = False
         self.counts: Counter[str] = Counter()
         """Events counted rather than dead-lettered: late, duplicate, dropped_channel, replayed."""
@@ -226,7 +219,7 @@ class SensorStage:
         assert isinstance(reading, SensorReading)
         record = work.record
         sensors = self.settings.sensors
-        reference = _at(record.timestamp_ms / 1000) if record.timestamp_ms is not None else work.received_at
+        reference = at(record.timestamp_ms / 1000) if record.timestamp_ms is not None else work.received_at
         check_event_time(reading, reference, sensors)
         samples = expand(reading)
         lane = self._lane(reading.asset_id, reading.kind)
@@ -258,8 +251,10 @@ class SensorStage:
         if newest is None or sample.time_s > newest:
             for rule in rules:
                 scores = state.rules.scores(rule, asset, sample.time_s, sample.values)
-                for transition in state.rule_policies[rule.name].observe(asset, scores, _at(sample.time_s)):
-                    intake.outputs.append(self._rule_alert(transition, "threshold", work, sample.values))
+                for transition in state.rule_policies[rule.name].observe(asset, scores, at(sample.time_s)):
+                    intake.outputs.append(
+                        self._alert(self._outputs.rule_alert(transition, "threshold", work, sample.values))
+                    )
         state.rules.remember(asset, reading.kind, sample.time_s, sample.values)
         if lane is None:
             outcome = (
@@ -288,7 +283,7 @@ class SensorStage:
                 self._count("out_of_order")  # within the lateness bound: put back in order
         if outcome != "accepted":
             self._count(outcome)
-            intake.outputs.append(self._unscored_result(work, outcome, sample))
+            intake.outputs.append(self._outputs.unscored_result(work, outcome, sample))
         for window_ready in ready:
             assert lane is not None
             intake.windows.append(_Window(work, len(intake.windows), asset, lane, state, window_ready))
@@ -297,8 +292,9 @@ class SensorStage:
         for rule in self._stale_rules:
             policy = state.rule_policies[rule.name]
             for asset, score in state.rules.stale(rule, state.clock_s).items():
-                for transition in policy.observe(asset, {"stale": score}, _at(state.clock_s)):
-                    intake.outputs.append(self._rule_alert(transition, "stale_source", work, {}, asset))
+                for transition in policy.observe(asset, {"stale": score}, at(state.clock_s)):
+                    alert = self._outputs.rule_alert(transition, "stale_source", work, {}, own=False)
+                    intake.outputs.append(self._alert(alert))
 
     # -- rebuild ---------------------------------------------------------------------------
 
@@ -371,115 +367,27 @@ class SensorStage:
 
     def _window_outputs(self, item: _Window, output: torch.Tensor) -> list[Output]:
         """Feed the window's score to the alert policy; the result and alerts to publish."""
-        lane, window, record = item.lane, item.window, item.work.record
+        lane, window, work = item.lane, item.window, item.work
         scored = lane.scores(output)
-        end = _at(window.end_s)
         transitions = item.state.model_policies[lane.ref.name].observe(
-            item.asset_id, {scored.label: scored.scores[scored.label]}, end
+            item.asset_id, {scored.label: scored.scores[scored.label]}, at(window.end_s)
         )
-        inferred_at = datetime.now(UTC)
-        evidence = Evidence(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            window_start=_at(window.start_s),
-            window_end=end,
-        )
-        reading = item.work.message
-        assert isinstance(reading, SensorReading)
-        key = item.asset_id.encode()
-        outputs = []
         explanation = scored.explanation
         if transitions and not explanation and lane.model.card.task == "sensor_rul":
             explanation = lane.explain(window.values)
-        for transition in transitions:
-            kind: AlertKind = "low_rul" if transition.label == "low_rul" else "sensor_anomaly"
-            alert = build_alert(
-                transition,
-                kind,
-                evidence,
-                end,
-                item.work.received_at,
-                inferred_at,
-                self._config_hash,
-                model=lane.ref,
-                site=reading.site,
-                explanation=explanation,
-                message=_model_message(transition, explanation, scored.scores),
-            )
-            outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
-            self._observe_alert(alert.kind, alert.severity, alert.state)
+        inferred_at = datetime.now(UTC)
+        alerts = [
+            self._outputs.window_alert(t, work, lane.ref, window, scored, explanation, inferred_at)
+            for t in transitions
+        ]
         if not self._replaying:
-            self.observer.on_scored(STAGE, end)
-        if self._inferences is not None:
-            result = InferenceResult(
-                result_id=f"{record.topic}-{record.partition}-{record.offset}-w{item.index}",
-                pipeline="sensors",
-                source_id=item.asset_id,
-                model=lane.ref,
-                label=scored.label,
-                score=scored.scores[scored.label],
-                scores={**scored.scores, **{f"share:{c}": v for c, v in scored.explanation.items()}},
-                evidence=evidence,
-                captured_at=end,
-                inferred_at=inferred_at,
-            )
-            outputs.append(Output(self._inferences, key, result.to_json_bytes()))
-        return outputs
-
-    def _rule_alert(
-        self,
-        transition: Transition,
-        kind: AlertKind,
-        work: Work,
-        values: dict[str, float],
-        source: str | None = None,
-    ) -> Output:
-        reading = work.message
-        assert isinstance(reading, SensorReading)
-        record = work.record
-        evidence = Evidence(topic=record.topic, partition=record.partition, offset=record.offset)
-        explanation = {transition.label: values[transition.label]} if transition.label in values else {}
-        alert = build_alert(
-            transition,
-            kind,
-            evidence,
-            transition.at,
-            work.received_at,
-            datetime.now(UTC),
-            self._config_hash,
-            site=reading.site if source is None else None,
-            explanation=explanation,
+            self.observer.on_scored(STAGE, at(window.end_s))
+        result = self._outputs.window_result(
+            work, item.index, item.asset_id, lane.ref, window, scored, inferred_at
         )
-        self._observe_alert(alert.kind, alert.severity, alert.state)
-        return Output(self._alerts, transition.source_id.encode(), alert.to_json_bytes())
+        return [self._alert(alert) for alert in alerts] + result
 
-    def _observe_alert(self, kind: str, severity: str, state: str) -> None:
+    def _alert(self, alert: Alert) -> Output:
         if not self._replaying:
-            self.observer.on_alert(kind, severity, state)
-
-    def _unscored_result(self, work: Work, outcome: str, sample: Sample) -> Output:
-        reading = work.message
-        assert isinstance(reading, SensorReading)
-        record = work.record
-        result = InferenceResult(
-            result_id=f"{record.topic}-{record.partition}-{record.offset}-{outcome}",
-            pipeline="sensors",
-            source_id=reading.asset_id,
-            outcome=outcome,  # type: ignore[arg-type]
-            evidence=Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
-            captured_at=_at(sample.time_s),
-            inferred_at=datetime.now(UTC),
-        )
-        return Output(self.settings.topics.inferences.name, reading.asset_id.encode(), result.to_json_bytes())
-
-
-def _model_message(transition: Transition, explanation: dict[str, float], scores: dict[str, float]) -> str:
-    top = sorted(explanation.items(), key=lambda kv: -kv[1])[:3]
-    channels = ", ".join(f"{c} {share:.0%}" for c, share in top)
-    if transition.label == "low_rul":
-        return (
-            f"remaining useful life of {transition.source_id} is {scores['rul']:.1f} h ({transition.state}); "
-            f"channels: {channels}"
-        )
-    return f"sensor anomaly {transition.state} on {transition.source_id}; channels: {channels}"
+            self.observer.on_alert(alert.kind, alert.severity, alert.state)
+        return self._outputs.alert(alert)

@@ -1,0 +1,148 @@
+"""The records the sensor stage publishes: window results, model and rule alerts, and the
+results that say a reading came late or twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from consumers.alerts.messages import build_alert
+from consumers.alerts.policy import Transition
+from consumers.runtime.records import Output, Work
+from consumers.sensors.intake import Sample
+from consumers.sensors.lanes import WindowScores
+from consumers.sensors.windows import ReadyWindow
+from schemas.common import Evidence, ModelRef
+from schemas.messages import Alert, AlertKind, InferenceResult, SensorReading
+from schemas.settings import VigilSettings
+
+
+def at(time_s: float) -> datetime:
+    """An event time (seconds since the epoch) as a UTC timestamp."""
+    return datetime.fromtimestamp(time_s, UTC)
+
+
+def _reading(work: Work) -> SensorReading:
+    assert isinstance(work.message, SensorReading)
+    return work.message
+
+
+def _evidence(work: Work, window: ReadyWindow | None = None) -> Evidence:
+    record = work.record
+    return Evidence(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        window_start=at(window.start_s) if window else None,
+        window_end=at(window.end_s) if window else None,
+    )
+
+
+class SensorOutputs:
+    """Builds the stage's output records for the configured topics."""
+
+    def __init__(self, settings: VigilSettings) -> None:
+        self._alerts = settings.topics.alerts.name
+        self._results = settings.topics.inferences.name
+        self._publish_results = settings.runtime.publish_inferences
+        self._config_hash = settings.config_hash()
+
+    def alert(self, alert: Alert) -> Output:
+        """The record of an alert, keyed by its source."""
+        return Output(self._alerts, alert.source_id.encode(), alert.to_json_bytes())
+
+    def window_alert(
+        self,
+        transition: Transition,
+        work: Work,
+        model: ModelRef,
+        window: ReadyWindow,
+        scored: WindowScores,
+        explanation: dict[str, float],
+        inferred_at: datetime,
+    ) -> Alert:
+        """A model's alert on one window, with the channels that drove it."""
+        kind: AlertKind = "low_rul" if transition.label == "low_rul" else "sensor_anomaly"
+        end = at(window.end_s)
+        return build_alert(
+            transition,
+            kind,
+            _evidence(work, window),
+            end,
+            work.received_at,
+            inferred_at,
+            self._config_hash,
+            model=model,
+            site=_reading(work).site,
+            explanation=explanation,
+            message=_model_message(transition, explanation, scored.scores),
+        )
+
+    def window_result(
+        self,
+        work: Work,
+        index: int,
+        asset_id: str,
+        model: ModelRef,
+        window: ReadyWindow,
+        scored: WindowScores,
+        inferred_at: datetime,
+    ) -> list[Output]:
+        """The scores of one window for ``vigil.inferences`` (none when results are not published)."""
+        if not self._publish_results:
+            return []
+        record = work.record
+        result = InferenceResult(
+            result_id=f"{record.topic}-{record.partition}-{record.offset}-w{index}",
+            pipeline="sensors",
+            source_id=asset_id,
+            model=model,
+            label=scored.label,
+            score=scored.scores[scored.label],
+            scores={**scored.scores, **{f"share:{c}": v for c, v in scored.explanation.items()}},
+            evidence=_evidence(work, window),
+            captured_at=at(window.end_s),
+            inferred_at=inferred_at,
+        )
+        return [Output(self._results, asset_id.encode(), result.to_json_bytes())]
+
+    def rule_alert(
+        self, transition: Transition, kind: AlertKind, work: Work, values: dict[str, float], own: bool = True
+    ) -> Alert:
+        """A rule's alert; ``own`` is False when the reading of another asset made it (stale sources)."""
+        explanation = {transition.label: values[transition.label]} if transition.label in values else {}
+        return build_alert(
+            transition,
+            kind,
+            _evidence(work),
+            transition.at,
+            work.received_at,
+            datetime.now(UTC),
+            self._config_hash,
+            site=_reading(work).site if own else None,
+            explanation=explanation,
+        )
+
+    def unscored_result(self, work: Work, outcome: str, sample: Sample) -> Output:
+        """The result that says a sample was ``late`` or a ``duplicate`` (published even when scores are not)."""
+        record, reading = work.record, _reading(work)
+        result = InferenceResult(
+            result_id=f"{record.topic}-{record.partition}-{record.offset}-{outcome}",
+            pipeline="sensors",
+            source_id=reading.asset_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            evidence=_evidence(work),
+            captured_at=at(sample.time_s),
+            inferred_at=datetime.now(UTC),
+        )
+        return Output(self._results, reading.asset_id.encode(), result.to_json_bytes())
+
+
+def _model_message(transition: Transition, explanation: dict[str, float], scores: dict[str, float]) -> str:
+    top = sorted(explanation.items(), key=lambda kv: -kv[1])[:3]
+    channels = ", ".join(f"{c} {share:.0%}" for c, share in top)
+    if transition.label == "low_rul":
+        return (
+            f"remaining useful life of {transition.source_id} is {scores['rul']:.1f} h ({transition.state}); "
+            f"channels: {channels}"
+        )
+    return f"sensor anomaly {transition.state} on {transition.source_id}; channels: {channels}"
