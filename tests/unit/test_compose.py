@@ -16,7 +16,11 @@ def mounts(service: str) -> dict[str, str]:
     """Container path → host path of a service's bind mounts from this repository."""
     out = {}
     for volume in SERVICES[service].get("volumes", []):
-        source, target = volume.split(":")[:2]
+        if volume.startswith("${"):  # ${VAR:-default}: the default is the source
+            variable, rest = volume[2:].split("}", 1)
+            source, target = variable.split(":-", 1)[1], rest.split(":")[1]
+        else:
+            source, target = volume.split(":")[:2]
         out[target] = source
     return out
 
@@ -75,3 +79,9 @@ def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
     dashboards = ROOT / mounts("grafana")[provider["options"]["path"]]
     dashboard = json.loads((dashboards / "vigil-overview.json").read_text())
     assert all(t["datasource"]["uid"] == source["uid"] for p in dashboard["panels"] for t in p["targets"])
+
+
+def test_the_model_registry_mount_is_not_the_models_package() -> None:
+    for service in ("vigil-vision", "vigil-sensors"):
+        source = mounts(service)["/var/lib/vigil/models"]
+        assert source == "./registry" and not (ROOT / source / "__init__.py").exists(), source
