@@ -190,7 +190,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_sensor(args: argparse.Namespace) -> int:
-    import models.sensors.serving  # noqa: F401  (registers the sensor builders)
     from models.sensors.training import train_sensor_model
 
     registry = _registry(args)
@@ -215,7 +214,6 @@ def cmd_train_sensor(args: argparse.Namespace) -> int:
 def cmd_eval_sensor(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    import models.sensors.serving  # noqa: F401
     from models.registry import load_model
     from models.sensors.evaluation import compare, labelled_windows
     from models.sensors.series import load_history

@@ -9,6 +9,7 @@ Nothing is ever downloaded.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +19,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from schemas.common import ModelRef
 from schemas.model_card import ModelCard
 
 CARD_FILE = "card.json"
 
 ModuleBuilder = Callable[[ModelCard, dict[str, torch.Tensor]], nn.Module]
 _BUILDERS: dict[str, ModuleBuilder] = {}
+_SERVING_MODULES = ("models.vision.serving", "models.sensors.serving")
+"""Where the builders of Vigil's own tasks register themselves; imported on first need, so
+whoever calls ``load_model`` can load any entry without importing them first."""
 
 
 def register_builder(task: str, builder: ModuleBuilder) -> None:
@@ -44,6 +49,20 @@ class LoadedModel:
         """The verified hash of the weights file."""
         assert self.card.weights_sha256 is not None
         return self.card.weights_sha256
+
+    @property
+    def ref(self) -> ModelRef:
+        """How results and alerts name this model: name, version and weights hash."""
+        return ModelRef(name=self.card.name, version=self.card.version, weights_sha256=self.weights_sha256)
+
+
+ModelLoader = Callable[[str, str | None], LoadedModel]
+"""Loads a model by name and version (the newest when None)."""
+
+
+def registry_loader(root: str | Path) -> ModelLoader:
+    """A ``ModelLoader`` reading the registry at ``root``."""
+    return lambda name, version: load_model(root, name, version)
 
 
 def file_sha256(path: Path) -> str:
@@ -79,8 +98,8 @@ def versions(root: str | Path, name: str) -> list[str]:
     return sorted(found, key=lambda v: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", v)])
 
 
-def load_model(root: str | Path, name: str, version: str | None = None) -> LoadedModel:
-    """Load ``name`` (its newest version unless ``version``); the weights hash must match the card."""
+def entry_folder(root: str | Path, name: str, version: str | None = None) -> Path:
+    """The folder of ``name`` (its newest version unless ``version``)."""
     available = versions(root, name)
     if not available:
         raise FileNotFoundError(f"model {name!r} is not in the registry at {Path(root).expanduser()}")
@@ -89,7 +108,18 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
         raise FileNotFoundError(
             f"model {name!r} has no version {chosen!r}; available: {', '.join(available)}"
         )
-    folder = Path(root).expanduser() / name / chosen
+    return Path(root).expanduser() / name / chosen
+
+
+def read_card(root: str | Path, name: str, version: str | None = None) -> ModelCard:
+    """The card of ``name`` (its newest version unless ``version``), without loading the weights."""
+    return ModelCard.model_validate_json((entry_folder(root, name, version) / CARD_FILE).read_text())
+
+
+def load_model(root: str | Path, name: str, version: str | None = None) -> LoadedModel:
+    """Load ``name`` (its newest version unless ``version``); the weights hash must match the card."""
+    folder = entry_folder(root, name, version)
+    chosen = folder.name
     card = ModelCard.model_validate_json((folder / CARD_FILE).read_text())
     weights = folder / card.weights_file
     actual = file_sha256(weights)
@@ -99,6 +129,9 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
     if card.architecture == "torchscript":
         module: nn.Module = torch.jit.load(str(weights), map_location="cpu")
     else:
+        if card.task not in _BUILDERS:
+            for module_name in _SERVING_MODULES:
+                importlib.import_module(module_name)
         if card.task not in _BUILDERS:
             raise ValueError(f"no builder for task {card.task!r}; known: {', '.join(sorted(_BUILDERS))}")
         module = _BUILDERS[card.task](card, load_file(str(weights)))

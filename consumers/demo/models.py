@@ -34,7 +34,6 @@ def ensure_demo_models(registry: str, console: Console) -> None:
                 lr=5e-3,
             )
     if not versions(registry, DEMO_SENSOR_MODEL):
-        import models.sensors.serving  # noqa: F401  (registers the sensor builders)
         from models.sensors.synthetic import normal_machines
         from models.sensors.training import train_sensor_model
 

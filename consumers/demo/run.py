@@ -30,7 +30,7 @@ from consumers.service import Service
 from consumers.simulate import publish
 from consumers.tail import describe
 from consumers.topics import create_topics
-from models.registry import load_model
+from models.registry import read_card
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult
 from schemas.settings import AlertRule, SensorModelBinding, SensorRule, VigilSettings
 
@@ -54,7 +54,7 @@ def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
     )
     sensors = settings.sensors
     if not sensors.models and not sensors.rules:
-        threshold = load_model(settings.vision.registry, DEMO_SENSOR_MODEL).card.thresholds["anomaly"]
+        threshold = read_card(settings.vision.registry, DEMO_SENSOR_MODEL).thresholds["anomaly"]
         sensors = sensors.model_copy(
             update={
                 "registry": settings.vision.registry,

@@ -77,7 +77,6 @@ def report_for_entry(
     registry: str | Path, name: str, version: str | None, data: str | Path, split: str
 ) -> Table:
     """A table of the entry's metrics on ``data`` (its recorded hold-out images, or all)."""
-    import models.vision.serving  # noqa: F401  (registers the vision builders)
     from models.registry import load_model
     from models.vision.dataset import image_folder
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import models.sensors.serving  # noqa: F401
 from consumers.cli import main
 from models.registry import load_model
 from models.sensors.evaluation import compare, labelled_windows, report
@@ -168,3 +167,15 @@ def test_the_rul_regressor_learns_that_life_runs_out(tmp_path: Path) -> None:
     batch = windows(normalise(fresh.values, spec.mean, spec.std), 32, 32)
     life = loaded.module(batch).squeeze(1).tolist()
     assert life[0] > 3.0 and life[-1] < 1.5, life  # ~6.1 h at the start, ~0.3 h at the end
+
+
+def test_a_fresh_process_loads_any_entry_with_the_registry_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from models.sensors.synthetic import normal_machines
+
+    train_sensor_model(normal_machines(1, 100), tmp_path, "ae", "1", window=16, stride=4, epochs=1, hidden=8)
+    code = f"from models.registry import load_model; print(load_model({str(tmp_path)!r}, 'ae').card.task)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "sensor_autoencoder", loaded.stderr[-2000:]

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-import models.vision.serving  # noqa: F401
 from models.engine import InferenceEngine
 from models.registry import load_model, save_model, versions
 from models.vision.dataset import image_folder
