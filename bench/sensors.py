@@ -165,9 +165,9 @@ def read_topic(settings: VigilSettings, topic: str) -> list[Any]:
 def memory_with(assets: int, registry: Path) -> tuple[float, float, float]:
     """(window MiB, RSS growth MiB, RSS MiB) after ``assets`` assets each filled one window."""
     settings = configure(VigilSettings(), registry, 256)
-    stage = SensorStage(settings)
+    no_history = settings.sensors.model_copy(update={"rebuild_history_s": 0.0})  # no broker here to read back
+    stage = SensorStage(settings.model_copy(update={"sensors": no_history}))
     stage.on_assignment({("bench", 0)})
-    stage._fresh.clear()  # no broker here: nothing to rebuild from
     before = current_rss_mib()
     start = datetime.now(UTC) - timedelta(hours=1)
     now_ms = int(time.time() * 1000)

@@ -19,6 +19,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from consumers.runtime.observer import RuntimeObserver
+from schemas.model_card import ModelCard
+from schemas.settings import BatchingSettings
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -126,3 +130,29 @@ class MicroBatcher(Generic[T, R]):
                 self._on_batch(len(batch), time.monotonic() - started)
             for item, result in zip(batch, results, strict=True):
                 self._deliver(item, result)
+
+
+def model_batcher(
+    pipeline: str,
+    card: ModelCard,
+    device: str,
+    batching: BatchingSettings,
+    prepare: Prepare[T],
+    execute: Execute[T, R],
+    deliver: Deliver[T, R],
+    observer: RuntimeObserver,
+) -> MicroBatcher[T, R]:
+    """The micro-batcher of one served model, reporting its batches, queue depth and identity to ``observer``."""
+    batcher: MicroBatcher[T, R] = MicroBatcher(
+        f"{pipeline}-{card.name}",
+        prepare,
+        execute,
+        deliver,
+        batching.max_batch_size,
+        batching.max_wait_ms,
+        batching.max_queue,
+        on_batch=lambda size, seconds: observer.on_batch(card.name, size, seconds),
+    )
+    observer.on_queue(card.name, batcher.depth)
+    observer.on_model(pipeline, card.name, card.version, device)
+    return batcher

@@ -8,16 +8,14 @@ or SIGINT asks every runtime to drain and commit; a second exits at once.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from consumers.health import MetricsServer
 from consumers.metrics import PrometheusObserver, VigilMetrics
 from consumers.pipelines import build_pipeline
 from consumers.runtime.loop import StreamRuntime
+from consumers.runtime.signals import drain_on_signals
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +41,6 @@ class Service:
             )
         self._threads: list[threading.Thread] = []
         self._status: dict[str, int] = {}
-        self._stopping = False
 
     def alive(self) -> bool:
         """Every runtime's loop is going round."""
@@ -79,31 +76,23 @@ class Service:
         except Exception:
             log.exception("pipeline %s failed", name)
             self._status[name] = 1
-            self.stop()  # one failed pipeline takes the process down: its partitions go to healthy members
+            self.request_stop()  # one failed pipeline takes the process down: its partitions go to healthy members
 
-    def stop(self, timeout_s: float = 60.0) -> None:
-        """Ask every runtime to drain and commit; wait for them (from any thread but theirs)."""
-        self._stopping = True
+    def request_stop(self) -> None:
+        """Ask every runtime to drain and commit."""
         for runtime in self.runtimes.values():
             runtime.stop()
-        current = threading.current_thread()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Ask every runtime to drain and commit, and wait for them."""
+        self.request_stop()
         for thread in self._threads:
-            if thread is not current:
-                thread.join(timeout=timeout_s)
+            thread.join(timeout=timeout_s)
 
     def run(self) -> int:
         """Run until a signal (or a failed pipeline); the exit status is the worst of the pipelines'."""
 
-        def handle(signum: int, frame: FrameType | None) -> None:
-            if self._stopping:
-                os._exit(128 + signum)  # second signal: leave now, commit nothing more
-            log.info("signal %s: draining and committing", signal.Signals(signum).name)
-            self._stopping = True
-            for runtime in self.runtimes.values():
-                runtime.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        drain_on_signals(self.request_stop)
         self.start()
         for thread in self._threads:
             while thread.is_alive():

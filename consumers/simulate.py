@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from kafka import KafkaProducer
 
+from consumers.scenarios import air_quality_readings, machine_readings
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
 
@@ -42,39 +41,18 @@ def synthetic_frames(
 def synthetic_readings(
     count: int, assets: int = 6, start: datetime | None = None, seed: int = 7, spacing_s: float = 1.0
 ) -> Iterator[SensorReading]:
-    """Readings from plant machines (temperature, vibration) and city air-quality sensors."""
-    rnd = random.Random(seed)
+    """Readings from plant machines (``pump-N``: temperature, vibration) and city air-quality
+    sensors (``aq-N``), one per asset per tick of ``spacing_s``, in tick order."""
     t0 = start or datetime.now(UTC)
+    ticks = -(-count // assets)
+    streams = [
+        machine_readings(f"pump-{n + 1}", t0, ticks, seed=seed + n, period_s=spacing_s)
+        if n % 2 == 0
+        else air_quality_readings(f"aq-{n + 1}", t0, ticks, period_s=spacing_s, seed=seed + n)
+        for n in range(assets)
+    ]
     for i in range(count):
-        n = i % assets
-        tick = i // assets
-        at = t0 + timedelta(seconds=spacing_s * tick)
-        if n % 2 == 0:
-            yield SensorReading(
-                asset_id=f"pump-{n + 1}",
-                sensor_id=f"pump-{n + 1}-th",
-                kind="machine",
-                event_time=at,
-                values={
-                    "temp_c": 60 + 5 * math.sin(tick / 30) + rnd.gauss(0, 0.3),
-                    "vibration_mm_s": 2.0 + rnd.gauss(0, 0.1),
-                },
-                units={"temp_c": "C", "vibration_mm_s": "mm/s"},
-                site="plant-a",
-            )
-        else:
-            yield SensorReading(
-                asset_id=f"aq-{n + 1}",
-                sensor_id=f"aq-{n + 1}",
-                kind="air_quality",
-                event_time=at,
-                values={
-                    "pm25_ug_m3": max(0.0, 12 + rnd.gauss(0, 3)),
-                    "no2_ug_m3": max(0.0, 30 + rnd.gauss(0, 5)),
-                },
-                units={"pm25_ug_m3": "ug/m3", "no2_ug_m3": "ug/m3"},
-                site="district-7",
-            )
+        yield streams[i % assets][i // assets]
 
 
 def publish(

@@ -37,10 +37,6 @@ class DemoSummary:
             return values[0] if values else 0.0
         return statistics.quantiles(values, n=100)[q - 1]
 
-    def alerts_from(self, where: str) -> int:
-        """Alerts that fired in ``where``."""
-        return self.alerts[(where, "firing")]
-
 
 def where(alert: Alert) -> str:
     """Which part of the demo world an alert belongs to."""
@@ -74,6 +70,7 @@ class LiveView:
 
     def __rich__(self) -> Group:
         now = time.monotonic()
+        batches, lag = self._from_metrics()
         table = Table(expand=True)
         for column in ("pipeline", "results/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "lag"):
             table.add_column(column, justify="right" if column != "pipeline" else "left")
@@ -82,12 +79,13 @@ class LiveView:
             history.append((now, self.summary.results[pipeline]))
             span = history[-1][0] - history[0][0]
             rate = (history[-1][1] - history[0][1]) / span if span > 0 else 0.0
+            total, count = batches.get(pipeline, (0.0, 0.0))
             table.add_row(
                 pipeline,
                 f"{rate:.0f}",
                 *(f"{self.summary.percentile(pipeline, q, last=500) * 1000:.0f}" for q in (50, 95, 99)),
-                self._mean_batch(pipeline),
-                f"{self._lag(self.topics[pipeline]):.0f}",
+                f"{total / count:.1f}" if count else "-",
+                f"{lag.get(self.topics[pipeline], 0.0):.0f}",
             )
         letters = ", ".join(f"{k}={v}" for k, v in self.summary.dead_letters.items()) or "none"
         feed = Group(*self.feed) if self.feed else Text("no alerts yet", style="dim")
@@ -98,28 +96,21 @@ class LiveView:
             Panel(feed, title="alerts", border_style="red"),
         )
 
-    def _mean_batch(self, pipeline: str) -> str:
-        sums = counts = 0.0
-        for metric in self.registry.collect():
-            if metric.name != "vigil_batch_size":
-                continue
-            for sample in metric.samples:
-                if pipeline == "vision" and "defects" not in sample.labels.get("model", ""):
-                    continue
-                if pipeline == "sensors" and "defects" in sample.labels.get("model", ""):
-                    continue
-                if sample.name.endswith("_sum"):
-                    sums += sample.value
-                elif sample.name.endswith("_count"):
-                    counts += sample.value
-        return f"{sums / counts:.1f}" if counts else "-"
-
-    def _lag(self, topic: str) -> float:
-        total = 0.0
-        for metric in self.registry.collect():
-            if metric.name == "vigil_consumer_lag_messages":
-                total += sum(s.value for s in metric.samples if s.labels.get("topic") == topic)
-        return total
+    def _from_metrics(self) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+        """From one collection of the registry: (sum, count) of batch sizes per pipeline, lag per topic."""
+        samples = [sample for metric in self.registry.collect() for sample in metric.samples]
+        pipeline_of = {
+            s.labels["name"]: s.labels["pipeline"] for s in samples if s.name == "vigil_model_info"
+        }
+        batches: dict[str, list[float]] = {}
+        lag: dict[str, float] = {}
+        for sample in samples:
+            if sample.name in ("vigil_batch_size_sum", "vigil_batch_size_count"):
+                totals = batches.setdefault(pipeline_of.get(sample.labels["model"], ""), [0.0, 0.0])
+                totals[1 if sample.name.endswith("_count") else 0] += sample.value
+            elif sample.name == "vigil_consumer_lag_messages":
+                lag[sample.labels["topic"]] = lag.get(sample.labels["topic"], 0.0) + sample.value
+        return {p: (t[0], t[1]) for p, t in batches.items()}, lag
 
 
 def summary_table(summary: DemoSummary, consumed: int, elapsed_s: float) -> Table:

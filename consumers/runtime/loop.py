@@ -27,15 +27,12 @@ signal exits at once without committing.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from types import FrameType
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as Errors
@@ -49,6 +46,7 @@ from consumers.runtime.deliveries import DeliveryLedger
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.offsets import OffsetTracker
 from consumers.runtime.records import Failure, InboundRecord, Outcome, Output, Work
+from consumers.runtime.signals import drain_on_signals
 from consumers.runtime.stage import ProcessingStage
 from schemas.common import Message
 from schemas.settings import VigilSettings
@@ -145,7 +143,7 @@ class StreamRuntime:
         """Consume until stopped; returns the process exit status (0 after a clean drain)."""
         self._thread_id = threading.get_ident()
         if install_signal_handlers:
-            self._install_signal_handlers()
+            drain_on_signals(self.stop)
         transactional_id = (
             f"{self._config.transactional_id_prefix}-{self._group_id}-{self._instance_id}"
             if self._exactly_once
@@ -201,16 +199,6 @@ class StreamRuntime:
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"no partition metadata for {', '.join(missing)} after {timeout_s:.0f}s")
             time.sleep(0.1)  # back-off between metadata requests, bounded by the deadline
-
-    def _install_signal_handlers(self) -> None:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            if self._stopping:
-                os._exit(128 + signum)  # second signal: leave now, commit nothing more
-            log.info("signal %s: draining and committing", signal.Signals(signum).name)
-            self._stopping = True
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     def _close(self, clean: bool) -> None:
         if self._consumer is not None:

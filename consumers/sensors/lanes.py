@@ -15,12 +15,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-import models.sensors.serving  # noqa: F401  (registers the sensor builders with the registry)
-from consumers.batcher import Deliver, MicroBatcher
+from consumers.batcher import Deliver, MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from models.engine import InferenceEngine
 from models.registry import LoadedModel
-from schemas.common import ModelRef
 from schemas.model_card import SeriesInputSpec
 from schemas.settings import AlertRule, SensorSettings
 
@@ -55,34 +53,28 @@ class SensorLane(Generic[T]):
         deliver: Deliver[T, torch.Tensor],
         observer: RuntimeObserver | None = None,
     ) -> None:
-        observer = observer or RuntimeObserver()
         if not isinstance(model.card.input, SeriesInputSpec):
             raise ValueError(f"model {model.card.name} does not take sensor windows")
         self.model = model
         self.spec: SeriesInputSpec = model.card.input
         self.channels = tuple(self.spec.channels)
-        self.ref = ModelRef(
-            name=model.card.name, version=model.card.version, weights_sha256=model.weights_sha256
-        )
+        self.ref = model.ref
         self.rules = settings.model_rules or default_model_rules(model)
         self._mean = np.asarray(self.spec.mean, dtype=np.float32)
         self._std = np.asarray(self.spec.std, dtype=np.float32)
         self.engine = InferenceEngine(model.module, settings.device, settings.precision, channels_last=False)
         example = torch.zeros(self.spec.window, len(self.channels))
         self.engine.warm_up(example, sorted({1, settings.batching.max_batch_size}))
-        batching = settings.batching
-        self.batcher: MicroBatcher[T, torch.Tensor] = MicroBatcher(
-            f"sensors-{model.card.name}",
+        self.batcher: MicroBatcher[T, torch.Tensor] = model_batcher(
+            "sensors",
+            model.card,
+            str(self.engine.device),
+            settings.batching,
             self._prepare,
             self._execute,
             deliver,
-            batching.max_batch_size,
-            batching.max_wait_ms,
-            batching.max_queue,
-            on_batch=lambda size, seconds: observer.on_batch(model.card.name, size, seconds),
+            observer or RuntimeObserver(),
         )
-        observer.on_queue(model.card.name, self.batcher.depth)
-        observer.on_model("sensors", model.card.name, model.card.version, str(self.engine.device))
 
     def tensor(self, windows: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalised windows stacked into a host batch (N, window, channels)."""

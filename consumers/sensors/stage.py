@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import queue
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from typing import NamedTuple
 
 import torch
 
@@ -37,13 +38,12 @@ from consumers.sensors.lanes import SensorLane
 from consumers.sensors.outputs import SensorOutputs, at
 from consumers.sensors.partition import PartitionState, stale_interval
 from consumers.sensors.windows import AssetWindow, ReadyWindow, WindowSpec
-from models.registry import LoadedModel, load_model
+from models.registry import ModelLoader, registry_loader
 from schemas.messages import Alert, SensorReading
-from schemas.settings import VigilSettings
+from schemas.settings import SensorRule, VigilSettings
 
 log = logging.getLogger(__name__)
 STAGE = "sensors"
-ModelLoader = Callable[[str, str | None], LoadedModel]
 PartitionKey = tuple[str, int]
 
 
@@ -57,6 +57,11 @@ class _Window:
     lane: SensorLane[_Window]
     state: PartitionState
     window: ReadyWindow
+
+
+class _Route(NamedTuple):
+    lane: SensorLane[_Window] | None
+    rules: list[SensorRule]
 
 
 @dataclass
@@ -89,7 +94,7 @@ class SensorStage:
         self.settings = settings
         self.observer = observer or RuntimeObserver()
         sensors = settings.sensors
-        load = loader or (lambda name, version: load_model(sensors.registry, name, version))
+        load = loader or registry_loader(sensors.registry)
         self._scored: queue.Queue[tuple[_Window, torch.Tensor | BaseException]] = queue.Queue()
         self._lanes = [
             SensorLane[_Window](load(binding.model, binding.version), sensors, self._deliver, self.observer)
@@ -98,7 +103,7 @@ class SensorStage:
         self._value_rules = [rule for rule in sensors.rules if rule.kind != "stale"]
         self._stale_rules = [rule for rule in sensors.rules if rule.kind == "stale"]
         self._stale_every_s = stale_interval(sensors.rules)
-        self._lane_of: dict[tuple[str, str], SensorLane[_Window] | None] = {}
+        self._routes: dict[tuple[str, str], _Route] = {}
         self._partitions: dict[PartitionKey, PartitionState] = {}
         self._held: set[PartitionKey] = set()
         self._fresh: set[PartitionKey] = set()
@@ -200,11 +205,13 @@ class SensorStage:
             )
         return state
 
-    def _lane(self, asset_id: str, kind: str) -> SensorLane[_Window] | None:
+    def _route(self, asset_id: str, kind: str) -> _Route:
+        """The model lane (first matching binding) and the value rules of an asset, matched once."""
         key = (asset_id, kind)
-        if key not in self._lane_of:
+        route = self._routes.get(key)
+        if route is None:
             bindings = self.settings.sensors.models
-            self._lane_of[key] = next(
+            lane = next(
                 (
                     lane
                     for binding, lane in zip(bindings, self._lanes, strict=True)
@@ -212,7 +219,10 @@ class SensorStage:
                 ),
                 None,
             )
-        return self._lane_of[key]
+            route = self._routes[key] = _Route(
+                lane, [r for r in self._value_rules if r.applies(asset_id, kind)]
+            )
+        return route
 
     def _intake(self, work: Work, state: PartitionState) -> _Intake:
         reading = work.message
@@ -222,8 +232,7 @@ class SensorStage:
         reference = at(record.timestamp_ms / 1000) if record.timestamp_ms is not None else work.received_at
         check_event_time(reading, reference, sensors)
         samples = expand(reading)
-        lane = self._lane(reading.asset_id, reading.kind)
-        rules = [r for r in self._value_rules if r.applies(reading.asset_id, reading.kind)]
+        lane, rules = self._route(reading.asset_id, reading.kind)
         if lane is not None:
             self._count(
                 "dropped_channel", check_channels(samples, lane.channels, rules, sensors.unknown_channels)
@@ -240,7 +249,7 @@ class SensorStage:
         work: Work,
         state: PartitionState,
         lane: SensorLane[_Window] | None,
-        rules: list,
+        rules: list[SensorRule],
         sample: Sample,
         intake: _Intake,
     ) -> None:
@@ -277,7 +286,7 @@ class SensorStage:
                         spec.gap_policy,
                     )
                 )
-            added = window.add(sample.time_s, [sample.values[c] for c in lane.channels])  # type: ignore[arg-type]
+            added = window.add(sample.time_s, [sample.values[c] for c in lane.channels])
             outcome, ready = added.outcome, added.ready
             if outcome == "accepted" and newest is not None and sample.time_s < newest:
                 self._count("out_of_order")  # within the lateness bound: put back in order
@@ -300,7 +309,8 @@ class SensorStage:
 
     def _rebuild(self, key: PartitionKey, until_offset: int) -> None:
         """Replay the partition's recent history into fresh state, outputs discarded."""
-        state = self._partitions[key] = self._state_fresh(key)
+        self._partitions.pop(key, None)
+        state = self._state(key)
         self._replaying = True  # counts and metrics were taken the first time
         try:
             self._replay(key, state, until_offset)
@@ -327,10 +337,6 @@ class SensorStage:
         self._score_replayed(waiting)
         self.counts["replayed"] += replayed
         log.info("rebuilt %s/%d from %d records before offset %d", key[0], key[1], replayed, until_offset)
-
-    def _state_fresh(self, key: PartitionKey) -> PartitionState:
-        self._partitions.pop(key, None)
-        return self._state(key)
 
     def _score_replayed(self, windows: list[_Window]) -> None:
         for lane in self._lanes:

@@ -14,6 +14,7 @@ window state rebuilt from part of the history scores the same windows as one tha
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -71,7 +72,7 @@ class AssetWindow:
         """Events at or before this time can no longer be placed."""
         return self._newest - self.spec.lateness_s
 
-    def add(self, time_s: float, values: np.ndarray) -> AddResult:
+    def add(self, time_s: float, values: Sequence[float] | np.ndarray) -> AddResult:
         """Offer one event (values in ``spec.channels`` order)."""
         if (
             self._last_time is not None and time_s <= self._last_time
@@ -121,13 +122,6 @@ class AssetWindow:
             ready.append(
                 ReadyWindow(self._values[order].copy(), time_s - span, time_s, int(self._filled[order].sum()))
             )
-
-    def flush(self) -> list[ReadyWindow]:
-        """Commit every pending event (at shutdown or when the source went quiet)."""
-        ready: list[ReadyWindow] = []
-        while self._pending_times:
-            self._commit(self._pending_times.pop(0), self._pending_values.pop(0), ready)
-        return ready
 
     def memory_bytes(self) -> int:
         """Bytes held for this asset (ring and reorder buffer)."""

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,15 +21,14 @@ from typing import Any
 
 import torch
 
-import models.vision.serving  # noqa: F401  (registers the vision builders with the registry)
 from consumers.alerts.messages import build_alert
 from consumers.alerts.policy import AlertPolicy
-from consumers.batcher import MicroBatcher
+from consumers.batcher import MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from consumers.vision.fetch import FetchError, FrameFetcher
 from models.engine import InferenceEngine, single_torch_thread
-from models.registry import LoadedModel, load_model
+from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vision.preprocess import (
     CorruptImageError,
     Roi,
@@ -37,14 +36,13 @@ from models.vision.preprocess import (
     preprocess,
     preprocess_on_device,
 )
-from schemas.common import Evidence, ModelRef
+from schemas.common import Evidence
 from schemas.messages import AlertKind, FrameRef, InferenceResult
 from schemas.model_card import ImageInputSpec
 from schemas.settings import AlertRule, VigilSettings
 
 log = logging.getLogger(__name__)
 STAGE = "vision"
-ModelLoader = Callable[[str, str | None], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -77,26 +75,21 @@ class ModelLane:
         )
         self.gpu_decode = vision.gpu_decode and self.engine.device.type == "cuda"
         self.kind: AlertKind = "visual_anomaly" if model.card.task == "visual_anomaly" else "visual_defect"
-        self.ref = ModelRef(
-            name=model.card.name, version=model.card.version, weights_sha256=model.weights_sha256
-        )
+        self.ref = model.ref
         self.policy = AlertPolicy(vision.rules or default_rules(model))
         self._stage = stage
         example = torch.zeros(self.spec.channels, self.spec.height, self.spec.width)
         self.engine.warm_up(example, sorted({1, vision.batching.max_batch_size}))
-        batching = vision.batching
-        self.batcher: MicroBatcher[_Frame, torch.Tensor] = MicroBatcher(
-            f"vision-{model.card.name}",
+        self.batcher: MicroBatcher[_Frame, torch.Tensor] = model_batcher(
+            STAGE,
+            model.card,
+            str(self.engine.device),
+            vision.batching,
             self._prepare,
             self._execute,
             stage._deliver,
-            batching.max_batch_size,
-            batching.max_wait_ms,
-            batching.max_queue,
-            on_batch=lambda size, seconds: stage.observer.on_batch(model.card.name, size, seconds),
+            stage.observer,
         )
-        stage.observer.on_queue(model.card.name, self.batcher.depth)
-        stage.observer.on_model(STAGE, model.card.name, model.card.version, str(self.engine.device))
 
     def _prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
         if not self.gpu_decode:
@@ -136,7 +129,7 @@ class VisionStage:
         self.settings = settings
         self.observer = observer or RuntimeObserver()
         vision = settings.vision
-        self._loader = loader or (lambda name, version: load_model(vision.registry, name, version))
+        self._loader = loader or registry_loader(vision.registry)
         self._stop = threading.Event()
         self._fetcher = FrameFetcher(vision.fetch, self._stop)
         self._pool = ThreadPoolExecutor(
