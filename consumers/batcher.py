@@ -4,8 +4,9 @@ A batch closes at ``max_batch_size`` items or ``max_wait_ms`` after its first it
 whichever comes first. Two threads form a pipeline: the assembler closes a batch and runs
 ``prepare`` on it (stack, pin, copy to the device) while the executor runs ``execute`` on
 the previous one, so preparing batch k+1 overlaps computing batch k. ``execute`` returns one
-result or one exception per item; an exception raised by ``execute`` itself fails each item
-of that batch alone, never the process. ``put`` blocks while the queue is full: that is the
+result or one exception per item. When ``prepare`` or ``execute`` fails for the batch as a
+whole, its items run again one by one, so only the items at fault fail, never their
+neighbours, and never the process. ``put`` blocks while the queue is full: that is the
 backpressure the fetch workers feel.
 """
 
@@ -119,17 +120,29 @@ class MicroBatcher(Generic[T, R]):
             results: Sequence[Any]
             started = time.monotonic()
             if isinstance(prepared, Exception):
-                results = [prepared] * len(batch)
+                results = self._one_by_one(batch)
             else:
                 try:
                     results = self._execute(batch, prepared)
-                except Exception as error:
-                    log.exception("%s: a batch of %d failed", self.name, len(batch))
-                    results = [error] * len(batch)
+                except Exception:
+                    log.exception(
+                        "%s: a batch of %d failed; running its items one by one", self.name, len(batch)
+                    )
+                    results = self._one_by_one(batch)
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.monotonic() - started)
             for item, result in zip(batch, results, strict=True):
                 self._deliver(item, result)
+
+    def _one_by_one(self, batch: Sequence[T]) -> list[R | BaseException]:
+        """After a batch failed as a whole: each item alone, so only the items at fault fail."""
+        return [self._alone(item) for item in batch]
+
+    def _alone(self, item: T) -> R | BaseException:
+        try:
+            return self._execute([item], self._prepare([item]))[0]
+        except Exception as error:
+            return error
 
 
 def model_batcher(

@@ -76,7 +76,7 @@ def file_sha256(path: Path) -> str:
 
 def save_model(root: str | Path, card: ModelCard, module: nn.Module) -> Path:
     """Write ``module``'s weights and its card as ``<root>/<name>/<version>``; return the folder."""
-    folder = Path(root).expanduser() / card.name / card.version
+    folder = _inside(root, card.name, card.version)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / card.weights_file
     if card.architecture == "torchscript":
@@ -89,9 +89,25 @@ def save_model(root: str | Path, card: ModelCard, module: nn.Module) -> Path:
     return folder
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _inside(root: str | Path, *parts: str) -> Path:
+    """``root/parts...``, refused unless every part is a plain name and the resolved folder stays
+    inside the resolved root (a symlinked entry that leads out of the registry is refused too)."""
+    base = Path(root).expanduser()
+    for part in parts:
+        if not _NAME.match(part) or ".." in part:
+            raise ValueError(f"{part!r} is not a model name or version (letters, digits, '.', '_', '-')")
+    folder = base.joinpath(*parts)
+    if not folder.resolve().is_relative_to(base.resolve()):
+        raise ValueError(f"registry entry {'/'.join(parts)} resolves outside the registry at {base}")
+    return folder
+
+
 def versions(root: str | Path, name: str) -> list[str]:
     """The versions of ``name`` in the registry, oldest first (numeric parts compare as numbers)."""
-    folder = Path(root).expanduser() / name
+    folder = _inside(root, name)
     if not folder.is_dir():
         return []
     found = [p.name for p in folder.iterdir() if (p / CARD_FILE).is_file()]
@@ -108,7 +124,7 @@ def entry_folder(root: str | Path, name: str, version: str | None = None) -> Pat
         raise FileNotFoundError(
             f"model {name!r} has no version {chosen!r}; available: {', '.join(available)}"
         )
-    return Path(root).expanduser() / name / chosen
+    return _inside(root, name, chosen)
 
 
 def read_card(root: str | Path, name: str, version: str | None = None) -> ModelCard:
@@ -122,6 +138,8 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
     chosen = folder.name
     card = ModelCard.model_validate_json((folder / CARD_FILE).read_text())
     weights = folder / card.weights_file
+    if not weights.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"weights file {card.weights_file!r} of {name}/{chosen} lies outside its entry")
     actual = file_sha256(weights)
     if card.weights_sha256 is not None and actual != card.weights_sha256:
         raise ValueError(f"weights of {name}/{chosen} do not match the card's sha256 (file changed?)")

@@ -21,6 +21,20 @@ Identifier = Annotated[
 ]
 """An id of a camera, asset, sensor, site, frame or model: printable, no spaces."""
 
+
+def _no_parent_reference(name: str) -> str:
+    if ".." in name:
+        raise ValueError("a model name or version is an identifier, never a path: '..' is not allowed")
+    return name
+
+
+ModelName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+    AfterValidator(_no_parent_reference),
+]
+"""A registry model's name or version: letters, digits, ``.``, ``_``, ``-``; never ``/``, ``\\`` or ``..``."""
+
 ChannelName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.]*$")
 ]

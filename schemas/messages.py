@@ -14,6 +14,7 @@ from schemas.common import (
     Identifier,
     LongText,
     Message,
+    ModelName,
     ModelRef,
     Sha256Hex,
     ShortText,
@@ -71,7 +72,7 @@ class FrameRef(Message):
     content_type: Literal["image/jpeg", "image/png"] | None = None
     sha256: Sha256Hex | None = None
     roi: RegionOfInterest | None = None
-    model: Identifier | None = None
+    model: ModelName | None = None
     attributes: Attributes = Field(default_factory=dict)
 
 
@@ -188,6 +189,9 @@ DeadLetterReason = Literal[
     "disallowed_uri",
     "missing_object",
     "unreadable_object",
+    "empty_object",
+    "unsupported_image",
+    "image_too_large",
     "corrupt_image",
     "checksum_mismatch",
     "fetch_failed",
@@ -197,6 +201,7 @@ DeadLetterReason = Literal[
     "invalid_value",
     "unknown_channel",
     "out_of_time_range",
+    "invalid_block",
     "processing_error",
 ]
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import FiniteFloat, Identifier, Sha256Hex, ShortText, Timestamp
+from schemas.common import FiniteFloat, Identifier, ModelName, Sha256Hex, ShortText, Timestamp
 
 ModelTask = Literal[
     "defect_classification",
@@ -62,8 +62,8 @@ class TrainingSummary(CardSection):
 class ModelCard(CardSection):
     """A registry entry's description; stored as ``card.json`` beside the weights."""
 
-    name: Identifier
-    version: Identifier
+    name: ModelName
+    version: ModelName
     task: ModelTask
     architecture: Identifier
     input: ImageInputSpec | SeriesInputSpec = Field(discriminator="kind")

@@ -13,13 +13,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from schemas.common import ModelName
 
 TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
 Positive = Annotated[int, Field(gt=0)]
@@ -59,7 +61,8 @@ class KafkaSettings(Section):
     linger_ms: Annotated[int, Field(ge=0)] = 20
     batch_size: Positive = 262_144
     request_timeout_ms: Positive = 30_000
-    delivery_timeout_ms: Positive = 120_000
+    delivery_timeout_ms: Positive = 300_000
+    """How long the producer keeps retrying one output; the same order as ``runtime.outage_budget_s``."""
     max_request_size: Positive = 8_388_608
 
 
@@ -98,6 +101,17 @@ class RuntimeSettings(Section):
     publish_inferences: bool = True
     shutdown_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     transactional_id_prefix: str = "vigil"
+    instance_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")] | None = None
+    """This process's identity in the group's transactional ids (exactly-once). Unique per process;
+    set it (or ``kafka.group_instance_id``) to keep it stable across restarts, so a restarted
+    process fences its predecessor's open transaction at once. Default: host name and process id."""
+    outage_budget_s: Annotated[float, Field(gt=0)] = 300.0
+    """How long commits and transaction steps that fail for broker reasons (unreachable,
+    timed out, coordinator moving) are retried with back-off before the process exits non-zero."""
+    stuck_item_s: Annotated[float, Field(gt=0)] = 120.0
+    """``/readyz`` fails while an input has been in flight longer than this."""
+    commit_stale_s: Annotated[float, Field(gt=0)] = 60.0
+    """``/readyz`` fails while inputs wait and no commit has succeeded for longer than this."""
 
 
 class BatchingSettings(Section):
@@ -115,10 +129,36 @@ class FetchSettings(Section):
         default_factory=lambda: ["file:///var/lib/vigil/frames/"]
     )
     timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """Connect and per-read timeout of one try."""
+    deadline_s: Annotated[float, Field(gt=0)] = 30.0
+    """Total time one frame's fetch may take, retries and back-off included; then ``fetch_failed``."""
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    """Transient failures (timeouts, HTTP 408/429/5xx) retried this often, then ``fetch_failed``."""
     max_bytes: Positive = 20 * 2**20
     workers: Annotated[int, Field(gt=0, le=256)] = 8
     retry_initial_s: Annotated[float, Field(gt=0)] = 0.2
-    retry_max_s: Annotated[float, Field(gt=0)] = 30.0
+    retry_max_s: Annotated[float, Field(gt=0)] = 10.0
+    """Cap of the jittered exponential back-off between tries (a server's ``Retry-After`` wins)."""
+
+
+ImageFormat = Literal["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
+
+
+class DecodeSettings(Section):
+    """What images are decoded, and how. Headers are checked before any pixel is decoded."""
+
+    max_pixels: Annotated[int, Field(gt=0)] = 40_000_000
+    """Largest width x height accepted (40 MP: a full-resolution industrial camera; decoding one
+    takes ~120 MB, so every fetch worker at once stays within a small machine)."""
+    formats: tuple[ImageFormat, ...] = ("JPEG", "PNG")
+    """Formats accepted, read from the header (never from the file name or content type)."""
+    max_pixels_per_byte: Annotated[float, Field(gt=0)] = 4096.0
+    """A header that declares more pixels than this per byte of file cannot match its bytes
+    (lossless and JPEG coding stay far below it): ``corrupt_image`` before decoding."""
+    isolate: bool = True
+    """Decode in child processes, so a decoder crash or hang fails its frame, not the service."""
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """A decode that takes longer is killed and its frame is ``corrupt_image``."""
 
 
 RuleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -152,14 +192,15 @@ class VisionSettings(Section):
     """The visual inspection pipeline."""
 
     registry: str = "~/.local/share/vigil/models"
-    model: str = "demo-defects"
-    model_version: str | None = None
+    model: ModelName = "demo-defects"
+    model_version: ModelName | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     compile: bool = False
     gpu_decode: bool = True
     fetch: FetchSettings = FetchSettings()
+    decode: DecodeSettings = DecodeSettings()
     batching: BatchingSettings = BatchingSettings()
     rules: list[AlertRule] = Field(default_factory=list)
     """Alert rules; when empty, one rule per thresholded label of the model card."""
@@ -171,8 +212,8 @@ class SensorModelBinding(Section):
     assets: str = "*"
     """fnmatch pattern on ``asset_id``."""
     sensor_kind: str = "*"
-    model: str
-    version: str | None = None
+    model: ModelName
+    version: ModelName | None = None
 
 
 class SensorRule(Section):
@@ -229,6 +270,9 @@ class SensorSettings(Section):
     """Events up to this much older than an asset's newest are put back in order; older ones are late."""
     max_future_s: Annotated[float, Field(gt=0)] = 300.0
     """An event time further than this after the record's Kafka timestamp is ``out_of_time_range``."""
+    max_block_span_s: Annotated[float, Field(gt=0)] = 3_600.0
+    """A sample block spanning longer than this (samples / rate) is ``invalid_block``; with
+    ``max_future_s`` it bounds how far one record can move an asset's clock."""
     max_past_s: Annotated[float, Field(gt=0)] | None = 7 * 86_400.0
     """An event time further than this before the record's Kafka timestamp is ``out_of_time_range``
     (``None`` accepts any age, for replays of old history)."""
@@ -244,11 +288,25 @@ class SensorSettings(Section):
 
 
 class MetricsSettings(Section):
-    """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served."""
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served, and who may read ``/metrics``."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretStr | None = None
+    """With both set, ``/metrics`` asks for HTTP basic authentication (health checks stay open)."""
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    """With both set, the endpoint speaks HTTPS only."""
+
+    @model_validator(mode="after")
+    def _pairs(self) -> MetricsSettings:
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError("basic_auth_username and basic_auth_password go together")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
 
 
 class VigilSettings(BaseSettings):

@@ -2,7 +2,8 @@
 
 Outcomes of bad input (each a dead-letter reason, never a crash):
 - event time further than ``max_future_s`` after, or ``max_past_s`` before, the record's
-  Kafka timestamp: ``out_of_time_range`` (the Kafka timestamp, not the wall clock, keeps a
+  Kafka timestamp: ``out_of_time_range``; a sample block spanning more than
+  ``max_block_span_s`` or ending beyond ``max_future_s``: ``invalid_block`` (the Kafka timestamp, not the wall clock, keeps a
   replay of the partition deciding the same way);
 - a channel the asset's model needs is missing: ``invalid_value``;
 - a channel that neither the model nor any rule of the asset knows: ``unknown_channel``,
@@ -38,7 +39,24 @@ class ReadingRejected(Exception):
 
 
 def check_event_time(reading: SensorReading, reference: datetime, settings: SensorSettings) -> None:
-    """Raise ``ReadingRejected`` when the event time is implausibly far from ``reference``."""
+    """Raise ``ReadingRejected`` when the event time is implausibly far from ``reference``.
+
+    A sample block is judged by its end too: one that spans more than ``max_block_span_s`` or
+    ends further than ``max_future_s`` after ``reference`` is ``invalid_block``, so no single
+    record can move an asset's clock beyond ``max_future_s`` past its Kafka timestamp.
+    """
+    if reading.block is not None:
+        samples = len(next(iter(reading.block.channels.values())))
+        span = (samples - 1) / reading.block.sample_rate_hz
+        if span > settings.max_block_span_s:
+            raise ReadingRejected(
+                "invalid_block",
+                f"block of {samples} samples at {reading.block.sample_rate_hz:g} Hz spans {span:.0f}s "
+                f"(at most {settings.max_block_span_s:g}s)",
+            )
+        ends = (reading.event_time - reference).total_seconds() + span
+        if ends > settings.max_future_s:
+            raise ReadingRejected("invalid_block", f"block ends {ends:.0f}s after the record's timestamp")
     offset = (reading.event_time - reference).total_seconds()
     if offset > settings.max_future_s:
         raise ReadingRejected(

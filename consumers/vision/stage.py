@@ -14,7 +14,6 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,13 +25,17 @@ from consumers.alerts.policy import AlertPolicy
 from consumers.batcher import MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.vision.decoder import IsolatedDecoder
 from consumers.vision.fetch import FetchError, FrameFetcher
+from consumers.vision.workers import WorkerPool
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
+from models.vision.image_header import ImageRefused, check_header
 from models.vision.preprocess import (
     CorruptImageError,
     Roi,
     RoiOutsideImageError,
+    is_jpeg,
     preprocess,
     preprocess_on_device,
 )
@@ -132,9 +135,9 @@ class VisionStage:
         self._loader = loader or registry_loader(vision.registry)
         self._stop = threading.Event()
         self._fetcher = FrameFetcher(vision.fetch, self._stop)
-        self._pool = ThreadPoolExecutor(
-            vision.fetch.workers, thread_name_prefix="vision-fetch", initializer=single_torch_thread
-        )
+        self._pool = WorkerPool(vision.fetch.workers, "vision-fetch", initializer=single_torch_thread)
+        self._decoders: list[IsolatedDecoder] = []
+        self._worker_state = threading.local()
         self._done: queue.Queue[Outcome] = queue.Queue()
         self._scored: queue.Queue[tuple[_Frame, torch.Tensor | BaseException]] = queue.Queue()
         self._lock = threading.Lock()
@@ -189,11 +192,16 @@ class VisionStage:
         """Frames are scored alone: no partition state to drop or rebuild."""
 
     def close(self) -> None:
-        """Stop retrying fetches, finish queued batches, release the workers."""
+        """Stop retrying fetches, finish queued batches, release the workers (never waiting on a
+        stuck one beyond the fetch deadline) and their decoder processes."""
         self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(deadline_s=self.settings.vision.fetch.timeout_s)
         for lane in self._lanes.values():
             lane.batcher.close()
+        with self._lock:
+            decoders, self._decoders = self._decoders, []
+        for decoder in decoders:
+            decoder.close()
 
     # -- the work --------------------------------------------------------------------------
 
@@ -225,18 +233,34 @@ class VisionStage:
             return self._fail(work, error.reason, error)
         fetched = time.monotonic()
         self.observer.on_step("fetch", fetched - started)
+        decode = self.settings.vision.decode
         try:
-            pixels: torch.Tensor | bytes = (
-                data if lane.gpu_decode else preprocess(data, lane.spec, _roi(frame))
-            )
+            check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
+            on_device = lane.gpu_decode and is_jpeg(data)  # nvJPEG in the batch; the rest on the CPU here
+            pixels: torch.Tensor | bytes = data if on_device else self._decode(data, lane.spec, _roi(frame))
+        except ImageRefused as error:
+            return self._fail(work, error.reason, error)
         except CorruptImageError as error:
             return self._fail(work, "corrupt_image", error)
         except RoiOutsideImageError as error:
             return self._fail(work, "invalid_roi", error)
-        if not lane.gpu_decode:
+        if not on_device:
             self.observer.on_step("decode", time.monotonic() - fetched)
         lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest()))
         return None
+
+    def _decode(self, data: bytes, spec: ImageInputSpec, roi: Roi | None) -> torch.Tensor:
+        """Bytes to model input on the CPU: in this worker's own decoder process when isolated."""
+        decode = self.settings.vision.decode
+        if not decode.isolate:
+            return preprocess(data, spec, roi)
+        decoder: IsolatedDecoder | None = getattr(self._worker_state, "decoder", None)
+        if decoder is None:
+            decoder = IsolatedDecoder(decode.timeout_s)
+            self._worker_state.decoder = decoder
+            with self._lock:
+                self._decoders.append(decoder)
+        return decoder.preprocess(data, spec, roi)
 
     def _deliver(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
         """Called by a lane's executor thread: hand the output over and get back to the device."""

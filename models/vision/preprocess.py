@@ -71,36 +71,43 @@ def is_jpeg(data: bytes) -> bool:
 
 
 def preprocess_on_device(
-    images: Sequence[bytes], spec: ImageInputSpec, rois: Sequence[Roi | None], device: torch.device
+    images: Sequence[bytes | torch.Tensor],
+    spec: ImageInputSpec,
+    rois: Sequence[Roi | None],
+    device: torch.device,
 ) -> list[torch.Tensor | Exception]:
-    """Batched GPU decode of JPEGs (nvJPEG), other formats on the CPU; then the same steps on ``device``."""
-    decoded: list[torch.Tensor | Exception] = [CorruptImageError("not decoded")] * len(images)
-    jpegs = [i for i, data in enumerate(images) if is_jpeg(data)]
+    """Batched GPU decode of JPEG bytes (nvJPEG), then the same steps on ``device``.
+
+    An item that is already a tensor was decoded and preprocessed on the CPU: it only moves.
+    """
+    results: list[torch.Tensor | Exception] = [CorruptImageError("not decoded")] * len(images)
+    jpegs = [i for i, data in enumerate(images) if isinstance(data, bytes)]
+    decoded: dict[int, torch.Tensor | Exception] = {}
     if jpegs:
         try:
-            tensors = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]
-            for i, image in zip(jpegs, decode_jpeg(tensors, mode=_mode(spec), device=device), strict=True):
-                decoded[i] = image
+            tensors = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]  # type: ignore[arg-type]
+            decoded = dict(zip(jpegs, decode_jpeg(tensors, mode=_mode(spec), device=device), strict=True))
         except RuntimeError:  # one bad JPEG fails the batched call: decode them one by one
-            for i in jpegs:
-                decoded[i] = _decode_one(images[i], spec, device)
-    for i, data in enumerate(images):
-        if not is_jpeg(data):
-            decoded[i] = _decode_one(data, spec, device)
-    results: list[torch.Tensor | Exception] = []
-    for image, roi in zip(decoded, rois, strict=True):
+            decoded = {i: _decode_one(images[i], spec, device) for i in jpegs}  # type: ignore[arg-type]
+    for i, item in enumerate(images):
+        if isinstance(item, torch.Tensor):
+            results[i] = item.to(device, non_blocking=True)
+            continue
+        image = decoded[i]
         if isinstance(image, Exception):
-            results.append(image)
+            results[i] = image
             continue
         try:
-            results.append(to_model_input(crop(image, roi), spec))
+            results[i] = to_model_input(crop(image, rois[i]), spec)
         except RoiOutsideImageError as error:
-            results.append(error)
+            results[i] = error
     return results
 
 
 def _decode_one(data: bytes, spec: ImageInputSpec, device: torch.device) -> torch.Tensor | Exception:
     try:
-        return decode(data, spec).to(device)
-    except CorruptImageError as error:
-        return error
+        return decode_jpeg(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=_mode(spec), device=device
+        )
+    except RuntimeError as error:
+        return CorruptImageError(f"cannot decode JPEG ({len(data)} bytes): {error}")

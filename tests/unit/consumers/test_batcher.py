@@ -60,7 +60,7 @@ def test_one_result_or_one_error_per_item() -> None:
     batcher.close()
 
 
-def test_an_exception_in_execute_fails_that_batch_only() -> None:
+def test_an_exception_in_execute_fails_only_the_item_at_fault() -> None:
     out = Collector()
 
     def explode_on_seven(batch: Sequence[int], prepared: object) -> list[object]:
@@ -74,8 +74,31 @@ def test_an_exception_in_execute_fails_that_batch_only() -> None:
     for i in (7, 8, 1, 2):
         batcher.put(i)
     wait_for(lambda: len(out.results) == 4, 10, what="both batches")
-    assert isinstance(out.results[7], RuntimeError) and isinstance(out.results[8], RuntimeError)
+    assert isinstance(out.results[7], RuntimeError)
+    assert out.results[8] == 8  # its neighbour in the failed batch, run again alone
     assert out.results[1] == 1 and out.results[2] == 2
+    batcher.close()
+
+
+def test_a_batch_that_cannot_be_prepared_fails_only_the_item_at_fault() -> None:
+    """Like ``torch.stack`` over one image of another shape: the batch fails, the item alone fails."""
+    out = Collector()
+
+    def stack(batch: Sequence[int]) -> list[int]:
+        if len(batch) > 1 and 13 in batch:
+            raise RuntimeError("stack expects each tensor to be equal size")
+        if batch == [13]:
+            raise ValueError("13 has the wrong shape")
+        return list(batch)
+
+    batcher = MicroBatcher(
+        "t", stack, doubling, out.deliver, max_batch_size=4, max_wait_ms=10_000, max_queue=100
+    )
+    for i in (1, 13, 2, 3):
+        batcher.put(i)
+    wait_for(lambda: len(out.results) == 4, 10, what="the batch")
+    assert isinstance(out.results[13], ValueError)
+    assert {i: out.results[i] for i in (1, 2, 3)} == {1: 2, 2: 4, 3: 6}
     batcher.close()
 
 

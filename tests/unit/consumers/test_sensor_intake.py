@@ -56,3 +56,26 @@ def test_channels_of_a_model_scored_asset_are_checked() -> None:
     assert unknown.value.reason == "unknown_channel"
     ignored = expand(reading(values={"t": 1.0, "v": 2.0, "x": 0.0}))
     assert check_channels(ignored, ["t", "v"], [], "ignore") == 1 and "x" not in ignored[0].values
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "samples", "start_shift_s", "rejected"),
+    [
+        (1000.0, 4096, 0.0, False),  # 4 s of vibration: fine
+        (1e-6, 2, 0.0, True),  # the second sample lies ~11.6 days later: the clock would jump
+        (0.001, 10, -86_400.0, True),  # spans 2.5 hours, more than max_block_span_s
+        (1.0, 400, 0.0, True),  # starts now, ends 399 s later: beyond max_future_s (300 s)
+        (1.0, 400, -200.0, False),  # started 200 s ago, ends 199 s from now
+    ],
+)
+def test_a_block_is_judged_by_its_span_and_its_end(
+    rate_hz: float, samples: int, start_shift_s: float, rejected: bool
+) -> None:
+    block = SampleBlock(sample_rate_hz=rate_hz, channels={"t": [1.0] * samples})
+    r = reading(values=None, block=block, event_time=T0 + timedelta(seconds=start_shift_s))
+    if rejected:
+        with pytest.raises(ReadingRejected) as error:
+            check_event_time(r, T0, SensorSettings())
+        assert error.value.reason == "invalid_block"
+    else:
+        check_event_time(r, T0, SensorSettings())

@@ -1,0 +1,122 @@
+"""Image decoding in a child process: a decoder that crashes or hangs on crafted input costs its
+frame (``corrupt_image``), never the service.
+
+Each fetch worker owns one ``IsolatedDecoder``: a child process, forked from a fork server that
+has torch and torchvision imported once, that runs ``models.vision.preprocess.preprocess`` on
+the bytes it is sent and returns the model input. A child that dies (a segfault in a native
+decoder) or does not answer within the timeout is killed and replaced before the next frame;
+only the frame it was working on fails, and it is known exactly because the child is the
+worker's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.vision.preprocess import CorruptImageError, Roi, RoiOutsideImageError, preprocess
+from schemas.model_card import ImageInputSpec
+
+_context_lock = threading.Lock()
+_context: Any = None
+
+
+def _fork_server() -> Any:
+    """The fork-server context, preloading the decoder so each child starts in milliseconds."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["consumers.vision.decoder"])
+            _context = context
+        return _context
+
+
+def _serve(conn: Connection) -> None:
+    """The child's loop: bytes in, a float32 array (or an error kind and message) out."""
+    torch.set_num_threads(1)
+    while True:
+        try:
+            data, spec, roi = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent closed its end or died
+        try:
+            reply: tuple[str, Any] = ("ok", preprocess(data, spec, roi).numpy())
+        except RoiOutsideImageError as error:
+            reply = ("invalid_roi", str(error))
+        except Exception as error:  # whatever the decoder raised, the frame is not an image we can use
+            reply = ("corrupt_image", f"{type(error).__name__}: {error}")
+        conn.send(reply)
+
+
+class IsolatedDecoder:
+    """One child process decoding one image at a time for its owner thread; see the module docstring."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def preprocess(self, data: bytes, spec: ImageInputSpec, roi: Roi | None) -> torch.Tensor:
+        """The model input for ``data``; raises ``CorruptImageError`` or ``RoiOutsideImageError``."""
+        conn = self._connection()
+        try:
+            conn.send((data, spec, roi))
+            answered = conn.poll(self.timeout_s)
+        except OSError:  # the child died between two frames
+            answered = False
+        if not answered:
+            described = self._describe_end()
+            raise CorruptImageError(f"decoding did not finish within {self.timeout_s:g}s{described}")
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            raise CorruptImageError(
+                f"the image decoder crashed on this image{self._describe_end()}"
+            ) from None
+        if kind == "ok":
+            return torch.from_numpy(np.ascontiguousarray(payload))
+        if kind == "invalid_roi":
+            raise RoiOutsideImageError(payload)
+        raise CorruptImageError(payload)
+
+    def close(self) -> None:
+        """Stop the child at once (it holds no state worth waiting for)."""
+        self._describe_end()
+
+    def _connection(self) -> Connection:
+        if self._process is None or not self._process.is_alive() or self._conn is None:
+            self._describe_end()
+            context = _fork_server()
+            parent, child = context.Pipe(duplex=True)
+            process = context.Process(target=_serve, args=(child,), name="vigil-decoder", daemon=True)
+            process.start()
+            child.close()
+            self._process, self._conn = process, parent
+            self.restarts += 1
+        return self._conn
+
+    def _describe_end(self) -> str:
+        """Kill and reap the child (if any); say how it ended."""
+        process, conn = self._process, self._conn
+        self._process, self._conn = None, None
+        if conn is not None:
+            conn.close()
+        if process is None:
+            return ""
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=5)
+        code = process.exitcode
+        if code is not None and code < 0 and code != -signal.SIGKILL:
+            with contextlib.suppress(ValueError):
+                return f" (it died of {signal.Signals(-code).name})"
+        return ""
