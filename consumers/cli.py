@@ -41,6 +41,13 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         console.print(f"export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap_servers}")
     elif args.action == "down":
         console.print("stopped" if broker.stop(purge=args.purge) else "no local broker was running")
+    elif args.action == "restart":
+        started = time.monotonic()
+        info = broker.restart()
+        console.print(
+            f"Kafka {info.version} serving again on {info.bootstrap_servers} (pid {info.pid}, "
+            f"{time.monotonic() - started:.1f}s); data kept in {info.state_dir}"
+        )
     else:
         status = broker.status()
         if status is None:
@@ -255,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka broker")
-    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument(
+        "action",
+        choices=["up", "down", "restart", "status"],
+        help="up: provision and start; down: stop (data and ports kept for the next up); restart: down then up",
+    )
     kafka.add_argument("--name", default="default", help="broker instance name")
     kafka.add_argument("--purge", action="store_true", help="down: also delete the instance's data and log")
     kafka.set_defaults(func=cmd_kafka)

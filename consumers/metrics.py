@@ -145,6 +145,24 @@ class VigilMetrics:
         self.alerts = Counter(
             "vigil_alerts", "Alert transitions published", ["kind", "severity", "state"], registry=r
         )
+        self.broker_reachable = Gauge(
+            "vigil_broker_reachable",
+            "1 while the pipeline's group coordinator answers and commits go through",
+            ["pipeline"],
+            registry=r,
+        )
+        self.oldest_in_flight = Gauge(
+            "vigil_oldest_in_flight_seconds",
+            "Age of the oldest input not yet complete (stuck items show here)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.commit_age = Gauge(
+            "vigil_commit_age_seconds",
+            "Seconds since the last successful commit while inputs wait for one (0 when none waits)",
+            ["pipeline"],
+            registry=r,
+        )
         self.events = Counter(
             "vigil_input_events",
             "Inputs counted rather than scored (late, duplicate, out of order, dropped channel)",
@@ -162,28 +180,47 @@ class VigilMetrics:
         if gpu:
             r.register(_Gpu())
 
-    def observer(self) -> PrometheusObserver:
-        """A new observer for one runtime and its stage."""
-        return PrometheusObserver(self)
+    def observer(self, pipeline: str = "main") -> PrometheusObserver:
+        """A new observer for one runtime (``pipeline`` labels its health gauges) and its stage."""
+        return PrometheusObserver(self, pipeline)
 
 
 class PrometheusObserver(RuntimeObserver):
     """Feeds one runtime's events into ``VigilMetrics``; knows when that runtime is alive and ready."""
 
-    def __init__(self, metrics: VigilMetrics) -> None:
+    def __init__(self, metrics: VigilMetrics, pipeline: str = "main") -> None:
         self.metrics = metrics
+        self.pipeline = pipeline
         self.last_poll = 0.0
         self.partitions = 0
-        self.models = 0
+        self.broker_reachable = True
+        self.oldest_in_flight_s = 0.0
+        self.commit_age_s = 0.0
         self._topics: set[str] = set()
 
     def alive(self, within_s: float = 60.0) -> bool:
-        """The loop went round within ``within_s``."""
+        """The loop went round within ``within_s`` (not wedged)."""
         return time.monotonic() - self.last_poll < within_s
 
+    def not_ready(self, stuck_item_s: float = 120.0, commit_stale_s: float = 60.0) -> str | None:
+        """Why this runtime is not ready, or None when it is: the loop goes round, the broker
+        answers, it holds partitions (models are warm before the first poll), commits go through
+        and no input has been in flight longer than ``stuck_item_s``."""
+        if not self.alive():
+            return "the consume loop has not gone round for 60s"
+        if not self.broker_reachable:
+            return "the broker (group coordinator) is unreachable"
+        if self.partitions == 0:
+            return "no partitions assigned"
+        if self.commit_age_s > commit_stale_s:
+            return f"no commit has succeeded for {self.commit_age_s:.0f}s"
+        if self.oldest_in_flight_s > stuck_item_s:
+            return f"an input has been in flight for {self.oldest_in_flight_s:.0f}s"
+        return None
+
     def ready(self) -> bool:
-        """The consumer holds partitions and, where the pipeline has models, they are warm."""
-        return self.alive() and self.partitions > 0
+        """``not_ready()`` found nothing wrong (default bounds)."""
+        return self.not_ready() is None
 
     def on_consumed(self, topic: str, count: int) -> None:
         self.metrics.consumed.labels(topic).inc(count)
@@ -215,9 +252,16 @@ class PrometheusObserver(RuntimeObserver):
         for tp, behind in lag.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
 
+    def on_health(self, broker_reachable: bool, oldest_in_flight_s: float, commit_age_s: float) -> None:
+        self.broker_reachable = broker_reachable
+        self.oldest_in_flight_s = oldest_in_flight_s
+        self.commit_age_s = commit_age_s
+        self.metrics.broker_reachable.labels(self.pipeline).set(int(broker_reachable))
+        self.metrics.oldest_in_flight.labels(self.pipeline).set(oldest_in_flight_s)
+        self.metrics.commit_age.labels(self.pipeline).set(commit_age_s)
+
     def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
         self.metrics.model_info.labels(pipeline, name, version, device).set(1)
-        self.models += 1
 
     def on_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.metrics.queues.sources[model] = depth

@@ -32,7 +32,7 @@ class Service:
         group_of = group_of or default_group
         self.settings = settings
         self.metrics = VigilMetrics()
-        self.observers: dict[str, PrometheusObserver] = {name: self.metrics.observer() for name in names}
+        self.observers: dict[str, PrometheusObserver] = {name: self.metrics.observer(name) for name in names}
         self.runtimes: dict[str, StreamRuntime] = {}
         for name, observer in self.observers.items():
             pipeline = build_pipeline(name, settings, observer)
@@ -46,9 +46,18 @@ class Service:
         """Every runtime's loop is going round."""
         return all(o.alive() for o in self.observers.values())
 
+    def not_ready(self) -> str | None:
+        """Why the service is not ready (the first pipeline that is not), or None."""
+        runtime = self.settings.runtime
+        for name, observer in self.observers.items():
+            reason = observer.not_ready(runtime.stuck_item_s, runtime.commit_stale_s)
+            if reason is not None:
+                return f"{name}: {reason}"
+        return None
+
     def ready(self) -> bool:
-        """Every runtime holds partitions with its models warm."""
-        return all(o.ready() for o in self.observers.values())
+        """Every runtime is ready (see ``PrometheusObserver.not_ready``)."""
+        return self.not_ready() is None
 
     def serve_metrics(self, host: str | None = None, port: int | None = None) -> MetricsServer:
         """Start ``/metrics``, ``/healthz`` and ``/readyz`` (on the configured address by default)."""
@@ -58,7 +67,8 @@ class Service:
             config.host if host is None else host,
             config.port if port is None else port,
             self.alive,
-            self.ready,
+            self.not_ready,
+            config,
         ).start()
 
     def start(self) -> None:

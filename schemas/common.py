@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
 )
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -101,3 +102,16 @@ class Evidence(BaseModel):
     frame_sha256: Sha256Hex | None = None
     window_start: Timestamp | None = None
     window_end: Timestamp | None = None
+
+
+def describe_errors(error: ValidationError, limit: int = 5) -> str:
+    """A short, single-line account of a validation error that never echoes an input value
+    (a mistyped secret, a hostile payload)."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False)[:limit]:
+        location = ".".join(str(p) for p in item["loc"]) or "<root>"
+        parts.append(f"{location}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return f"{error.title}: " + "; ".join(parts)

@@ -221,6 +221,11 @@ class DeadLetter(Message):
     original_key_b64: str | None = None
     original_value_b64: str | None = None
     original_size: Annotated[int, Field(ge=0)]
+    original_sha256: Sha256Hex | None = None
+    """sha256 of the original value, whole even when the copy is truncated."""
+    original_truncated: bool = False
+    """The copy in ``original_value_b64`` is only the start of the value: the whole would not fit
+    the dead-letter topic's record limit (the original stays in its topic at its offset)."""
     failed_at: Timestamp
 
 

@@ -13,7 +13,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from schemas.common import ModelName
+from schemas.common import ModelName, describe_errors
 
 TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
 Positive = Annotated[int, Field(gt=0)]
@@ -343,6 +351,10 @@ class VigilSettings(BaseSettings):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
+class ConfigurationError(ValueError):
+    """The configuration is invalid; the message names the fields, never their values."""
+
+
 def load_settings(path: str | Path | None = None, **overrides: object) -> VigilSettings:
     """Build the settings from ``path`` (YAML), the environment and ``overrides``."""
     if path is not None and not Path(path).is_file():
@@ -350,5 +362,10 @@ def load_settings(path: str | Path | None = None, **overrides: object) -> VigilS
     token = _yaml_path.set(Path(path) if path is not None else None)
     try:
         return VigilSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigurationError(
+            f"invalid configuration{where}: {describe_errors(error, limit=10)}"
+        ) from None
     finally:
         _yaml_path.reset(token)

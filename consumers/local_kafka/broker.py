@@ -4,9 +4,12 @@ Lifecycle of ``LocalKafka(name)``:
 1. ``start()`` resolves the jars (see ``provision``), picks two free loopback ports,
    writes ``server.properties``, formats KRaft storage once, launches ``kafka.Kafka`` in
    its own process session with a small heap, and returns when an admin client connects.
+   A broker started again after ``stop()`` (or ``kill()``) keeps its data and its ports
+   while they are free, so clients reconnect to it as to a broker back from an outage.
 2. ``status()`` reads the state file and checks the process and the port.
 3. ``stop()`` sends SIGTERM, waits for a clean shutdown, SIGKILLs after a deadline, and
-   removes the state file, so no process is left behind.
+   removes the state file, so no process is left behind (``purge`` also deletes the data).
+   ``restart()`` is stop then start; ``kill()`` is a crash (SIGKILL), for outage drills.
 
 State (properties, data, log, ``broker.json``) lives in ``$VIGIL_STATE_DIR/kafka/<name>``
 (default ``~/.local/state/vigil``), so the demo's broker and a test run's broker coexist.
@@ -168,34 +171,20 @@ class LocalKafka:
             return running
         java = require_tool("java")
         libs = kafka_libs(self.version)
-        client_port, controller_port = free_port(), free_port()
-        data_dir = self.state_dir / "data"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        # A fresh log dir each start: the controller's port is baked into formatted storage.
-        shutil.rmtree(data_dir, ignore_errors=True)
-        props = self.state_dir / "server.properties"
-        props.write_text(server_properties(data_dir, client_port, controller_port))
         classpath = f"{libs}/*"
-        fmt = subprocess.run(
-            [
-                java,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                new_cluster_id(),
-                "-c",
-                str(props),
-                "--standalone",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            raise RuntimeError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
-        with open(self._log_file, "wb") as log:
+        data_dir = self.state_dir / "data"
+        props = self.state_dir / "server.properties"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        kept = self._kept_ports(props, data_dir)
+        if kept is not None:
+            client_port, controller_port = kept  # the same broker again: its data, its ports
+        else:
+            client_port, controller_port = free_port(), free_port()
+            # A fresh log dir: the controller's port is baked into formatted storage.
+            shutil.rmtree(data_dir, ignore_errors=True)
+            props.write_text(server_properties(data_dir, client_port, controller_port))
+            self._format(java, classpath, props)
+        with open(self._log_file, "ab") as log:
             process = subprocess.Popen(
                 [
                     java,
@@ -228,6 +217,57 @@ class LocalKafka:
             self.stop()
             raise
         return info
+
+    @staticmethod
+    def _kept_ports(props: Path, data_dir: Path) -> tuple[int, int] | None:
+        """The ports of the broker's earlier life, when its storage is formatted and both are free."""
+        if not props.is_file() or not (data_dir / "meta.properties").is_file():
+            return None
+        config = dict(line.split("=", 1) for line in props.read_text().splitlines() if "=" in line)
+        ports = tuple(int(address.rsplit(":", 1)[1]) for address in config.get("listeners", "").split(","))
+        if len(ports) != 2 or any(port_open(port) for port in ports):
+            return None
+        return ports[0], ports[1]
+
+    @staticmethod
+    def _format(java: str, classpath: str, props: Path) -> None:
+        fmt = subprocess.run(
+            [
+                java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                new_cluster_id(),
+                "-c",
+                str(props),
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            raise RuntimeError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+
+    def kill(self) -> bool:
+        """SIGKILL the broker (a crash, for outage drills); its data and ports are kept for ``start``."""
+        if not self._info_file.exists():
+            return False
+        info = BrokerInfo(**json.loads(self._info_file.read_text()))
+        self._signal_group(info.pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_DEADLINE_S
+        while process_alive(info.pid) and time.monotonic() < deadline:
+            _reap(info.pid)
+            time.sleep(0.05)  # polling interval while waiting on the deadline
+        self._info_file.unlink(missing_ok=True)
+        return True
+
+    def restart(self, deadline_s: float = START_DEADLINE_S) -> BrokerInfo:
+        """Stop cleanly and start again on the same ports with the same data."""
+        self.stop()
+        return self.start(deadline_s)
 
     def _wait_until_serving(
         self, process: subprocess.Popen[bytes], info: BrokerInfo, deadline_s: float

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from consumers.runtime.records import Failure, InboundRecord
-from schemas.common import Message
+from schemas.common import Message, describe_errors
 
 STAGE = "decode"
 
@@ -32,16 +32,4 @@ def decode_record(record: InboundRecord, message_type: type[Message], max_bytes:
         reason = (
             "invalid_json" if any(e["type"] == "json_invalid" for e in error.errors()) else "schema_violation"
         )
-        return Failure(reason, STAGE, "ValidationError", _summarise(error))
-
-
-def _summarise(error: ValidationError, limit: int = 5) -> str:
-    """A short, single-line account of a validation error (no input values echoed)."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False)[:limit]:
-        location = ".".join(str(p) for p in item["loc"]) or "<root>"
-        parts.append(f"{location}: {item['msg']}")
-    more = error.error_count() - limit
-    if more > 0:
-        parts.append(f"... and {more} more")
-    return f"{error.title}: " + "; ".join(parts)
+        return Failure(reason, STAGE, "ValidationError", describe_errors(error))

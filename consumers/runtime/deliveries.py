@@ -7,6 +7,7 @@ is touched by one thread alone.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class DeliveryFailedError(RuntimeError):
 @dataclass(slots=True)
 class _Entry:
     record: InboundRecord
+    received: float = field(default_factory=time.monotonic)
     awaiting: int = 0
     processed: bool = False
     topics: list[str] = field(default_factory=list)
@@ -52,6 +54,17 @@ class DeliveryLedger:
     def holds(self, key: RecordKey) -> bool:
         """Whether ``key`` is still open (its partition was not revoked)."""
         return key in self._entries
+
+    def is_processed(self, key: RecordKey) -> bool:
+        """Whether ``key``'s outputs were all handed over already (a second outcome is a stale duplicate)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.processed
+
+    def oldest_received(self) -> float | None:
+        """``time.monotonic()`` at which the oldest open input was received (None when none is open)."""
+        for entry in self._entries.values():  # insertion order is receipt order
+            return entry.received
+        return None
 
     def expect(self, key: RecordKey, topic: str, future: Any) -> None:
         """Count an output in flight; ``future`` is kafka-python's send future."""

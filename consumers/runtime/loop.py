@@ -18,6 +18,11 @@ Lifecycle of one input record:
    In exactly-once mode the outputs and the offsets (``send_offsets_to_transaction``)
    commit together in one Kafka transaction.
 
+Broker outages: a commit or transaction step that fails for broker reasons is retried at the
+next commit interval while the loop keeps going round; ``/readyz`` reports the outage, and
+only one longer than ``outage_budget_s`` ends the run (non-zero). A lost transaction
+(exactly-once) is aborted and everything since the last commit is processed again.
+
 Backpressure: when more than ``max_in_flight`` records are outstanding, the assigned
 partitions are paused; they resume below ``resume_below_fraction`` of that. SIGTERM stops
 fetching, drains the stage (up to ``shutdown_timeout_s``), commits and returns 0; a second
@@ -27,6 +32,7 @@ signal exits at once without committing.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -39,15 +45,18 @@ from kafka import errors as Errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumers.kafka_clients import make_admin, make_consumer, make_producer
+from consumers.kafka_clients import make_consumer, make_producer
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.decoding import decode_record
 from consumers.runtime.deliveries import DeliveryLedger
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.offsets import OffsetTracker
+from consumers.runtime.outage import BrokerOutage, is_broker_trouble
 from consumers.runtime.records import Failure, InboundRecord, Outcome, Output, Work
 from consumers.runtime.signals import drain_on_signals
 from consumers.runtime.stage import ProcessingStage
+from consumers.runtime.topic_check import check_topics
+from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
 from schemas.common import Message
 from schemas.settings import VigilSettings
 
@@ -117,13 +126,20 @@ class StreamRuntime:
         self._dlq_topic = settings.topics.dlq.name
         self._exactly_once = self._config.delivery == "exactly_once"
         self._group_id = group_id or settings.kafka.group_id
-        self._instance_id = instance_id or socket.gethostname()
+        self._instance_id = (
+            instance_id
+            or self._config.instance_id
+            or settings.kafka.group_instance_id
+            or f"{socket.gethostname()}-{os.getpid()}"
+        )
+        self._outage = BrokerOutage(self._config.outage_budget_s)
+        self._dlq_limit = settings.kafka.max_request_size
+        self._broker_reachable = True
         self._tracker = OffsetTracker()
         self._ledger = DeliveryLedger()
         self._stopping = False
         self._paused = False
         self._failed = False
-        self._in_transaction = False
         self._thread_id: int | None = None
         self._in_poll = False
         self._commit_skipped = False
@@ -131,6 +147,7 @@ class StreamRuntime:
         self._rebalance_events: deque[tuple[str, set[TopicPartition]]] = deque()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        self._transactions: TransactionalProducer | None = None
         self.assignment: set[TopicPartition] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -144,15 +161,17 @@ class StreamRuntime:
         self._thread_id = threading.get_ident()
         if install_signal_handlers:
             drain_on_signals(self.stop)
-        transactional_id = (
-            f"{self._config.transactional_id_prefix}-{self._group_id}-{self._instance_id}"
-            if self._exactly_once
-            else None
-        )
-        self._producer = make_producer(self.settings.kafka, transactional_id)
+        limits = check_topics(self.settings.kafka, self.inputs, self._output_topics())
+        self._dlq_limit = min(self.settings.kafka.max_request_size, limits[self._dlq_topic])
         if self._exactly_once:
-            self._producer.init_transactions()
-        self._require_input_topics()
+            transactional_id = f"{self._config.transactional_id_prefix}-{self._group_id}-{self._instance_id}"
+            self._transactions = TransactionalProducer(
+                lambda: make_producer(self.settings.kafka, transactional_id),
+                self.settings.kafka.request_timeout_ms / 1000,
+            )
+            self._producer = self._transactions.producer
+        else:
+            self._producer = make_producer(self.settings.kafka)
         self._consumer = make_consumer(self.settings.kafka, self._group_id)
         self._consumer.subscribe(topics=list(self.inputs), listener=_Rebalance(self))
         self._await_input_metadata(self._consumer)
@@ -169,24 +188,18 @@ class StreamRuntime:
             committed = self._final_commit()
         except BaseException:
             self._failed = True  # from here on nothing is committed, not even on revoke
-            self._abort_transaction()
+            if self._transactions is not None:
+                self._transactions.abort()
             self._close(clean=False)
             raise
         self._close(clean=True)
         return 0 if committed else 1
 
-    def _require_input_topics(self) -> None:
-        """Fail at start-up, with the fix named, when an input topic does not exist."""
-        admin = make_admin(self.settings.kafka)
-        try:
-            existing = set(admin.list_topics())
-        finally:
-            admin.close()
-        missing = [topic for topic in self.inputs if topic not in existing]
-        if missing:
-            raise RuntimeError(
-                f"input topics missing: {', '.join(missing)}; create them with `vigil topics create`"
-            )
+    def _output_topics(self) -> list[str]:
+        """Every topic this runtime writes to: alerts, results (when published) and dead letters."""
+        topics = self.settings.topics
+        published = [topics.inferences.name] if self._config.publish_inferences else []
+        return [topics.alerts.name, *published, self._dlq_topic]
 
     def _await_input_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
         """Wait until the consumer's metadata lists every input topic's partitions.
@@ -212,6 +225,7 @@ class StreamRuntime:
     def _poll_once(self) -> None:
         assert self._consumer is not None
         self.observer.on_poll()
+        self._report_health()
         self._apply_queued_rebalances()
         busy = self.stage.in_flight() > 0
         self._in_poll = True
@@ -245,16 +259,15 @@ class StreamRuntime:
     def _emit(self, outcome: Outcome) -> None:
         record = outcome.record
         key = (record.topic, record.partition, record.offset)
-        if not self._ledger.holds(key):
-            return  # its partition was revoked: the new owner re-processes it
+        if not self._ledger.holds(key) or self._ledger.is_processed(key):
+            return  # its partition was revoked (the new owner re-processes it), or a stale duplicate
         outputs: tuple[Output, ...] = outcome.outputs
         if outcome.failure is not None:
-            outputs = (dead_letter_output(record, outcome.failure, self._dlq_topic),)
+            outputs = (dead_letter_output(record, outcome.failure, self._dlq_topic, self._dlq_limit),)
             self.observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
         assert self._producer is not None
-        if self._exactly_once and not self._in_transaction:
-            self._producer.begin_transaction()
-            self._in_transaction = True
+        if self._transactions is not None:
+            self._transactions.begin()
         for output in outputs:
             future = self._producer.send(
                 output.topic, value=output.value, key=output.key, headers=list(output.headers)
@@ -275,21 +288,26 @@ class StreamRuntime:
             self._paused = False
             self.observer.on_backpressure(False, outstanding)
 
-    def _final_commit(self, attempts: int = 20) -> bool:
-        """Commit at shutdown; a rebalance under way is driven to its end with poll and retried.
+    def _final_commit(self) -> bool:
+        """Commit at shutdown; a rebalance under way is driven to its end with poll, and a broker
+        that does not answer is retried, both up to ``shutdown_timeout_s``.
 
-        False when the group never settled: nothing past the last commit is lost, it is
+        False when no commit went through: nothing past the last commit is lost, it is
         re-processed by the partitions' next owner, but the exit status says so.
         """
         assert self._consumer is not None
-        for _ in range(attempts):
+        deadline = time.monotonic() + self._config.shutdown_timeout_s
+        while True:
             self._commit_skipped = False
             self.commit(flush=True)
             if not self._commit_skipped:
                 return True
+            if time.monotonic() >= deadline:
+                log.error(
+                    "could not commit at shutdown: the group kept rebalancing or the broker did not answer"
+                )
+                return False
             self._consumer.poll(timeout_ms=500)  # partitions are paused: this only completes the rebalance
-        log.error("could not commit at shutdown: the group kept rebalancing")
-        return False
 
     def _drain(self) -> None:
         """Stop fetching and wait (bounded) for the stage to finish what it holds."""
@@ -306,43 +324,73 @@ class StreamRuntime:
     # -- the commit procedure --------------------------------------------------------------
 
     def commit(self, flush: bool = True) -> dict[TopicPartition, int]:
-        """Settle deliveries, then commit contiguous completed offsets (see the module doc)."""
+        """Settle deliveries, then commit contiguous completed offsets (see the module doc).
+
+        A step that fails for broker reasons skips this commit (``_commit_skipped``); the next
+        one retries, until the outage budget runs out.
+        """
         assert self._producer is not None and self._consumer is not None
         self._apply_queued_rebalances()  # never compute offsets for partitions already given up
-        # a. Flush outputs and dead letters when every one must be acknowledged now.
-        if flush:
-            self._producer.flush(timeout=self.settings.kafka.delivery_timeout_ms / 1000)
-        # b. Inputs whose outputs are all acknowledged are complete; a failure raises.
-        self._settle()
-        # c. Commit the highest contiguous completed offset + 1 per partition.
-        offsets = self._tracker.to_commit()
-        if self._exactly_once:
-            self._commit_transaction(offsets)
-        elif offsets:
-            try:
+        if self._transactions is not None:
+            return self._commit_transaction()
+        try:
+            # a. Flush outputs and dead letters when every one must be acknowledged now.
+            if flush:
+                self._producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
+            # b. Inputs whose outputs are all acknowledged are complete; a failure raises.
+            self._settle()
+            # c. Commit the highest contiguous completed offset + 1 per partition.
+            offsets = self._tracker.to_commit()
+            if offsets:
                 self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-            except REBALANCING as error:
-                # Nothing is marked committed: the next commit retries what we still own,
-                # and the rebalance listener settles what we lose.
-                log.warning("commit skipped while the group rebalances: %r", error)
-                self._commit_skipped = True
-                return {}
+        except REBALANCING as error:
+            # Nothing is marked committed: the next commit retries what we still own,
+            # and the rebalance listener settles what we lose.
+            log.warning("commit skipped while the group rebalances: %r", error)
+            self._commit_skipped = True
+            return {}
+        except Errors.KafkaError as error:
+            if not is_broker_trouble(error):
+                raise
+            self._outage.failed("committing offsets", error)
+            self._commit_skipped = True
+            return {}
+        self._committed(offsets)
+        return offsets
+
+    def _committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self._outage.succeeded()
         if offsets:
             self._tracker.mark_committed(offsets)
             self.observer.on_committed(offsets)
         self._report_lag()
-        return offsets
 
     def _report_lag(self) -> None:
-        """Records behind the log end per partition, from what the last fetches said (no request)."""
+        """Records behind the log end per partition, counted from the committed offset (no request)."""
         assert self._consumer is not None
         lag = {}
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
             if end is not None:
-                lag[tp] = max(0, end - self._consumer.position(tp))
+                committed = self._tracker.committed(tp)
+                lag[tp] = max(0, end - (committed if committed is not None else self._consumer.position(tp)))
         if lag:
             self.observer.on_lag(lag)
+
+    def _report_health(self) -> None:
+        """What ``/readyz`` judges: broker reachable, commits going through, nothing stuck."""
+        assert self._consumer is not None
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None and self._group_id:
+            self._broker_reachable = not coordinator.coordinator_unknown()
+        now = time.monotonic()
+        oldest = self._ledger.oldest_received()
+        waiting = oldest is not None
+        self.observer.on_health(
+            broker_reachable=self._broker_reachable and not self._outage.ongoing,
+            oldest_in_flight_s=0.0 if oldest is None else now - oldest,
+            commit_age_s=now - self._outage.last_success if waiting else 0.0,
+        )
 
     def _settle(self) -> None:
         for (topic, partition, offset), output_topics in self._ledger.settle():
@@ -350,28 +398,51 @@ class StreamRuntime:
             for output_topic in output_topics:
                 self.observer.on_produced(output_topic, 1)
 
-    def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
-        assert self._producer is not None and self._consumer is not None
-        if not offsets and not self._in_transaction:
-            return
-        if not self._in_transaction:
-            self._producer.begin_transaction()
-            self._in_transaction = True
-        if offsets:
-            self._producer.send_offsets_to_transaction(
-                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
-                self._consumer.group_metadata(),
-            )
-        self._producer.commit_transaction()
-        self._in_transaction = False
+    def _commit_transaction(self) -> dict[TopicPartition, int]:
+        """Exactly-once: outputs and offsets commit together; a lost transaction is re-processed."""
+        assert self._transactions is not None and self._consumer is not None
+        self._settle()
+        offsets = self._tracker.to_commit()
+        if not offsets and not self._transactions.in_transaction:
+            self._committed({})
+            return {}
+        try:
+            self._transactions.commit(offsets, self._consumer.group_metadata())
+        except TransactionLostError as error:
+            self._outage.failed("committing the transaction", error)
+            self._commit_skipped = True
+            self._recover_lost_transaction()
+            return {}
+        self._committed(offsets)
+        return offsets
 
-    def _abort_transaction(self) -> None:
-        if self._exactly_once and self._in_transaction and self._producer is not None:
+    def _recover_lost_transaction(self) -> None:
+        """Fence the lost transaction with a new producer, then process again since the last commit."""
+        assert self._transactions is not None and self._consumer is not None
+        log.warning("the transaction was lost; re-processing from the last committed offsets")
+        deadline = time.monotonic() + self._config.shutdown_timeout_s
+        while self.stage.in_flight() and time.monotonic() < deadline:
+            self.stage.collect(timeout_s=0.05)  # outcomes of the aborted transaction: dropped
+        held = set(self.assignment)
+        self._forget(held)
+        while True:
             try:
-                self._producer.abort_transaction()
-            except Exception:  # the producer may be fenced or closed; the crash path goes on
-                log.exception("aborting the transaction failed")
-            self._in_transaction = False
+                self._transactions.reset()
+                committed = {tp: self._consumer.committed(tp) for tp in held}
+                break
+            except (TransactionLostError, Errors.KafkaError) as error:
+                if isinstance(error, Errors.KafkaError) and not is_broker_trouble(error):
+                    raise
+                self._outage.failed("restarting the transaction", error)
+                time.sleep(1.0)  # back-off between attempts, bounded by the outage budget
+        self._producer = self._transactions.producer
+        for tp, offset in committed.items():
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+        self.assignment |= held
+        self._assignment_changed()
 
     # -- rebalancing -----------------------------------------------------------------------
 

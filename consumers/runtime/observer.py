@@ -36,6 +36,10 @@ class RuntimeObserver:
     def on_lag(self, lag: dict[TopicPartition, int]) -> None:
         """Records behind the log end, per assigned partition."""
 
+    def on_health(self, broker_reachable: bool, oldest_in_flight_s: float, commit_age_s: float) -> None:
+        """Once per loop: whether the broker answers, the age of the oldest input still in flight,
+        and (while inputs wait) the time since the last successful commit."""
+
     # -- stage events ----------------------------------------------------------------------
 
     def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:

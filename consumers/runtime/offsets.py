@@ -55,6 +55,11 @@ class PartitionOffsets:
         """Record that ``offset`` was committed to the group."""
         self._last_committed = offset
 
+    @property
+    def last_committed(self) -> int | None:
+        """The offset this tracker last committed (None before its first commit)."""
+        return self._last_committed
+
 
 class OffsetTracker:
     """``PartitionOffsets`` for every assigned partition."""
@@ -98,6 +103,11 @@ class OffsetTracker:
             partition = self._partitions.get(tp)
             if partition is not None:
                 partition.mark_committed(offset)
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The offset last committed for ``tp`` by this tracker, if any."""
+        partition = self._partitions.get(tp)
+        return None if partition is None else partition.last_committed
 
     def in_flight(self) -> int:
         """Records received but not complete, over all partitions."""

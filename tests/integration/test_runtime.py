@@ -194,5 +194,5 @@ def test_a_missing_input_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
 
     settings = unique_settings(kafka_bootstrap)
     runtime = StreamRuntime(settings, {"no-such-topic-here": SensorReading}, passthrough_stage("out"))
-    with pytest.raises(RuntimeError, match=r"input topics missing: no-such-topic-here.*vigil topics create"):
+    with pytest.raises(RuntimeError, match=r"topics missing: no-such-topic-here.*vigil topics create"):
         runtime.run(install_signal_handlers=False)

@@ -88,3 +88,24 @@ def test_dead_letter_carries_origin_and_original_bytes() -> None:
     letter = DeadLetter.from_json_bytes(output.value)
     assert original_value(letter) == value
     assert letter.original_size == len(value)
+
+
+def test_a_dead_letter_always_fits_its_topic_and_says_what_it_cut() -> None:
+    import hashlib
+
+    value = b"x" * 7_000_000  # a record the broker accepted, too big to copy whole as base64
+    failure = Failure("oversize", "decode", "OversizeMessage", "too big")
+    output = dead_letter_output(record(value), failure, "dlq", record_limit=1_048_576)
+    size = len(output.value) + len(output.key or b"") + sum(len(k) + len(v) for k, v in output.headers)
+    assert size <= 1_048_576
+    letter = DeadLetter.from_json_bytes(output.value)
+    assert letter.original_truncated and letter.original_size == len(value)
+    assert letter.original_sha256 == hashlib.sha256(value).hexdigest()
+    copy = original_value(letter)
+    assert copy is not None and 500_000 < len(copy) < len(value) and value.startswith(copy)
+    headers = dict(output.headers)
+    assert headers["vigil.original.truncated"] == b"true" and headers["trace"] == b"abc"
+    assert headers["vigil.origin.offset"] == b"3"
+
+    small = DeadLetter.from_json_bytes(dead_letter_output(record(b"{}"), failure, "dlq").value)
+    assert not small.original_truncated and original_value(small) == b"{}"

@@ -44,7 +44,7 @@ def test_the_observer_turns_events_into_bounded_metrics() -> None:
 def test_ready_only_with_partitions_and_a_live_loop() -> None:
     metrics = VigilMetrics(gpu=False)
     observer = metrics.observer()
-    server = MetricsServer(metrics.registry, "127.0.0.1", 0, observer.alive, observer.ready).start()
+    server = MetricsServer(metrics.registry, "127.0.0.1", 0, observer.alive, observer.not_ready).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
         assert (status(f"{base}/healthz"), status(f"{base}/readyz")) == (503, 503)
@@ -55,5 +55,91 @@ def test_ready_only_with_partitions_and_a_live_loop() -> None:
         observer.on_assignment(set())
         assert status(f"{base}/readyz") == 503
         assert metrics.registry.get_sample_value("vigil_assigned_partitions", {"topic": "vigil.frames"}) == 0
+    finally:
+        server.stop()
+
+
+def test_readiness_fails_with_its_reason_on_outage_stall_or_stuck_item() -> None:
+    metrics = VigilMetrics(gpu=False)
+    observer = metrics.observer("vision")
+    observer.on_poll()
+    observer.on_assignment({TopicPartition("vigil.frames", 0)})
+    observer.on_health(broker_reachable=True, oldest_in_flight_s=1.0, commit_age_s=1.0)
+    assert observer.not_ready() is None
+    observer.on_health(broker_reachable=False, oldest_in_flight_s=1.0, commit_age_s=1.0)
+    assert "unreachable" in (observer.not_ready() or "")
+    assert metrics.registry.get_sample_value("vigil_broker_reachable", {"pipeline": "vision"}) == 0
+    observer.on_health(broker_reachable=True, oldest_in_flight_s=1.0, commit_age_s=90.0)
+    assert "no commit has succeeded for 90s" in (observer.not_ready() or "")
+    observer.on_health(broker_reachable=True, oldest_in_flight_s=300.0, commit_age_s=0.0)
+    assert "in flight for 300s" in (observer.not_ready(stuck_item_s=120) or "")
+    assert metrics.registry.get_sample_value("vigil_oldest_in_flight_seconds", {"pipeline": "vision"}) == 300
+
+
+def test_metrics_can_require_basic_auth_over_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import ssl
+    import subprocess
+
+    from schemas.settings import MetricsSettings
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    settings = MetricsSettings(
+        basic_auth_username="prometheus",
+        basic_auth_password="s3cret",  # type: ignore[arg-type]
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+    )
+    metrics = VigilMetrics(gpu=False)
+    observer = metrics.observer()
+    server = MetricsServer(
+        metrics.registry, "127.0.0.1", 0, observer.alive, observer.not_ready, settings
+    ).start()
+    context = ssl.create_default_context(cafile=str(cert))
+    base = f"https://127.0.0.1:{server.port}"
+
+    def get(path: str, credentials: str | None = None) -> int:
+        request = urllib.request.Request(base + path)
+        if credentials:
+            request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    try:
+        assert get("/metrics") == 401
+        assert get("/metrics", "prometheus:wrong") == 401
+        assert get("/metrics", "prometheus:s3cret") == 200
+        assert get("/healthz") == 503  # open to probes without credentials (no loop yet)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+            plain_http_served = True
+        except (urllib.error.URLError, ConnectionError, OSError):
+            plain_http_served = False
+        assert not plain_http_served
     finally:
         server.stop()

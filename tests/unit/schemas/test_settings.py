@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.export import export_json_schemas
-from schemas.settings import load_settings
+from schemas.settings import ConfigurationError, load_settings
 
 
 def test_yaml_then_environment_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,10 +28,10 @@ def test_yaml_then_environment_precedence(tmp_path: Path, monkeypatch: pytest.Mo
 def test_invalid_configuration_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("runtime:\n  delivery: at_most_once\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError, match=r"runtime\.delivery"):
         load_settings(config)
     config.write_text("kafka:\n  enable_auto_commit: true\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError, match=r"kafka\.enable_auto_commit"):
         load_settings(config)
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.yaml")
@@ -88,3 +88,14 @@ def test_settings_with_sensor_rules_survive_a_json_round_trip() -> None:
 
     settings = VigilSettings(sensors=SensorSettings(rules=[SensorRule(name="hot", kind="range", high=90.0)]))
     assert VigilSettings.model_validate_json(settings.model_dump_json()) == settings
+
+
+def test_a_configuration_error_never_echoes_a_value(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("kafka:\n  sasl_pasword: hunter2-secret\n  sasl_password: 918273645\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert "kafka.sasl_pasword" in message and "kafka.sasl_password" in message
+    assert "hunter2" not in message and "918273645" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
