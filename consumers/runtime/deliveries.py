@@ -25,7 +25,7 @@ class DeliveryFailedError(RuntimeError):
     """An output could not be delivered; offsets it covers must not be committed."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Entry:
     record: InboundRecord
     received: float = field(default_factory=time.monotonic)
@@ -39,7 +39,7 @@ class DeliveryLedger:
 
     def __init__(self) -> None:
         self._entries: dict[RecordKey, _Entry] = {}
-        self._reports: deque[tuple[RecordKey, str, BaseException | None]] = deque()
+        self._reports: deque[tuple[RecordKey, _Entry, str, BaseException | None]] = deque()
         self._ready: list[RecordKey] = []
 
     def __len__(self) -> int:
@@ -66,17 +66,28 @@ class DeliveryLedger:
             return entry.received
         return None
 
+    def waiting(self) -> list[RecordKey]:
+        """Open inputs whose outputs were not handed over yet, in order of receipt."""
+        return [key for key, entry in self._entries.items() if not entry.processed]
+
     def expect(self, key: RecordKey, topic: str, future: Any) -> None:
-        """Count an output in flight; ``future`` is kafka-python's send future."""
-        self._entries[key].awaiting += 1
-        future.add_callback(self._report, key, topic, None)
-        future.add_errback(self._report_failure, key, topic)
+        """Count an output in flight; ``future`` is kafka-python's send future.
 
-    def _report(self, key: RecordKey, topic: str, error: BaseException | None, _metadata: Any) -> None:
-        self._reports.append((key, topic, error))  # deque.append is atomic across threads
+        The acknowledgement is tied to this entry: one that arrives after the entry was
+        forgotten (and the input received again) is not counted for the new entry.
+        """
+        entry = self._entries[key]
+        entry.awaiting += 1
+        future.add_callback(self._report, key, entry, topic, None)
+        future.add_errback(self._report_failure, key, entry, topic)
 
-    def _report_failure(self, key: RecordKey, topic: str, error: BaseException) -> None:
-        self._reports.append((key, topic, error))
+    def _report(
+        self, key: RecordKey, entry: _Entry, topic: str, error: BaseException | None, _metadata: Any
+    ) -> None:
+        self._reports.append((key, entry, topic, error))  # deque.append is atomic across threads
+
+    def _report_failure(self, key: RecordKey, entry: _Entry, topic: str, error: BaseException) -> None:
+        self._reports.append((key, entry, topic, error))
 
     def processed(self, key: RecordKey) -> None:
         """No more outputs will be added for ``key``."""
@@ -91,10 +102,10 @@ class DeliveryLedger:
         Raises ``DeliveryFailedError`` on the first failed delivery of a tracked input.
         """
         while self._reports:
-            key, topic, error = self._reports.popleft()
+            key, reported, topic, error = self._reports.popleft()
             entry = self._entries.get(key)
-            if entry is None:
-                continue  # its partition was revoked; the new owner re-processes it
+            if entry is not reported:
+                continue  # its partition was revoked (the new owner re-processes it), or rewound
             if error is not None:
                 raise DeliveryFailedError(
                     f"output of {key[0]}[{key[1]}]@{key[2]} to {topic} was not delivered: {error!r}"

@@ -148,6 +148,7 @@ class StreamRuntime:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._transactions: TransactionalProducer | None = None
+        self._held: dict[tuple[str, int, int], Outcome] = {}
         self.assignment: set[TopicPartition] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -259,21 +260,46 @@ class StreamRuntime:
     def _emit(self, outcome: Outcome) -> None:
         record = outcome.record
         key = (record.topic, record.partition, record.offset)
-        if not self._ledger.holds(key) or self._ledger.is_processed(key):
+        if not self._ledger.holds(key) or self._ledger.is_processed(key) or key in self._held:
             return  # its partition was revoked (the new owner re-processes it), or a stale duplicate
+        if self._transactions is not None:
+            self._held[key] = outcome  # sent in offset order at the next commit (see _release_in_order)
+            return
+        self._send(key, outcome)
+
+    def _send(self, key: tuple[str, int, int], outcome: Outcome) -> None:
+        record = outcome.record
         outputs: tuple[Output, ...] = outcome.outputs
         if outcome.failure is not None:
             outputs = (dead_letter_output(record, outcome.failure, self._dlq_topic, self._dlq_limit),)
             self.observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
         assert self._producer is not None
-        if self._transactions is not None:
-            self._transactions.begin()
         for output in outputs:
             future = self._producer.send(
                 output.topic, value=output.value, key=output.key, headers=list(output.headers)
             )
             self._ledger.expect(key, output.topic, future)
         self._ledger.processed(key)
+
+    def _release_in_order(self) -> None:
+        """Exactly-once: send held outcomes below each partition's first input still in the stage.
+
+        A transaction then holds exactly the outputs of the offsets it commits: an output whose
+        input lies above the commit point (completions out of order) would otherwise be
+        committed, and produced again when a lost transaction or a restart re-processes it.
+        """
+        assert self._transactions is not None
+        if not self._held:
+            return
+        boundary: dict[tuple[str, int], int] = {}
+        for topic, partition, offset in self._ledger.waiting():
+            if (topic, partition, offset) not in self._held:
+                boundary.setdefault((topic, partition), offset)
+        ready = sorted(k for k in self._held if k[2] < boundary.get((k[0], k[1]), k[2] + 1))
+        if ready:
+            self._transactions.begin()
+        for key in ready:
+            self._send(key, self._held.pop(key))
 
     def _apply_backpressure(self) -> None:
         assert self._consumer is not None
@@ -401,12 +427,17 @@ class StreamRuntime:
     def _commit_transaction(self) -> dict[TopicPartition, int]:
         """Exactly-once: outputs and offsets commit together; a lost transaction is re-processed."""
         assert self._transactions is not None and self._consumer is not None
-        self._settle()
-        offsets = self._tracker.to_commit()
-        if not offsets and not self._transactions.in_transaction:
-            self._committed({})
-            return {}
+        self._release_in_order()
         try:
+            try:
+                self._producer.flush(timeout=self._transactions.step_timeout_s)  # type: ignore[union-attr]
+            except Errors.KafkaTimeoutError as error:
+                raise TransactionLostError("the transaction's outputs were not acknowledged in time") from error
+            self._settle()  # every output sent is acknowledged now: offsets cover exactly what was sent
+            offsets = self._tracker.to_commit()
+            if not offsets and not self._transactions.in_transaction:
+                self._committed({})
+                return {}
             self._transactions.commit(offsets, self._consumer.group_metadata())
         except TransactionLostError as error:
             self._outage.failed("committing the transaction", error)
@@ -434,8 +465,14 @@ class StreamRuntime:
                 if isinstance(error, Errors.KafkaError) and not is_broker_trouble(error):
                     raise
                 self._outage.failed("restarting the transaction", error)
+                self.observer.on_poll()  # waiting for the broker within the budget is not being wedged
+                self._report_health()
                 time.sleep(1.0)  # back-off between attempts, bounded by the outage budget
         self._producer = self._transactions.producer
+        log.warning(
+            "re-processing from the committed offsets %s",
+            {f"{tp.topic}[{tp.partition}]": o for tp, o in committed.items()},
+        )
         for tp, offset in committed.items():
             if offset is None:
                 self._consumer.seek_to_beginning(tp)
@@ -488,6 +525,9 @@ class StreamRuntime:
             self._consumer.pause(*assigned)
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for key in [k for k in self._held if (k[0], k[1]) in gone]:
+            del self._held[key]
         self._tracker.forget(partitions)
         self._ledger.forget(partitions)
         self.assignment -= partitions

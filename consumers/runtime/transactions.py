@@ -53,9 +53,8 @@ class TransactionalProducer:
             self.in_transaction = True
 
     def commit(self, offsets: dict[TopicPartition, int], group_metadata: Any) -> None:
-        """Flush, add ``offsets`` to the transaction and commit it."""
+        """Add ``offsets`` to the transaction and commit it (the caller has flushed its outputs)."""
         self.begin()
-        self._step("flush", lambda: self.producer.flush(timeout=self.step_timeout_s))
         if offsets:
             committed = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
             self._step(

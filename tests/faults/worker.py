@@ -63,13 +63,18 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("settings_json")
     parser.add_argument("--kill-before-commit-after", type=int, default=None)
+    parser.add_argument(
+        "--default-identity", action="store_true", help="no fixed instance id: the runtime's own default"
+    )
     args = parser.parse_args()
     exit_with_parent()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     settings = VigilSettings.model_validate_json(args.settings_json)
     inputs = {settings.topics.frames.name: FrameRef, settings.topics.sensors.name: SensorReading}
     stage = passthrough_stage(settings.topics.inferences.name)
-    if args.kill_before_commit_after is None:
+    if args.default_identity:
+        runtime = StreamRuntime(settings, inputs, stage)
+    elif args.kill_before_commit_after is None:
         runtime = StreamRuntime(settings, inputs, stage, instance_id="worker")
     else:
         runtime = KillBeforeCommitRuntime(

@@ -13,7 +13,7 @@ from consumers.runtime.loop import StreamRuntime
 from consumers.scenarios import air_quality_readings, machine_readings
 from consumers.sensors.stage import SensorStage
 from consumers.topics import create_topics
-from schemas.messages import Alert, DeadLetter, InferenceResult, SensorReading
+from schemas.messages import Alert, DeadLetter, InferenceResult, SampleBlock, SensorReading
 from schemas.settings import (
     AlertRule,
     BatchingSettings,
@@ -214,6 +214,16 @@ def test_bad_readings_each_get_their_defined_outcome(
         ("invalid_value", variant(base[1], values={"temp_c": 61.0})),
         ("out_of_time_range", variant(base[1], event_time=now + timedelta(days=1))),
         ("out_of_time_range", variant(base[1], event_time=now - timedelta(days=30))),
+        (  # a block whose second sample lies ~11.6 days on: accepted, it would make every later reading late
+            "invalid_block",
+            variant(
+                base[3],
+                values=None,
+                block=SampleBlock(
+                    sample_rate_hz=1e-6, channels={"temp_c": [60.0, 60.0], "vibration_mm_s": [2.0, 2.0]}
+                ),
+            ),
+        ),
         (
             "schema_violation",
             json.dumps({**raw, "values": {"temp_c": float("nan"), "vibration_mm_s": 2.0}}).encode(),
@@ -243,7 +253,7 @@ def test_bad_readings_each_get_their_defined_outcome(
         InferenceResult.from_json_bytes(r.value)
         for r in read_until_quiet(kafka_bootstrap, settings.topics.inferences.name)
     ]
-    assert sorted((r.outcome, r.evidence.offset) for r in results) == [("duplicate", 7), ("late", 9)]
+    assert sorted((r.outcome, r.evidence.offset) for r in results) == [("duplicate", 8), ("late", 10)]
 
 
 def test_a_machine_running_out_of_life_raises_a_low_rul_alert_naming_channels(
