@@ -1,7 +1,8 @@
 """Vision benchmark on the real broker: the whole pipeline beside its baselines from the same run.
 
 Figures:
-- pipeline frames/s (fetch, decode, micro-batched inference, produce, commit);
+- pipeline frames/s (fetch, decode, micro-batched inference, produce, commit), with decoding
+  isolated in child processes (the default) and in-process, to show what isolation costs;
 - (a) a per-message loop: fetch, decode, infer, produce and commit one frame at a time;
 - (b) the compute ceiling: decode + inference on the same bytes held in memory, same batch size,
   same decode workers, no Kafka;
@@ -84,10 +85,11 @@ def make_images(folder: Path, count: int, size: int) -> list[Path]:
 
 
 def configure(
-    settings: VigilSettings, registry: Path, frames: Path, batch: int, workers: int
+    settings: VigilSettings, registry: Path, frames: Path, batch: int, workers: int, isolate: bool = True
 ) -> VigilSettings:
     vision = settings.vision.model_copy(
         update={
+            "decode": settings.vision.decode.model_copy(update={"isolate": isolate}),
             "registry": str(registry),
             "model": "bench",
             "fetch": settings.vision.fetch.model_copy(
@@ -290,6 +292,11 @@ def main() -> None:
         settings = configure(bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers)
         publish_frames(settings, images, args.frames)
         pipeline_rate, batch_sizes = run_pipeline(settings, args.frames)
+        in_process = configure(
+            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers, isolate=False
+        )
+        publish_frames(in_process, images, args.frames)
+        in_process_rate, _ = run_pipeline(in_process, args.frames)
         loop_settings = configure(
             bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
         )
@@ -335,6 +342,12 @@ def main() -> None:
             pipeline_rate,
             "frames/s",
             f"{pipeline_rate / loop_rate:.1f}x per-message, {pipeline_rate / ceiling:.2f}x compute ceiling",
+        ),
+        Figure(
+            "pipeline, decoding in-process (decode.isolate: false)",
+            in_process_rate,
+            "frames/s",
+            f"isolation costs {1 - pipeline_rate / in_process_rate:.0%} of throughput",
         ),
         Figure(
             "latency p50 at 50% capacity",

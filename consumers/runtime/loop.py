@@ -432,7 +432,9 @@ class StreamRuntime:
             try:
                 self._producer.flush(timeout=self._transactions.step_timeout_s)  # type: ignore[union-attr]
             except Errors.KafkaTimeoutError as error:
-                raise TransactionLostError("the transaction's outputs were not acknowledged in time") from error
+                raise TransactionLostError(
+                    "the transaction's outputs were not acknowledged in time"
+                ) from error
             self._settle()  # every output sent is acknowledged now: offsets cover exactly what was sent
             offsets = self._tracker.to_commit()
             if not offsets and not self._transactions.in_transaction:

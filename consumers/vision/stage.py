@@ -135,9 +135,22 @@ class VisionStage:
         self._loader = loader or registry_loader(vision.registry)
         self._stop = threading.Event()
         self._fetcher = FrameFetcher(vision.fetch, self._stop)
-        self._pool = WorkerPool(vision.fetch.workers, "vision-fetch", initializer=single_torch_thread)
-        self._decoders: list[IsolatedDecoder] = []
         self._worker_state = threading.local()
+        # One decoder process per fetch worker, started now: the first frames do not wait for
+        # the fork server, and a machine that cannot start one fails at start-up.
+        self._decoders = [IsolatedDecoder(vision.decode.timeout_s) for _ in range(vision.fetch.workers)]
+        if vision.decode.isolate:
+            for decoder in self._decoders:
+                decoder.start()
+        spare: queue.SimpleQueue[IsolatedDecoder] = queue.SimpleQueue()
+        for decoder in self._decoders:
+            spare.put(decoder)
+
+        def start_worker() -> None:
+            single_torch_thread()
+            self._worker_state.decoder = spare.get()
+
+        self._pool = WorkerPool(vision.fetch.workers, "vision-fetch", initializer=start_worker)
         self._done: queue.Queue[Outcome] = queue.Queue()
         self._scored: queue.Queue[tuple[_Frame, torch.Tensor | BaseException]] = queue.Queue()
         self._lock = threading.Lock()
@@ -198,9 +211,7 @@ class VisionStage:
         self._pool.shutdown(deadline_s=self.settings.vision.fetch.timeout_s)
         for lane in self._lanes.values():
             lane.batcher.close()
-        with self._lock:
-            decoders, self._decoders = self._decoders, []
-        for decoder in decoders:
+        for decoder in self._decoders:
             decoder.close()
 
     # -- the work --------------------------------------------------------------------------
@@ -251,15 +262,9 @@ class VisionStage:
 
     def _decode(self, data: bytes, spec: ImageInputSpec, roi: Roi | None) -> torch.Tensor:
         """Bytes to model input on the CPU: in this worker's own decoder process when isolated."""
-        decode = self.settings.vision.decode
-        if not decode.isolate:
+        if not self.settings.vision.decode.isolate:
             return preprocess(data, spec, roi)
-        decoder: IsolatedDecoder | None = getattr(self._worker_state, "decoder", None)
-        if decoder is None:
-            decoder = IsolatedDecoder(decode.timeout_s)
-            self._worker_state.decoder = decoder
-            with self._lock:
-                self._decoders.append(decoder)
+        decoder: IsolatedDecoder = self._worker_state.decoder
         return decoder.preprocess(data, spec, roi)
 
     def _deliver(self, item: _Frame, result: torch.Tensor | BaseException) -> None:

@@ -49,20 +49,33 @@ def crop(image: torch.Tensor, roi: Roi | None) -> torch.Tensor:
     return image[:, y : y + height, x : x + width]
 
 
-def to_model_input(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
-    """Resize, scale and normalise a uint8 (C, H, W) image to a float32 (C, H, W) tensor."""
+def resize(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
+    """Resize a uint8 (C, H, W) image to the card's input size (still uint8)."""
     if spec.resize == "stretch":
-        image = F.resize(image, [spec.height, spec.width], antialias=True)
-    else:
-        image = F.resize(image, min(spec.height, spec.width), antialias=True)
-        image = F.center_crop(image, [spec.height, spec.width])
+        return F.resize(image, [spec.height, spec.width], antialias=True)
+    image = F.resize(image, min(spec.height, spec.width), antialias=True)
+    return F.center_crop(image, [spec.height, spec.width])
+
+
+def normalise(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
+    """Scale a uint8 (C, H, W) image to [0, 1] and normalise it: the float32 model input."""
     scaled = F.to_dtype(image, torch.float32, scale=True)
     return F.normalize(scaled, mean=list(spec.mean), std=list(spec.std))
 
 
+def to_model_input(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
+    """Resize, scale and normalise a uint8 (C, H, W) image to a float32 (C, H, W) tensor."""
+    return normalise(resize(image, spec), spec)
+
+
+def decode_and_resize(data: bytes, spec: ImageInputSpec, roi: Roi | None = None) -> torch.Tensor:
+    """Bytes to the resized uint8 image: every step of ``preprocess`` that touches a native decoder."""
+    return resize(crop(decode(data, spec), roi), spec)
+
+
 def preprocess(data: bytes, spec: ImageInputSpec, roi: Roi | None = None) -> torch.Tensor:
     """Bytes to model input on the CPU."""
-    return to_model_input(crop(decode(data, spec), roi), spec)
+    return normalise(decode_and_resize(data, spec, roi), spec)
 
 
 def is_jpeg(data: bytes) -> bool:

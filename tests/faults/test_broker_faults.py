@@ -4,11 +4,17 @@ one output visible to a read_committed reader, and the group commits to the end.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -19,6 +25,7 @@ from schemas.settings import VigilSettings
 from tests import sample_messages as samples
 from tests.faults.processes import (
     INPUTS,
+    ROOT,
     finish,
     input_coordinates,
     result_counts,
@@ -60,49 +67,72 @@ def feed(settings: VigilSettings, count: int, stop: threading.Event) -> None:
         producer.close(timeout=5)
 
 
+def readiness(port: int) -> tuple[int, str]:
+    """``/readyz``'s status and body (0 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
 def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once(
-    own_broker: LocalKafka,
+    own_broker: LocalKafka, tmp_path: Path
 ) -> None:
+    """``vigil run`` as an operator runs it: readiness fails during the outage, nothing is lost after."""
     info = own_broker.status()
     assert info is not None
     settings = unique_settings(info.bootstrap_servers, delivery="exactly_once", commit_interval_ms=200)
-    settings = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={
-                    "request_timeout_ms": 5_000,
-                    "session_timeout_ms": 30_000,
-                    "group_instance_id": "outage-0",
-                }
-            )
-        }
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    document = json.loads(settings.model_dump_json())
+    document["kafka"].update(
+        request_timeout_ms=5_000, session_timeout_ms=30_000, group_instance_id="outage-0"
     )
+    document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+    config = tmp_path / "vigil.yaml"
+    config.write_text(json.dumps(document))
     create_topics(settings)
-    worker = start_worker(settings)
+    service = subprocess.Popen(
+        [sys.executable, "-m", "consumers.cli", "run", "--config", str(config), "--pipeline", "passthrough"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(settings, INPUTS, stop), daemon=True)
-    feeder.start()
     try:
+        wait_for(lambda: readiness(port)[0] == 200, 120, interval_s=0.5, what="the service ready")
+        feeder.start()
         wait_for(
             lambda: sum(committed_offsets(info.bootstrap_servers, settings.kafka.group_id).values()) >= 40,
             timeout_s=90,
-            what="the worker committing before the outage",
+            what="the service committing before the outage",
         )
         own_broker.kill()
-        # The outage outlasts a commit timeout (5 s): the worker must neither exit nor lose anything.
+        # The outage outlasts a commit timeout (5 s): readiness says so, the process stays.
+        _status, body = wait_for(
+            lambda: (r := readiness(port))[0] == 503 and r, 60, interval_s=0.5, what="/readyz failing"
+        )
+        assert "broker" in body or "commit" in body, body
         with pytest.raises(subprocess.TimeoutExpired):
-            worker.wait(timeout=12)
+            service.wait(timeout=8)
         own_broker.start()  # same ports, same data: the broker is back
         feeder.join(timeout=180)
         assert not feeder.is_alive(), "the feeder could not deliver its readings after the outage"
         wait_committed_to_end(settings)
-        assert worker.poll() is None, "the worker resumed on its own, without a restart"
+        wait_for(lambda: readiness(port)[0] == 200, 60, interval_s=0.5, what="/readyz ready again")
+        assert service.poll() is None, "the service resumed on its own, without a restart"
     finally:
         stop.set()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        output = finish(worker, 60)
-    assert worker.returncode == 0, output
+        if service.poll() is None:
+            service.send_signal(signal.SIGTERM)
+        output = finish(service, 60)
+    assert service.returncode == 0, output
     counts = result_counts(settings)
     assert set(counts) == input_coordinates(settings) and len(counts) == INPUTS, "every input has its output"
     assert max(counts.values()) == 1, "a read_committed reader sees each output once"

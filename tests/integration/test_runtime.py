@@ -196,3 +196,22 @@ def test_a_missing_input_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
     runtime = StreamRuntime(settings, {"no-such-topic-here": SensorReading}, passthrough_stage("out"))
     with pytest.raises(RuntimeError, match=r"topics missing: no-such-topic-here.*vigil topics create"):
         runtime.run(install_signal_handlers=False)
+
+
+def test_a_missing_dead_letter_topic_stops_the_start_with_the_fix_named(kafka_bootstrap: str) -> None:
+    from consumers.runtime.loop import StreamRuntime
+    from consumers.stages.passthrough import passthrough_stage
+    from consumers.topics import create_topics
+    from schemas.messages import SensorReading
+
+    settings = unique_settings(kafka_bootstrap)
+    create_topics(settings, [settings.topics.sensors, settings.topics.inferences, settings.topics.alerts])
+    runtime = StreamRuntime(
+        settings,
+        {settings.topics.sensors.name: SensorReading},
+        passthrough_stage(settings.topics.inferences.name),
+    )
+    with pytest.raises(
+        RuntimeError, match=rf"topics missing: {settings.topics.dlq.name}.*vigil topics create"
+    ):
+        runtime.run(install_signal_handlers=False)

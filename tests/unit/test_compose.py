@@ -39,7 +39,9 @@ def test_the_stack_has_kafka_vigil_prometheus_and_grafana() -> None:
     assert SERVICES["prometheus"]["image"].startswith("prom/prometheus:")
     assert SERVICES["grafana"]["image"].startswith("grafana/grafana:")
     ports = {service: spec.get("ports", []) for service, spec in SERVICES.items()}
-    assert ports["vigil-vision"] == ["9108:9108"] and ports["vigil-sensors"] == ["9109:9108"]
+    assert ports["vigil-vision"] == ["127.0.0.1:9108:9108"] and ports["vigil-sensors"] == [
+        "127.0.0.1:9109:9108"
+    ]
     assert ports["prometheus"] == ["9090:9090"] and ports["grafana"] == ["3000:3000"]
 
 

@@ -134,6 +134,26 @@ def test_registry_refuses_changed_weights_and_lists_versions(tmp_path, vision_mo
         load_model(tmp_path, "nothing-here")
 
 
+def test_registry_names_are_identifiers_and_entries_stay_inside_the_root(
+    tmp_path, vision_models: VisionModels
+) -> None:
+    import os
+    import shutil
+
+    for name in ("../etc", "a/b", "..", "a\\b", ".hidden"):
+        with pytest.raises(ValueError, match="not a model name"):
+            load_model(tmp_path, name)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(vision_models.registry / vision_models.classifier, elsewhere / vision_models.classifier)
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    os.symlink(
+        elsewhere / vision_models.classifier, registry / "linked"
+    )  # an entry leading out of the registry
+    with pytest.raises(ValueError, match="outside the registry"):
+        load_model(registry, "linked")
+
+
 class _RefusesLargeBatches(nn.Module):
     """Behaves like a GPU model that runs out of memory above ``limit`` items."""
 
