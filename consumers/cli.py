@@ -31,9 +31,9 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
 
     broker = LocalKafka(args.name)
-    if args.action == "up":
+    if args.action in ("up", "restart"):
         started = time.monotonic()
-        info = broker.start()
+        info = broker.start() if args.action == "up" else broker.restart()
         console.print(
             f"Kafka {info.version} serving on {info.bootstrap_servers} (pid {info.pid}, "
             f"{time.monotonic() - started:.1f}s); state in {info.state_dir}"
@@ -41,13 +41,6 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         console.print(f"export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap_servers}")
     elif args.action == "down":
         console.print("stopped" if broker.stop(purge=args.purge) else "no local broker was running")
-    elif args.action == "restart":
-        started = time.monotonic()
-        info = broker.restart()
-        console.print(
-            f"Kafka {info.version} serving again on {info.bootstrap_servers} (pid {info.pid}, "
-            f"{time.monotonic() - started:.1f}s); data kept in {info.state_dir}"
-        )
     else:
         status = broker.status()
         if status is None:

@@ -69,6 +69,8 @@ REBALANCING = (
     Errors.IllegalGenerationError,
 )
 """Commit errors that mean 'the group is rebalancing', not 'the runtime is broken'."""
+HEALTH_INTERVAL_S = 0.5
+"""How often the loop reports what ``/readyz`` judges."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -135,6 +137,7 @@ class StreamRuntime:
         self._outage = BrokerOutage(self._config.outage_budget_s)
         self._dlq_limit = settings.kafka.max_request_size
         self._broker_reachable = True
+        self._next_health = 0.0
         self._tracker = OffsetTracker()
         self._ledger = DeliveryLedger()
         self._stopping = False
@@ -406,10 +409,14 @@ class StreamRuntime:
     def _report_health(self) -> None:
         """What ``/readyz`` judges: broker reachable, commits going through, nothing stuck."""
         assert self._consumer is not None
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        if coordinator is not None and self._group_id:
-            self._broker_reachable = not coordinator.coordinator_unknown()
         now = time.monotonic()
+        if now < self._next_health:
+            return
+        self._next_health = now + HEALTH_INTERVAL_S
+        # kafka-python has no public "is the group coordinator reachable"; its coordinator does.
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            self._broker_reachable = not coordinator.coordinator_unknown()
         oldest = self._ledger.oldest_received()
         waiting = oldest is not None
         self.observer.on_health(

@@ -5,11 +5,8 @@ allow-list is read (an HTTP listener and the dead letters prove it)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +20,7 @@ from consumers.vision.stage import VisionStage
 from models.vision.synthetic import encode, product_image
 from schemas.messages import DeadLetter, FrameRef, InferenceResult
 from schemas.settings import VigilSettings
+from tests.frame_server import FrameServer, frame_server
 from tests.hostile_images import animated_gif, png_declaring
 from tests.integration.runtime_harness import running
 from tests.kafka_helpers import (
@@ -39,46 +37,10 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 28, 8, tzinfo=UTC)
 
 
-class _Hostile(http.server.BaseHTTPRequestHandler):
-    requests: list[str] = []  # noqa: RUF012  (what the listener saw, shared by handler instances)
-
-    def do_GET(self) -> None:
-        _Hostile.requests.append(self.path)
-        if self.path == "/frames/down.png":
-            self.send_response(503)
-            self.send_header("Retry-After", "0")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif self.path == "/frames/trickle.png":
-            self.send_response(200)
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            for _ in range(100):
-                try:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.1)  # the slow server under test, not synchronisation
-        elif self.path == "/frames/escape.png":
-            self.send_response(302)
-            self.send_header("Location", "/frames/../secret.png")
-            self.end_headers()
-        else:
-            self.send_error(404)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def hostile_server() -> Iterator[str]:
-    _Hostile.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with frame_server() as base:
+        yield base
 
 
 def frame(n: int, uri: str, **extra: object) -> bytes:
@@ -137,7 +99,6 @@ def test_hostile_frames_cost_only_themselves(
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "a.png").write_bytes(encode(product_image("crack", 64, seed=99)))
-    (tmp_path / "secret.png").write_bytes(b"never read")
     settings = hostile_settings(kafka_bootstrap, vision_models, frames, hostile_server)
     create_topics(settings)
 
@@ -223,7 +184,7 @@ def test_hostile_frames_cost_only_themselves(
     assert sorted([*scored, *reasons]) == list(range(len(first_run) + 2))
 
     # Nothing outside the allow-list was read: not over HTTP, not through the symlink.
-    assert "/secret.png" not in _Hostile.requests and "/frames/../secret.png" not in _Hostile.requests
-    assert _Hostile.requests.count("/frames/down.png") == 3  # one try and two retries, then fetch_failed
+    assert "/private/key" not in FrameServer.requests and "/frames/../private/key" not in FrameServer.requests
+    assert FrameServer.requests.count("/frames/down.png") == 3  # one try and two retries, then fetch_failed
     outside_sha = hashlib.sha256((outside / "a.png").read_bytes()).hexdigest()
     assert all(r.evidence.frame_sha256 != outside_sha for r in results)

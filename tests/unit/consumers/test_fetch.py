@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +9,7 @@ import pytest
 
 from consumers.vision.fetch import FetchError, FrameFetcher
 from schemas.settings import FetchSettings
+from tests.frame_server import FrameServer, frame_server
 
 
 @pytest.fixture
@@ -97,67 +95,16 @@ def test_empty_and_unnameable_files_get_their_own_reasons(frames: Path) -> None:
     assert reason(lambda: f.fetch(f"file://{frames}/{'x' * 300}.png")) == "unreadable_object"
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
-    failures_left = 2
-    requests: list[str] = []  # noqa: RUF012  (shared by the handler instances of one test)
-
-    def do_GET(self) -> None:
-        _Server.requests.append(self.path)
-        if self.path == "/frames/down.png":
-            self.send_response(503)
-            self.send_header("Retry-After", "0")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif self.path == "/frames/trickle.png":
-            self.send_response(200)
-            self.send_header("Content-Length", "1000")
-            self.end_headers()
-            for _ in range(1000):
-                try:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.05)  # the slow server under test, not synchronisation
-        elif self.path == "/frames/escape.png":
-            self.send_response(302)
-            self.send_header("Location", "/frames/../private/key")
-            self.end_headers()
-        elif self.path == "/private/key":
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"secret")
-        elif self.path == "/frames/flaky.png" and _Server.failures_left > 0:
-            _Server.failures_left -= 1
-            self.send_error(503)
-        elif self.path in ("/frames/ok.png", "/frames/flaky.png"):
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"served")
-        elif self.path == "/frames/redirect.png":
-            self.send_response(302)
-            self.send_header("Location", "/private/key")
-            self.end_headers()
-        else:
-            self.send_error(404)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def http_base() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with frame_server() as base:
+        yield base
 
 
 def test_http_fetching_with_retries_and_redirect_rules(http_base: str) -> None:
     f = fetcher(f"{http_base}/frames/")
     assert f.fetch(f"{http_base}/frames/ok.png") == b"served"
-    _Server.failures_left = 2
+    FrameServer.failures_left = 2
     assert f.fetch(f"{http_base}/frames/flaky.png") == b"served"  # two 503s, then success
     assert reason(lambda: f.fetch(f"{http_base}/frames/gone.png")) == "missing_object"
     assert reason(lambda: f.fetch(f"{http_base}/frames/redirect.png")) == "disallowed_uri"
@@ -166,10 +113,10 @@ def test_http_fetching_with_retries_and_redirect_rules(http_base: str) -> None:
 
 
 def test_a_server_down_for_good_costs_a_bounded_number_of_tries(http_base: str) -> None:
-    _Server.requests = []
+    FrameServer.requests = []
     f = fetcher(f"{http_base}/frames/", max_retries=2, deadline_s=20)
     assert reason(lambda: f.fetch(f"{http_base}/frames/down.png")) == "fetch_failed"
-    assert _Server.requests.count("/frames/down.png") == 3  # the first try and two retries
+    assert FrameServer.requests.count("/frames/down.png") == 3  # the first try and two retries
 
 
 def test_a_trickling_server_fails_the_fetch_at_its_deadline(http_base: str) -> None:
@@ -180,7 +127,7 @@ def test_a_trickling_server_fails_the_fetch_at_its_deadline(http_base: str) -> N
 
 
 def test_a_redirect_target_gets_the_checks_of_a_direct_uri(http_base: str) -> None:
-    _Server.requests = []
+    FrameServer.requests = []
     f = fetcher(f"{http_base}/frames/")
     assert reason(lambda: f.fetch(f"{http_base}/frames/escape.png")) == "disallowed_uri"
-    assert "/private/key" not in _Server.requests  # the listener proves nothing was read there
+    assert "/private/key" not in FrameServer.requests  # the listener proves nothing was read there
