@@ -218,10 +218,15 @@ class StreamRuntime:
             time.sleep(0.1)  # back-off between metadata requests, bounded by the deadline
 
     def _close(self, clean: bool) -> None:
-        if self._consumer is not None:
-            self._consumer.close(autocommit=False)
-        if self._producer is not None:
-            self._producer.close(timeout=5 if clean else 0)
+        """Close the clients and the stage; a broker that does not answer never holds the exit."""
+        for name, close in (
+            ("consumer", lambda: self._consumer and self._consumer.close(autocommit=False)),
+            ("producer", lambda: self._producer and self._producer.close(timeout=5 if clean else 0)),
+        ):
+            try:
+                close()
+            except Exception as error:  # the process is leaving; what is uncommitted is re-processed
+                log.warning("closing the %s failed: %r", name, error)
         self.stage.close()
 
     # -- the loop --------------------------------------------------------------------------
@@ -451,7 +456,10 @@ class StreamRuntime:
         except TransactionLostError as error:
             self._outage.failed("committing the transaction", error)
             self._commit_skipped = True
-            self._recover_lost_transaction()
+            if self._stopping:  # leaving anyway: the next owner re-processes from the last commit
+                self._transactions.abort()
+            else:
+                self._recover_lost_transaction()
             return {}
         self._committed(offsets)
         return offsets

@@ -76,8 +76,9 @@ class TransactionalProducer:
 
     def reset(self) -> None:
         """Replace the producer by a new one with the same transactional id (fencing the old)."""
-        old = self.producer
-        threading.Thread(target=lambda: old.close(timeout=0), name="vigil-old-producer", daemon=True).start()
+        threading.Thread(
+            target=_close_quietly, args=(self.producer,), name="vigil-old-producer", daemon=True
+        ).start()
         self.in_transaction = False
         self.producer = self._make()
         self._step("init_transactions", self.producer.init_transactions)
@@ -107,3 +108,11 @@ class TransactionalProducer:
         if isinstance(error, FATAL):
             raise error
         raise TransactionLostError(f"{name} failed: {error!r}") from error
+
+
+def _close_quietly(producer: KafkaProducer) -> None:
+    """Close a fenced producer without waiting; what it still held belongs to an aborted transaction."""
+    try:
+        producer.close(timeout=0)
+    except Exception as error:
+        log.debug("closing the replaced producer: %r", error)
