@@ -84,10 +84,11 @@ class IsolatedDecoder:
         conn = self._connection()
         try:
             conn.send((data, spec, roi))
-            answered = conn.poll(self.timeout_s)
-        except OSError:  # the child died between two frames
-            answered = False
-        if not answered:
+        except OSError:  # the child died between two images: not this image's fault, send it again
+            self._describe_end()
+            conn = self._connection()
+            conn.send((data, spec, roi))
+        if not conn.poll(self.timeout_s):
             described = self._describe_end()
             raise CorruptImageError(f"decoding did not finish within {self.timeout_s:g}s{described}")
         try:
