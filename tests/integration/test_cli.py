@@ -12,7 +12,7 @@ import pytest
 
 from consumers.cli import main
 from consumers.local_kafka.broker import LocalKafka, process_alive
-from tests.kafka_helpers import read_all, unique_settings
+from tests.kafka_helpers import produce, read_all, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,21 @@ def test_kafka_up_status_down_leaves_no_process(
     assert main(["kafka", "up", "--name", name]) == 0  # idempotent: the same broker
     assert LocalKafka(name).status() == info
     assert main(["kafka", "status", "--name", name]) == 0
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=info.bootstrap_servers)
+    admin.create_topics([NewTopic("kept", 1, 1)])
+    admin.close()
+    produce(info.bootstrap_servers, "kept", [(b"k", b"survives a restart")])
+
+    assert main(["kafka", "restart", "--name", name]) == 0  # down then up: same ports, same data
+    again = LocalKafka(name).status()
+    assert again is not None and again.pid != info.pid and not process_alive(info.pid)
+    assert again.bootstrap_servers == info.bootstrap_servers
+    assert [r.value for r in read_all(info.bootstrap_servers, "kept", 1)] == [b"survives a restart"]
+    info = again
+
     assert main(["kafka", "down", "--name", name, "--purge"]) == 0
     assert not process_alive(info.pid)
     assert LocalKafka(name).status() is None
