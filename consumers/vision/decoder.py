@@ -31,7 +31,17 @@ from models.vision.preprocess import (
 )
 from schemas.model_card import ImageInputSpec
 
+READY = "ready"
+START_TIMEOUT_S = 120.0
+"""The first child waits for the fork server to import torch; on a busy small machine that can take a while."""
+
 _context_lock = threading.Lock()
+
+
+class DecoderUnavailableError(RuntimeError):
+    """No decoder process could be started (a start-up problem, not a bad image)."""
+
+
 _context: Any = None
 
 
@@ -53,6 +63,7 @@ def _serve(conn: Connection) -> None:
     arithmetic) happen in the parent, so a quarter of the bytes cross the pipe.
     """
     torch.set_num_threads(1)
+    conn.send(READY)
     while True:
         try:
             data, spec, roi = conn.recv()
@@ -122,7 +133,24 @@ class IsolatedDecoder:
             child.close()
             self._process, self._conn = process, parent
             self.restarts += 1
+            self._await_ready(parent)
+        assert self._conn is not None
         return self._conn
+
+    def _await_ready(self, conn: Connection) -> None:
+        """Wait for the child's first word, so a child that cannot start fails the service at
+        start-up instead of failing every frame later."""
+        try:
+            if conn.poll(START_TIMEOUT_S) and conn.recv() == READY:
+                return
+        except (EOFError, OSError):
+            pass
+        ended = self._describe_end()
+        raise DecoderUnavailableError(
+            f"the image decoder process did not start{ended}. A script that builds the vision "
+            "pipeline must guard its entry point with `if __name__ == '__main__':` (the fork "
+            "server imports the main module in each child); or set vision.decode.isolate: false"
+        )
 
     def _describe_end(self) -> str:
         """Kill and reap the child (if any); say how it ended."""

@@ -61,3 +61,23 @@ def test_a_hung_decoder_is_killed_at_its_timeout(decoder: IsolatedDecoder) -> No
         decoder.preprocess(good, SPEC, None)
     decoder.timeout_s = 30
     assert torch.equal(decoder.preprocess(good, SPEC, None), preprocess(good, SPEC))
+
+
+def test_a_script_without_a_main_guard_fails_at_start_with_the_fix_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from consumers.vision.decoder import IsolatedDecoder\nIsolatedDecoder(30).start()\n")
+    root = Path(__file__).resolve().parents[3]
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert run.returncode != 0
+    assert "DecoderUnavailableError" in run.stderr and "if __name__ == '__main__':" in run.stderr
