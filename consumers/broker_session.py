@@ -11,6 +11,7 @@ from consumers.local_kafka.broker import LocalKafka
 from schemas.settings import KafkaSettings, VigilSettings
 
 LOCAL_BROKER = "default"
+THROWAWAY_BROKER = "demo"
 
 
 def with_bootstrap(settings: VigilSettings, bootstrap: str) -> VigilSettings:
@@ -32,21 +33,24 @@ def resolve_cluster(settings: VigilSettings) -> VigilSettings:
 
 
 @contextmanager
-def cluster_for(
-    settings: VigilSettings, broker_name: str = LOCAL_BROKER
-) -> Iterator[tuple[VigilSettings, bool]]:
-    """Yield settings for a reachable cluster, starting the local broker when none is named.
+def cluster_for(settings: VigilSettings) -> Iterator[tuple[VigilSettings, bool]]:
+    """Yield settings for a reachable cluster, starting a throwaway local broker when none is named.
 
-    The second value says whether this call started the broker; if so it is stopped on exit.
+    A running ``vigil kafka up`` broker is used and left running. Otherwise a broker of its own
+    (``demo``) is started fresh and deleted on exit, data included, so a run never sees an
+    earlier run's topics and groups. The second value says whether this call started it.
     """
     if os.environ.get(BOOTSTRAP_ENV) or settings.kafka.bootstrap_servers != KafkaSettings().bootstrap_servers:
         yield resolve_cluster(settings), False
         return
-    broker = LocalKafka(broker_name)
-    already = broker.status()
-    info = already or broker.start()
+    running = LocalKafka(LOCAL_BROKER).status()
+    if running is not None:
+        yield with_bootstrap(settings, running.bootstrap_servers), False
+        return
+    broker = LocalKafka(THROWAWAY_BROKER)
+    broker.stop(purge=True)  # what a crashed earlier run left behind
+    info = broker.start()
     try:
-        yield with_bootstrap(settings, info.bootstrap_servers), already is None
+        yield with_bootstrap(settings, info.bootstrap_servers), True
     finally:
-        if already is None:
-            broker.stop()
+        broker.stop(purge=True)
