@@ -31,6 +31,17 @@ _SERVING_MODULES = ("models.vision.serving", "models.sensors.serving")
 whoever calls ``load_model`` can load any entry without importing them first."""
 
 
+class ProbabilitiesFromLogits(nn.Module):
+    """Serves a logits model as class probabilities (softmax over the last dimension)."""
+
+    def __init__(self, logits_model: nn.Module) -> None:
+        super().__init__()
+        self.model = logits_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x).float(), dim=-1)
+
+
 def register_builder(task: str, builder: ModuleBuilder) -> None:
     """Teach the registry to build serving modules for ``task`` from a state dict."""
     _BUILDERS[task] = builder
@@ -114,6 +125,15 @@ def versions(root: str | Path, name: str) -> list[str]:
     return sorted(found, key=lambda v: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", v)])
 
 
+def list_entries(root: str | Path) -> list[ModelCard]:
+    """The card of every version of every model in the registry, by name then version."""
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        return []
+    names = sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME.match(p.name))
+    return [read_card(root, name, version) for name in names for version in versions(root, name)]
+
+
 def entry_folder(root: str | Path, name: str, version: str | None = None) -> Path:
     """The folder of ``name`` (its newest version unless ``version``)."""
     available = versions(root, name)
@@ -146,6 +166,8 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
     card = card.model_copy(update={"weights_sha256": actual})
     if card.architecture == "torchscript":
         module: nn.Module = torch.jit.load(str(weights), map_location="cpu")
+        if card.output == "logits":
+            module = ProbabilitiesFromLogits(module)
     else:
         if card.task not in _BUILDERS:
             for module_name in _SERVING_MODULES:

@@ -90,6 +90,21 @@ class ModelRef(BaseModel):
     weights_sha256: Sha256Hex | None = None
 
 
+class ImageRegion(BaseModel):
+    """Where in a frame a model saw an anomaly, in pixels of the original image (origin top-left,
+    the region of interest's offset included): the peak score's point and the bounding box of
+    the connected region around it that scored above the threshold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    peak_x: Annotated[int, Field(ge=0)]
+    peak_y: Annotated[int, Field(ge=0)]
+    x: Annotated[int, Field(ge=0)]
+    y: Annotated[int, Field(ge=0)]
+    width: Annotated[int, Field(ge=0)]
+    height: Annotated[int, Field(ge=0)]
+
+
 class Evidence(BaseModel):
     """Where an alert or result came from: the input record and what it pointed at."""
 
@@ -100,6 +115,7 @@ class Evidence(BaseModel):
     offset: Annotated[int, Field(ge=0)]
     frame_uri: Annotated[str, StringConstraints(max_length=2048)] | None = None
     frame_sha256: Sha256Hex | None = None
+    region: ImageRegion | None = None
     window_start: Timestamp | None = None
     window_end: Timestamp | None = None
 

@@ -33,7 +33,8 @@ class ImageInputSpec(CardSection):
     channels: Literal[1, 3]
     mean: list[FiniteFloat]
     std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
-    resize: Literal["stretch", "shorter_side_then_center_crop"] = "stretch"
+    resize: Literal["stretch", "shorter_side_then_center_crop", "letterbox"] = "stretch"
+    """``letterbox`` keeps the aspect ratio: the image fits inside, padded with ``mean``."""
 
 
 class SeriesInputSpec(CardSection):
@@ -47,6 +48,16 @@ class SeriesInputSpec(CardSection):
     mean: list[FiniteFloat]
     std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     gap_policy: Literal["resample", "mask"] = "resample"
+
+
+class BackboneInfo(CardSection):
+    """The pretrained backbone inside a model: which, which feature levels, and the checkpoint
+    its weights started from (the entry's own weights file holds the trained copy)."""
+
+    name: Identifier
+    levels: Annotated[list[Annotated[int, Field(ge=2, le=5)]], Field(min_length=1, max_length=4)]
+    checkpoint: ShortText = ""
+    checkpoint_sha256: Sha256Hex | None = None
 
 
 class TrainingSummary(CardSection):
@@ -71,6 +82,11 @@ class ModelCard(CardSection):
     normal_label: ShortText | None = None
     """The class (or, for anomaly scorers, the training folder) that means 'no defect'."""
     thresholds: dict[ShortText, FiniteFloat] = Field(default_factory=dict)
+    output: Literal["probabilities", "logits"] | None = None
+    """What the stored classifier emits. Logits are turned into probabilities when loaded
+    (Vigil's own state-dict classifiers always emit logits), so served scores and the
+    thresholds always mean probabilities; None on a TorchScript card means probabilities."""
+    backbone: BackboneInfo | None = None
     weights_file: ShortText = "weights.safetensors"
     weights_sha256: Sha256Hex | None = None
     training: TrainingSummary | None = None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.vision.synthetic import write_dataset
-from models.vision.training import fit_anomaly_scorer, train_classifier
+from models.vision.training import AnomalyFitting, ClassifierTraining, fit_anomaly_scorer, train_classifier
 
 IMAGE_SIZE = 64
 
@@ -29,8 +29,9 @@ def vision_models(tmp_path_factory: pytest.TempPathFactory) -> VisionModels:
     registry = tmp_path_factory.mktemp("registry")
     write_dataset(images, per_class=40, size=IMAGE_SIZE, seed=1)
     models = VisionModels(registry, images)
-    train_classifier(
-        images, registry, models.classifier, "1", architecture="small_cnn", size=IMAGE_SIZE, epochs=8, lr=5e-3
+    # The defaults (a probe of the pretrained EfficientNet-Lite0), at a small input size.
+    train_classifier(images, registry, models.classifier, "1", ClassifierTraining(size=IMAGE_SIZE, epochs=25))
+    fit_anomaly_scorer(
+        images, registry, models.anomaly, "1", AnomalyFitting(size=IMAGE_SIZE, memory_size=500)
     )
-    fit_anomaly_scorer(images, registry, models.anomaly, "1", size=IMAGE_SIZE, memory_size=500, holdout=0.25)
     return models

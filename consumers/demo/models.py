@@ -10,6 +10,7 @@ from consumers.demo.world import MACHINE_PERIOD_S
 
 DEMO_VISION_MODEL = "demo-defects"
 DEMO_SENSOR_MODEL = "demo-machines"
+DEMO_IMAGE_SIZE = 128
 
 
 def ensure_demo_models(registry: str, console: Console) -> None:
@@ -18,20 +19,19 @@ def ensure_demo_models(registry: str, console: Console) -> None:
 
     if not versions(registry, DEMO_VISION_MODEL):
         from models.vision.synthetic import write_dataset
-        from models.vision.training import train_classifier
+        from models.vision.training import ClassifierTraining, train_classifier
 
-        console.print("[bold]training the demo defect classifier on synthetic images (once)[/bold]")
+        console.print(
+            "[bold]training the demo defect classifier (EfficientNet-Lite0 probe) on synthetic images (once)[/bold]"
+        )
         with tempfile.TemporaryDirectory() as images:
-            write_dataset(images, per_class=60, size=64, seed=11)
+            write_dataset(images, per_class=60, size=64, seed=11)  # as the world draws them
             train_classifier(
                 images,
                 registry,
                 DEMO_VISION_MODEL,
                 "1",
-                architecture="small_cnn",
-                size=64,
-                epochs=10,
-                lr=5e-3,
+                ClassifierTraining(size=DEMO_IMAGE_SIZE, scopes=("head",), epochs=30),
             )
     if not versions(registry, DEMO_SENSOR_MODEL):
         from models.sensors.synthetic import normal_machines

@@ -30,6 +30,7 @@ from consumers.vision.fetch import FetchError, FrameFetcher
 from consumers.vision.workers import WorkerPool
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
+from models.vision.anomaly import LOCATION_COLUMNS
 from models.vision.image_header import ImageRefused, check_header
 from models.vision.preprocess import (
     CorruptImageError,
@@ -38,8 +39,9 @@ from models.vision.preprocess import (
     is_jpeg,
     preprocess,
     preprocess_on_device,
+    to_image_point,
 )
-from schemas.common import Evidence
+from schemas.common import Evidence, ImageRegion
 from schemas.messages import AlertKind, FrameRef, InferenceResult
 from schemas.model_card import ImageInputSpec
 from schemas.settings import AlertRule, VigilSettings
@@ -54,6 +56,9 @@ class _Frame:
     frame: FrameRef
     pixels: torch.Tensor | bytes
     sha256: str
+    height: int
+    width: int
+    """Of the image the model saw: the region of interest, else the whole frame."""
 
 
 def default_rules(model: LoadedModel) -> list[AlertRule]:
@@ -110,8 +115,30 @@ class ModelLane:
         return [error if error is not None else next(outputs) for error in errors]
 
     def scores(self, output: torch.Tensor) -> dict[str, float]:
-        """Model output for one image, by label."""
-        return {label: float(v) for label, v in zip(self.model.card.labels, output.tolist(), strict=True)}
+        """Model output for one image, by label (an anomaly scorer's location columns aside)."""
+        labels = self.model.card.labels
+        return {label: float(v) for label, v in zip(labels, output[: len(labels)].tolist(), strict=True)}
+
+    def region(self, output: torch.Tensor, frame: _Frame) -> ImageRegion | None:
+        """Where an anomaly scorer's output says the anomaly is, in the frame's pixels."""
+        if self.kind != "visual_anomaly" or len(output) < 1 + len(LOCATION_COLUMNS):
+            return None
+        peak_x, peak_y, x0, y0, x1, y1 = output[1 : 1 + len(LOCATION_COLUMNS)].tolist()
+        points = [
+            to_image_point(fx, fy, frame.height, frame.width, self.spec)
+            for fx, fy in ((peak_x, peak_y), (x0, y0), (x1, y1))
+        ]
+        roi = _roi(frame.frame)
+        dx, dy = (roi[0], roi[1]) if roi else (0, 0)
+        (px, py), (left, top), (right, bottom) = points
+        return ImageRegion(
+            peak_x=int(px) + dx,
+            peak_y=int(py) + dy,
+            x=int(left) + dx,
+            y=int(top) + dy,
+            width=max(1, round(right - left)),
+            height=max(1, round(bottom - top)),
+        )
 
 
 def _roi(frame: FrameRef) -> Roi | None:
@@ -246,7 +273,7 @@ class VisionStage:
         self.observer.on_step("fetch", fetched - started)
         decode = self.settings.vision.decode
         try:
-            check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
+            header = check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
             on_device = lane.gpu_decode and is_jpeg(data)  # nvJPEG in the batch; the rest on the CPU here
             pixels: torch.Tensor | bytes = data if on_device else self._decode(data, lane.spec, _roi(frame))
         except ImageRefused as error:
@@ -257,7 +284,9 @@ class VisionStage:
             return self._fail(work, "invalid_roi", error)
         if not on_device:
             self.observer.on_step("decode", time.monotonic() - fetched)
-        lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest()))
+        roi = _roi(frame)
+        height, width = (roi[3], roi[2]) if roi else (header.height, header.width)
+        lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest(), height, width))
         return None
 
     def _decode(self, data: bytes, spec: ImageInputSpec, roi: Roi | None) -> torch.Tensor:
@@ -298,6 +327,7 @@ class VisionStage:
             offset=record.offset,
             frame_uri=frame.uri,
             frame_sha256=item.sha256,
+            region=lane.region(result, item),
         )
         key = frame.camera_id.encode()
         outputs: list[Output] = []

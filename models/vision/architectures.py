@@ -8,6 +8,9 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from models.vision.backbones import FeatureTrunk
+from schemas.model_card import BackboneInfo
+
 TORCHVISION_CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": tvm.resnet18,
     "resnet34": tvm.resnet34,
@@ -36,17 +39,6 @@ class BackboneWithLinearHead(nn.Module):
         return self.head(self.backbone(x))
 
 
-class Softmax(nn.Module):
-    """Wraps a logits model so the served output is class probabilities."""
-
-    def __init__(self, logits_model: nn.Module) -> None:
-        super().__init__()
-        self.model = logits_model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x).float(), dim=1)
-
-
 class SmallCnn(nn.Module):
     """A four-stage CNN that trains in seconds on a CPU: the demo's and the tests' classifier."""
 
@@ -68,37 +60,53 @@ class SmallCnn(nn.Module):
         return self.head(self.features(x).amax(dim=(2, 3)))
 
 
-def build_classifier(architecture: str, num_classes: int) -> nn.Module:
-    """An untrained classifier (logits) of ``architecture`` with ``num_classes`` outputs."""
+class BackboneClassifier(nn.Module):
+    """Logits from a pretrained trunk's top feature map (stride 32), average- and max-pooled (a
+    small defect moves the maximum where it barely moves the mean), standardised with the
+    training set's statistics, then one linear layer."""
+
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
+    def __init__(self, trunk: FeatureTrunk, num_classes: int) -> None:
+        super().__init__()
+        if trunk.levels != (5,):
+            raise ValueError(f"a backbone classifier reads the top level (5) only, not {trunk.levels}")
+        self.trunk = trunk
+        width = 2 * trunk.channels[-1]
+        self.register_buffer("feature_mean", torch.zeros(width))
+        self.register_buffer("feature_std", torch.ones(width))
+        self.head = nn.Linear(width, num_classes)
+
+    def pooled(self, top: torch.Tensor) -> torch.Tensor:
+        """(N, width) standardised features of the top feature map."""
+        features = torch.cat([top.mean(dim=(2, 3)), top.amax(dim=(2, 3))], dim=1).float()
+        return (features - self.feature_mean) / self.feature_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(self.trunk(x)[-1]))
+
+
+BACKBONE_LINEAR = "backbone_linear"
+SIMPLE_ARCHITECTURES = ("small_cnn", "resnet50_linear_head", *TORCHVISION_CLASSIFIERS)
+
+
+def build_classifier(
+    architecture: str, num_classes: int, backbone_info: BackboneInfo | None = None
+) -> nn.Module:
+    """An untrained classifier (logits) of ``architecture`` with ``num_classes`` outputs.
+
+    ``backbone_linear`` needs ``backbone_info`` (which backbone and feature levels).
+    """
+    if architecture == BACKBONE_LINEAR:
+        if backbone_info is None:
+            raise ValueError("a backbone_linear classifier needs the card's backbone section")
+        return BackboneClassifier(FeatureTrunk(backbone_info.name, tuple(backbone_info.levels)), num_classes)
     if architecture == "resnet50_linear_head":
         return BackboneWithLinearHead(num_classes)
     if architecture == "small_cnn":
         return SmallCnn(num_classes)
     if architecture not in TORCHVISION_CLASSIFIERS:
-        known = ", ".join([*TORCHVISION_CLASSIFIERS, "resnet50_linear_head", "small_cnn"])
+        known = ", ".join([BACKBONE_LINEAR, *SIMPLE_ARCHITECTURES])
         raise ValueError(f"unknown architecture {architecture!r}; known: {known}")
     return TORCHVISION_CLASSIFIERS[architecture](weights=None, num_classes=num_classes)
-
-
-def feature_trunk(architecture: str) -> nn.Module:
-    """The convolutional trunk of a ResNet, returning layer2 and layer3 feature maps."""
-    if architecture not in ("resnet18", "resnet34", "resnet50"):
-        raise ValueError(f"anomaly scoring supports resnet18/34/50 trunks, not {architecture!r}")
-    return ResNetFeatures(TORCHVISION_CLASSIFIERS[architecture](weights=None))
-
-
-class ResNetFeatures(nn.Module):
-    """Mid-level ResNet features (layer2, and layer3 upsampled to layer2's grid), concatenated."""
-
-    def __init__(self, resnet: nn.Module) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)  # type: ignore[arg-type]
-        self.layer1: nn.Module = resnet.layer1  # type: ignore[assignment]
-        self.layer2: nn.Module = resnet.layer2  # type: ignore[assignment]
-        self.layer3: nn.Module = resnet.layer3  # type: ignore[assignment]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f2 = self.layer2(self.layer1(self.stem(x)))
-        f3 = self.layer3(f2)
-        f3 = nn.functional.interpolate(f3, size=f2.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([f2, f3], dim=1)

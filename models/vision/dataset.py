@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from models.vision.preprocess import preprocess
+from models.vision.preprocess import decode_and_resize, preprocess
 from schemas.model_card import ImageInputSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+HOLDOUT_FILE = "holdout.txt"
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,22 @@ def load_batch(items: list[LabelledImage], spec: ImageInputSpec) -> tuple[torch.
     """Preprocessed images (N, C, H, W) and labels (N,)."""
     images = torch.stack([preprocess(i.path.read_bytes(), spec) for i in items])
     return images, torch.tensor([i.label for i in items])
+
+
+def load_pixels(items: list[LabelledImage], spec: ImageInputSpec) -> torch.Tensor:
+    """Decoded and resized uint8 images (N, C, H, W): a quarter of the float tensor's memory,
+    for training sets that are normalised a batch at a time."""
+    return torch.stack([decode_and_resize(i.path.read_bytes(), spec) for i in items])
+
+
+def write_holdout(folder: Path, root: Path, items: list[LabelledImage]) -> None:
+    """Record, in a registry entry's folder, which images of ``root`` it never trained on."""
+    (folder / HOLDOUT_FILE).write_text("".join(f"{i.path.relative_to(root)}\n" for i in items))
+
+
+def read_holdout(folder: Path) -> set[str]:
+    """The hold-out images recorded by ``write_holdout`` (paths relative to the data folder)."""
+    path = folder / HOLDOUT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} records no hold-out images; evaluate with --split all")
+    return set(path.read_text().splitlines())

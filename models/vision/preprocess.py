@@ -49,12 +49,47 @@ def crop(image: torch.Tensor, roi: Roi | None) -> torch.Tensor:
     return image[:, y : y + height, x : x + width]
 
 
+def letterbox_geometry(height: int, width: int, spec: ImageInputSpec) -> tuple[float, int, int, int, int]:
+    """Scale, resized height and width, and top and left padding that fit a ``height`` x ``width``
+    image inside the card's input size with its aspect ratio kept."""
+    scale = min(spec.height / height, spec.width / width)
+    new_h = max(1, min(spec.height, round(height * scale)))
+    new_w = max(1, min(spec.width, round(width * scale)))
+    return scale, new_h, new_w, (spec.height - new_h) // 2, (spec.width - new_w) // 2
+
+
 def resize(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
     """Resize a uint8 (C, H, W) image to the card's input size (still uint8)."""
     if spec.resize == "stretch":
         return F.resize(image, [spec.height, spec.width], antialias=True)
+    if spec.resize == "letterbox":
+        # Padded with the normalisation mean, which the model sees as zero.
+        _, new_h, new_w, top, left = letterbox_geometry(image.shape[-2], image.shape[-1], spec)
+        fill = [round(m * 255) for m in spec.mean]
+        canvas = torch.tensor(fill, dtype=torch.uint8).reshape(-1, 1, 1).expand(-1, spec.height, spec.width)
+        canvas = canvas.clone()
+        canvas[:, top : top + new_h, left : left + new_w] = F.resize(image, [new_h, new_w], antialias=True)
+        return canvas
     image = F.resize(image, min(spec.height, spec.width), antialias=True)
     return F.center_crop(image, [spec.height, spec.width])
+
+
+def to_image_point(
+    fx: float, fy: float, height: int, width: int, spec: ImageInputSpec
+) -> tuple[float, float]:
+    """A point given as fractions of the model input's width and height, in pixels of the
+    ``height`` x ``width`` image that ``resize`` turned into that input (clamped to the image)."""
+    x, y = fx * spec.width, fy * spec.height
+    if spec.resize == "stretch":
+        x, y = x * width / spec.width, y * height / spec.height
+    elif spec.resize == "letterbox":
+        scale, _, _, top, left = letterbox_geometry(height, width, spec)
+        x, y = (x - left) / scale, (y - top) / scale
+    else:
+        scale = min(spec.height, spec.width) / min(height, width)
+        x = (x + (width * scale - spec.width) / 2) / scale
+        y = (y + (height * scale - spec.height) / 2) / scale
+    return min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))
 
 
 def normalise(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:

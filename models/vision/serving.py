@@ -5,26 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.registry import register_builder
-from models.vision.anomaly import empty_patchcore
-from models.vision.architectures import Softmax, build_classifier
+from models.registry import ProbabilitiesFromLogits, register_builder
+from models.vision.anomaly import PatchCoreScorer
+from models.vision.architectures import build_classifier
+from models.vision.backbones import FeatureTrunk
 from schemas.model_card import ModelCard
 
-PATCHCORE_PREFIX = "patchcore_"
+PATCHCORE = "patchcore"
 
 
 def classifier_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Class probabilities (N, labels) from a classifier's logits weights."""
-    model = build_classifier(card.architecture, len(card.labels))
+    """Class probabilities (N, labels) from a classifier's logits weights, loaded strictly."""
+    model = build_classifier(card.architecture, len(card.labels), card.backbone)
     model.load_state_dict(state)
-    return Softmax(model)
+    return ProbabilitiesFromLogits(model)
 
 
 def anomaly_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Anomaly score (N, 1) from a PatchCore-style scorer."""
-    if not card.architecture.startswith(PATCHCORE_PREFIX):
-        raise ValueError(f"visual_anomaly needs a patchcore_<trunk> architecture, got {card.architecture!r}")
-    scorer = empty_patchcore(card.architecture.removeprefix(PATCHCORE_PREFIX), tuple(state["memory"].shape))
+    """Anomaly score and location (N, 7) from a PatchCore scorer, loaded strictly."""
+    if card.architecture != PATCHCORE or card.backbone is None:
+        raise ValueError(
+            f"visual_anomaly entries are 'patchcore' with a backbone section; got {card.architecture!r} "
+            "(entries fitted before Vigil 0.2 must be fitted again)"
+        )
+    trunk = FeatureTrunk(card.backbone.name, tuple(card.backbone.levels))
+    scorer = PatchCoreScorer(trunk, torch.empty(state["memory"].shape))
     scorer.load_state_dict(state)
     return scorer
 

@@ -1,198 +1,474 @@
-"""Training of vision registry entries: a defect classifier, or an anomaly scorer from normal images."""
+"""Training of vision registry entries: a defect classifier on a pretrained backbone, or a
+PatchCore anomaly scorer fitted on normal images.
+
+Both split the data the same way: a stratified hold-out share that training never sees
+(recorded in the entry's ``holdout.txt`` for ``vigil eval vision``), and from the rest a
+stratified validation share that chooses the model and the epoch (classifier) or calibrates
+the threshold (anomaly scorer). The dataclasses' defaults are the CLI's defaults.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 import torch
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from models.registry import save_model
+from models.registry import file_sha256, save_model
 from models.vision.anomaly import fit_patchcore
-from models.vision.architectures import build_classifier
-from models.vision.dataset import LabelledImage, image_folder, load_batch, split
-from models.vision.evaluation import auroc, classification_report
-from models.vision.serving import PATCHCORE_PREFIX
-from schemas.model_card import ImageInputSpec, ModelCard, TrainingSummary
+from models.vision.architectures import BACKBONE_LINEAR, BackboneClassifier, build_classifier
+from models.vision.augment import surface_augment
+from models.vision.backbones import FeatureTrunk, Level, backbone
+from models.vision.dataset import LabelledImage, image_folder, load_pixels, split, write_holdout
+from models.vision.evaluation import ClassificationReport, anomaly_report
+from models.vision.preprocess import normalise
+from models.vision.serving import PATCHCORE
+from schemas.model_card import BackboneInfo, ImageInputSpec, ModelCard, TrainingSummary
 
-HOLDOUT_FILE = "holdout.txt"
+log = logging.getLogger(__name__)
+
+NORMAL_NAMES = re.compile(r"(^|[_\-\s])(ok|good|normal|free|no[_\-\s]?defect|pass)$", re.IGNORECASE)
+
+
+TrainScope = Literal["head", "top", "all"]
+"""What a backbone classifier trains: the linear head on frozen features; the top stage too
+(the stride-32 blocks, fed from cached stride-16 maps: minutes on a CPU); or every weight."""
+
+
+@dataclass(frozen=True)
+class ClassifierTraining:
+    """How a defect classifier is trained. ``architecture`` ``backbone_linear`` is a pretrained
+    ``backbone`` with a linear head; each of ``scopes`` is trained and the one with the best
+    validation macro-F1 is kept. Any other architecture is trained from scratch end to end."""
+
+    architecture: str = BACKBONE_LINEAR
+    backbone: str = "efficientnet_lite0"
+    checkpoint: str | None = None
+    size: int = 224
+    scopes: tuple[TrainScope, ...] = ("head", "top")
+    epochs: int = 40
+    patience: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float = 2e-4
+    weight_decay: float = 1e-2
+    holdout: float = 0.25
+    validation: float = 0.2
+    normal_label: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.scopes) - set(get_args(TrainScope))
+        if unknown or not self.scopes:
+            raise ValueError(f"scopes must be among {', '.join(get_args(TrainScope))}; got {self.scopes}")
+
+
+@dataclass(frozen=True)
+class AnomalyFitting:
+    """How a PatchCore anomaly scorer is fitted on the normal class."""
+
+    backbone: str = "efficientnet_lite0"
+    checkpoint: str | None = None
+    levels: tuple[Level, ...] = (4,)
+    size: int = 224
+    memory_size: int = 10_000
+    holdout: float = 0.25
+    calibration: float = 0.2
+    quantile: float = 0.99
+    normal_label: str | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class TrainedEntry:
-    """Where a trained model was written, its card and its held-out images."""
+    """Where a trained model was written, its card, its hold-out images and any warnings."""
 
     folder: Path
     card: ModelCard
     holdout: list[LabelledImage]
+    warnings: list[str] = field(default_factory=list)
 
 
-def _spec(size: int, channels: int, mean: float, std: float) -> ImageInputSpec:
-    return ImageInputSpec.model_validate(
-        {
-            "height": size,
-            "width": size,
-            "channels": channels,
-            "mean": [mean] * channels,
-            "std": [std] * channels,
-        }
+def normal_class(labels: list[str], items: list[LabelledImage], asked: str | None) -> str:
+    """The class meaning "no defect": ``asked``, else the one named like it, else the largest."""
+    if asked is not None:
+        if asked not in labels:
+            raise ValueError(f"no class {asked!r}; classes: {', '.join(labels)}")
+        return asked
+    named = [label for label in labels if NORMAL_NAMES.search(label)]
+    if len(named) == 1:
+        return named[0]
+    counts = torch.bincount(torch.tensor([i.label for i in items]), minlength=len(labels))
+    return labels[int(counts.argmax())]
+
+
+def _input_spec(size: int, mean: list[float], std: list[float]) -> ImageInputSpec:
+    return ImageInputSpec(height=size, width=size, channels=3, mean=mean, std=std, resize="letterbox")
+
+
+def _backbone_info(name: str, levels: tuple[Level, ...], checkpoint: str | None) -> BackboneInfo:
+    path = backbone(name).find_checkpoint(Path(checkpoint) if checkpoint else None)
+    return BackboneInfo(
+        name=name, levels=list(levels), checkpoint=path.name, checkpoint_sha256=file_sha256(path)
     )
 
 
-def _pixel_stats(items: list[LabelledImage], size: int, channels: int) -> tuple[float, float]:
-    images, _ = load_batch(items[:256], _spec(size, channels, 0.0, 1.0))
-    return float(images.mean()), float(images.std().clamp(min=1e-3))
+class _Progress:
+    """A progress bar with the loss and the validation macro-F1 of the last epoch."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
+        self._task = self._bar.add_task(description, total=total, status="")
+
+    def __enter__(self) -> _Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def epoch(self, loss: float, val_f1: float, best: float) -> None:
+        status = f"loss {loss:.3f}  val macro-F1 {val_f1:.3f} (best {best:.3f})"
+        self._bar.update(self._task, advance=1, status=status)
+
+    def finish(self) -> None:
+        self._bar.update(self._task, completed=self._bar.tasks[0].total)
 
 
-def _write_holdout(folder: Path, root: Path, holdout: list[LabelledImage]) -> None:
-    (folder / HOLDOUT_FILE).write_text("".join(f"{i.path.relative_to(root)}\n" for i in holdout))
+def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One epoch of indices drawn with replacement so each class is drawn equally often."""
+    counts = torch.bincount(labels).float()
+    weights = (1.0 / counts.clamp(min=1))[labels]
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
+def random_flips(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each map flipped left-right and up-down at random: the cached-feature stand-in for
+    flipping the image (exact for the pooled features, close for the maps)."""
+    out = maps.clone()
+    flip_h = torch.rand(len(maps), generator=generator) < 0.5
+    flip_v = torch.rand(len(maps), generator=generator) < 0.5
+    out[flip_h] = out[flip_h].flip(-1)
+    out[flip_v] = out[flip_v].flip(-2)
+    return out
+
+
+@dataclass
+class _Best:
+    """The best epoch so far, by validation macro-F1 (then loss), and early stopping."""
+
+    patience: int
+    score: tuple[float, float] = (-1.0, 0.0)
+    epoch: int = -1
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, score: tuple[float, float], model: nn.Module) -> bool:
+        """Record ``epoch``; False once ``patience`` epochs passed without improvement."""
+        if score > self.score:
+            self.score, self.epoch = score, epoch
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return epoch - self.epoch < self.patience
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a training loop feeds its forward function: images or cached feature maps."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    val: torch.Tensor
+    val_labels: torch.Tensor
+
+
+def _evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    truth: torch.Tensor,
+    labels: list[str],
+) -> tuple[ClassificationReport, float]:
+    with torch.inference_mode():
+        logits = torch.cat([forward(chunk) for chunk in inputs.split(64)])
+    loss = float(nn.functional.cross_entropy(logits, truth))
+    return ClassificationReport.of(labels, truth, logits.argmax(dim=1)), loss
+
+
+def _fit(
+    model: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    groups: list[dict[str, Any]],
+    inputs: _Inputs,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    config: ClassifierTraining,
+    labels: list[str],
+    description: str,
+) -> tuple[float, int]:
+    """Train on class-balanced, augmented batches with a cosine learning rate; keep the epoch
+    with the best validation macro-F1. Returns (its macro-F1, its index)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(inputs.train) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.epochs * steps_per_epoch)
+    best = _Best(config.patience)
+    with _Progress(description, config.epochs) as progress:
+        for epoch in range(config.epochs):
+            _train_mode(model)
+            losses = []
+            order = balanced_order(inputs.train_labels, generator)
+            for index in order[: steps_per_epoch * config.batch_size].split(config.batch_size):
+                optimiser.zero_grad()
+                loss = nn.functional.cross_entropy(
+                    forward(augment(inputs.train[index], generator)), inputs.train_labels[index]
+                )
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                losses.append(loss.item())
+            model.eval()
+            report, val_loss = _evaluate(forward, inputs.val, inputs.val_labels, labels)
+            going = best.update(epoch, (report.macro_f1, -val_loss), model)
+            progress.epoch(sum(losses) / len(losses), report.macro_f1, best.score[0])
+            if not going:
+                break
+        progress.finish()
+    assert best.state is not None
+    model.load_state_dict(best.state)
+    return best.score[0], best.epoch
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Training mode, except that a pretrained trunk keeps its ImageNet batch-norm statistics
+    (small batches of one product would overwrite them)."""
+    model.train()
+    if isinstance(model, BackboneClassifier):
+        for module in model.trunk.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+
+
+def _image_augment(spec: ImageInputSpec) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return normalise(surface_augment(pixels, generator), spec)
+
+    return augment
+
+
+def _cached(trunk: FeatureTrunk, pixels: torch.Tensor, spec: ImageInputSpec, level: Level) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([trunk.to_level(normalise(chunk, spec), level) for chunk in pixels.split(16)])
+
+
+def _train_backbone_classifier(
+    model: BackboneClassifier,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    config: ClassifierTraining,
+    labels: list[str],
+    spec: ImageInputSpec,
+) -> tuple[float, int, TrainScope]:
+    """Train each of ``config.scopes`` from the pretrained weights; keep the best on validation."""
+    trunk = model.trunk.eval()
+    top_level = trunk.levels[-1]
+    cut = top_level - 1
+    below = (_cached(trunk, train[0], spec, cut), _cached(trunk, val[0], spec, cut))
+    with torch.inference_mode():
+        tops = torch.cat([trunk.from_level(chunk, cut) for chunk in below[0].split(64)])
+        val_tops = torch.cat([trunk.from_level(chunk, cut) for chunk in below[1].split(64)])
+        pooled = torch.cat([tops.mean(dim=(2, 3)), tops.amax(dim=(2, 3))], dim=1)
+    model.feature_mean.copy_(pooled.mean(dim=0))
+    model.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-4))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    chosen: tuple[float, int, TrainScope, dict[str, torch.Tensor]] | None = None
+    for scope in config.scopes:
+        model.load_state_dict(start)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        head = {"params": list(model.head.parameters()), "lr": config.lr}
+        if scope == "all":
+            trainable = list(model.trunk.parameters())
+            inputs = _Inputs(train[0], train[1], normalise(val[0], spec), val[1])
+            forward: Callable[[torch.Tensor], torch.Tensor] = model
+            augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = _image_augment(spec)
+        elif scope == "top":
+            trainable = trunk.parameters_after(cut)
+            inputs = _Inputs(below[0], train[1], below[1], val[1])
+            forward = lambda maps: model.head(model.pooled(trunk.from_level(maps, cut)))  # noqa: E731
+            augment = random_flips
+        else:  # the top maps do not change: pool them once
+            trainable = []
+            inputs = _Inputs(tops, train[1], val_tops, val[1])
+            forward = lambda maps: model.head(model.pooled(maps))  # noqa: E731
+            augment = random_flips
+        for parameter in [*trainable, *model.head.parameters()]:
+            parameter.requires_grad_(True)
+        groups = [head] + ([{"params": trainable, "lr": config.backbone_lr}] if trainable else [])
+        score, epoch = _fit(model, forward, groups, inputs, augment, config, labels, f"training: {scope}")
+        if chosen is None or score > chosen[0]:
+            chosen = (score, epoch, scope, {k: v.clone() for k, v in model.state_dict().items()})
+    assert chosen is not None
+    model.load_state_dict(chosen[3])
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return chosen[0], chosen[1], chosen[2]
+
+
+def _loaded(items: list[LabelledImage], spec: ImageInputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_pixels(items, spec), torch.tensor([i.label for i in items])
 
 
 def train_classifier(
-    data: str | Path,
-    registry: str | Path,
-    name: str,
-    version: str,
-    architecture: str = "mobilenet_v3_small",
-    size: int = 128,
-    channels: int = 3,
-    epochs: int = 10,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    holdout: float = 0.25,
-    normal_label: str = "ok",
-    seed: int = 0,
+    data: str | Path, registry: str | Path, name: str, version: str, config: ClassifierTraining | None = None
 ) -> TrainedEntry:
-    """Train a multi-class defect classifier on ``<data>/<class>/*`` and write it to the registry."""
-    torch.manual_seed(seed)
+    """Train a defect classifier on ``<data>/<class>/*`` and write it to the registry; see the
+    module docstring. Warns when the chosen model does not beat the majority class on validation."""
+    config = config or ClassifierTraining()
+    torch.manual_seed(config.seed)
     root = Path(data)
     labels, items = image_folder(root)
-    train, held = split(items, holdout, seed)
-    mean, std = _pixel_stats(train, size, channels)
-    spec = _spec(size, channels, mean, std)
-    images, targets = load_batch(train, spec)
-    model = build_classifier(architecture, len(labels))
-    counts = torch.bincount(targets, minlength=len(labels)).float().clamp(min=1)
-    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / counts).sqrt())  # rare defects weigh more
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * max(1, len(images) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
-    model.train()
-    for _ in track(range(epochs), description=f"training {name} ({architecture})"):
-        order = torch.randperm(len(images))
-        for start in range(0, len(images) - batch_size + 1, batch_size):
-            index = order[start : start + batch_size]
-            batch = images[index]
-            flips = torch.rand(2)
-            if flips[0] < 0.5:
-                batch = batch.flip(-1)
-            if flips[1] < 0.5:
-                batch = batch.flip(-2)
-            optimiser.zero_grad()
-            loss_fn(model(batch), targets[index]).backward()
-            optimiser.step()
-            schedule.step()
+    normal_label = normal_class(labels, items, config.normal_label)
+    rest, held = split(items, config.holdout, config.seed)
+    train_items, val_items = split(rest, config.validation, config.seed + 1)
+    if not val_items:
+        raise ValueError("the validation split is empty: more images or a larger --validation share")
+    pretrained = config.architecture == BACKBONE_LINEAR
+    info: BackboneInfo | None = None
+    if pretrained:
+        spec_of = backbone(config.backbone)
+        spec = _input_spec(config.size, list(spec_of.mean), list(spec_of.std))
+        levels: tuple[Level, ...] = (5,)
+        info = _backbone_info(config.backbone, levels, config.checkpoint)
+        model: nn.Module = BackboneClassifier(
+            FeatureTrunk.pretrained(config.backbone, levels, config.checkpoint), len(labels)
+        )
+    else:
+        spec = _input_spec(config.size, [0.5] * 3, [0.25] * 3)
+        model = build_classifier(config.architecture, len(labels))
+    train = _loaded(train_items, spec)
+    val = _loaded(val_items, spec)
+    if isinstance(model, BackboneClassifier):
+        val_f1, epoch, scope = _train_backbone_classifier(model, train, val, config, labels, spec)
+        note = f"{config.backbone}, trained: {scope}"
+    else:
+        inputs = _Inputs(train[0], train[1], normalise(val[0], spec), val[1])
+        groups = [{"params": list(model.parameters()), "lr": config.lr}]
+        val_f1, epoch = _fit(
+            model,
+            model,
+            groups,
+            inputs,
+            _image_augment(spec),
+            config,
+            labels,
+            f"training {config.architecture} from scratch",
+        )
+        note = f"{config.architecture} from scratch"
     model.eval()
-    metrics: dict[str, float] = {}
+    val_report, _ = _evaluate(model, normalise(val[0], spec), val[1], labels)
+    warnings = []
+    if not val_report.beats(val_report.majority()):
+        warnings.append(
+            f"the chosen model does NOT beat always answering {labels[int(val_report.confusion.sum(1).argmax())]!r} "
+            f"on validation (accuracy {val_report.accuracy:.3f} vs {val_report.majority().accuracy:.3f}, "
+            f"macro-F1 {val_report.macro_f1:.3f} vs {val_report.majority().macro_f1:.3f}): do not deploy it"
+        )
+        log.warning(warnings[-1])
+    metrics = {"val_macro_f1": val_f1, "val_accuracy": val_report.accuracy, "chosen_epoch": float(epoch)}
     if held:
-        report = classification_report(model, held, spec, labels)
-        metrics = report.summary()
+        pixels, truth = _loaded(held, spec)
+        report, _ = _evaluate(model, normalise(pixels, spec), truth, labels)
+        metrics |= {f"holdout_{k}": v for k, v in report.summary().items()}
     card = ModelCard(
         name=name,
         version=version,
         task="defect_classification",
-        architecture=architecture,
+        architecture=config.architecture,
         input=spec,
         labels=labels,
         normal_label=normal_label,
         thresholds={label: 0.5 for label in labels if label != normal_label},
+        output="logits",
+        backbone=info,
         training=TrainingSummary(
             dataset=str(root),
-            samples=len(train),
-            epochs=epochs,
+            samples=len(train_items),
+            epochs=epoch + 1,
             metrics=metrics,
-            notes=f"held out {len(held)} images",
+            notes="; ".join([note, f"validation {len(val_items)}, hold-out {len(held)} images", *warnings])[
+                :256
+            ],
         ),
         created_at=datetime.now(UTC),
     )
     folder = save_model(registry, card, model)
-    _write_holdout(folder, root, held)
-    return TrainedEntry(folder, card, held)
+    write_holdout(folder, root, held)
+    return TrainedEntry(folder, card, held, warnings)
 
 
 def fit_anomaly_scorer(
-    data: str | Path,
-    registry: str | Path,
-    name: str,
-    version: str,
-    normal_label: str = "ok",
-    trunk: str = "resnet18",
-    trunk_weights: str | Path | None = None,
-    size: int = 128,
-    holdout: float = 0.2,
-    memory_size: int = 4000,
-    quantile: float = 0.99,
-    seed: int = 0,
+    data: str | Path, registry: str | Path, name: str, version: str, config: AnomalyFitting | None = None
 ) -> TrainedEntry:
-    """Fit a PatchCore-style scorer on the normal images of ``data``; calibrate its threshold."""
+    """Fit a PatchCore scorer on the normal images of ``data``, calibrate its threshold on
+    held-out normal images, and score the hold-out normals and every defect image."""
+    config = config or AnomalyFitting()
     root = Path(data)
     labels, items = image_folder(root)
-    if normal_label not in labels:
-        raise ValueError(f"no normal class {normal_label!r} under {root}; classes: {', '.join(labels)}")
+    normal_label = normal_class(labels, items, config.normal_label)
     normal = labels.index(normal_label)
     normal_items = [i for i in items if i.label == normal]
-    fit_items, calibration = split(normal_items, holdout, seed)
-    mean, std = _pixel_stats(fit_items, size, 3)
-    spec = _spec(size, 3, mean, std)
-    batches = [
-        load_batch(fit_items[k : k + 32], spec)[0]
-        for k in track(range(0, len(fit_items), 32), description="features")
-    ]
-    state = None
-    if trunk_weights is not None:
-        from safetensors.torch import load_file
-
-        state = load_file(str(trunk_weights))
-    scorer = fit_patchcore(batches, trunk, state, memory_size=memory_size, seed=seed)
-    calibration_scores = _scores(scorer, calibration, spec)
-    threshold = (
-        float(torch.quantile(calibration_scores, quantile)) if len(calibration_scores) else float("nan")
-    )
-    defects = [i for i in items if i.label != normal]
-    metrics = {"calibration_normals": float(len(calibration)), "threshold_quantile": quantile}
-    if defects and len(calibration_scores):
-        defect_scores = _scores(scorer, defects, spec)
-        metrics["image_auroc"] = auroc(calibration_scores, defect_scores)
+    rest, held_normals = split(normal_items, config.holdout, config.seed)
+    fit_items, calibration = split(rest, config.calibration, config.seed + 1)
+    if not fit_items or not calibration:
+        raise ValueError(f"too few {normal_label!r} images to fit and calibrate an anomaly scorer")
+    spec_of = backbone(config.backbone)
+    spec = _input_spec(config.size, list(spec_of.mean), list(spec_of.std))
+    trunk = FeatureTrunk.pretrained(config.backbone, config.levels, config.checkpoint)
+    batches = [normalise(chunk, spec) for chunk in load_pixels(fit_items, spec).split(16)]
+    scorer = fit_patchcore(batches, trunk, config.memory_size, config.seed)
+    threshold = float(torch.quantile(_scores(scorer, calibration, spec), config.quantile))
+    scorer.threshold.fill_(threshold)
+    held = held_normals + [i for i in items if i.label != normal]
+    metrics = {"calibration_normals": float(len(calibration)), "threshold_quantile": config.quantile}
+    if len(held) > len(held_normals):
+        report = anomaly_report(_scores(scorer, held, spec), held, labels, normal, threshold)
+        metrics |= {f"holdout_{k}": v for k, v in report.summary().items()}
     card = ModelCard(
         name=name,
         version=version,
         task="visual_anomaly",
-        architecture=f"{PATCHCORE_PREFIX}{trunk}",
+        architecture=PATCHCORE,
         input=spec,
         labels=["anomaly"],
         normal_label=normal_label,
         thresholds={"anomaly": threshold},
+        backbone=_backbone_info(config.backbone, config.levels, config.checkpoint),
         training=TrainingSummary(
             dataset=str(root),
             samples=len(fit_items),
             metrics=metrics,
-            notes="trunk from local weights"
-            if state
-            else "trunk random init, batch norm calibrated on normals",
+            notes=f"memory bank {len(scorer.memory)} patches; threshold: {config.quantile:g} quantile "
+            f"of {len(calibration)} held-out normal images",
         ),
         created_at=datetime.now(UTC),
     )
     folder = save_model(registry, card, scorer)
-    _write_holdout(folder, root, calibration + defects)
-    return TrainedEntry(folder, card, calibration + defects)
+    write_holdout(folder, root, held)
+    return TrainedEntry(folder, card, held)
 
 
 def _scores(model: nn.Module, items: list[LabelledImage], spec: ImageInputSpec) -> torch.Tensor:
-    out = []
     with torch.inference_mode():
-        for k in range(0, len(items), 32):
-            out.append(model(load_batch(items[k : k + 32], spec)[0]).reshape(-1))
+        out = [model(normalise(chunk, spec))[:, 0] for chunk in load_pixels(items, spec).split(16)]
     return torch.cat(out) if out else torch.empty(0)
