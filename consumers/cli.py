@@ -22,7 +22,7 @@ def _settings(args: argparse.Namespace) -> VigilSettings:
     return resolve_cluster(load_settings(args.config))
 
 
-def _registry(args: argparse.Namespace) -> str:
+def registry_of(args: argparse.Namespace) -> str:
     """The model registry folder: ``--registry``, else the configuration's."""
     return str(args.registry or load_settings(args.config).vision.registry)
 
@@ -151,48 +151,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if sum(summary.results.values()) > 0 else 1
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from models.vision.training import fit_anomaly_scorer, train_classifier
-
-    registry = _registry(args)
-    if args.kind == "anomaly":
-        entry = fit_anomaly_scorer(
-            args.data,
-            registry,
-            args.name,
-            args.version,
-            normal_label=args.normal_label,
-            trunk=args.architecture or "resnet18",
-            trunk_weights=args.trunk_weights,
-            size=args.size,
-            holdout=args.holdout,
-            memory_size=args.memory_size,
-        )
-    else:
-        entry = train_classifier(
-            args.data,
-            registry,
-            args.name,
-            args.version,
-            architecture=args.architecture or "small_cnn",
-            size=args.size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            holdout=args.holdout,
-            normal_label=args.normal_label,
-        )
-    console.print(f"wrote {entry.folder}")
-    assert entry.card.training is not None
-    for key, value in entry.card.training.metrics.items():
-        console.print(f"  {key:28} {value:.4f}")
-    return 0
-
-
 def cmd_train_sensor(args: argparse.Namespace) -> int:
     from models.sensors.training import train_sensor_model
 
-    registry = _registry(args)
+    registry = registry_of(args)
     entry = train_sensor_model(
         args.data,
         registry,
@@ -218,7 +180,7 @@ def cmd_eval_sensor(args: argparse.Namespace) -> int:
     from models.sensors.evaluation import compare, labelled_windows
     from models.sensors.series import load_history
 
-    registry = _registry(args)
+    registry = registry_of(args)
     model = load_model(registry, args.name, args.version)
     table = Table(title=f"{args.data.name}: {args.name} {model.card.version} against a rolling z-score")
     for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
@@ -236,16 +198,11 @@ def cmd_eval_sensor(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from models.vision.evaluation import report_for_entry
-
-    registry = _registry(args)
-    console.print(report_for_entry(registry, args.name, args.version, args.data, args.split))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from consumers.model_commands import add_model_commands
+    from consumers.vision_commands import add_eval_vision, add_train_vision
+
     parser = argparse.ArgumentParser(prog="vigil", description="Streaming inference for plants and cities.")
     parser.add_argument("--log-level", default="WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,31 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = with_config(sub.add_parser("train", help="train a registry model"))
     train_sub = train.add_subparsers(dest="pipeline", required=True)
-    vision_train = with_config(
-        train_sub.add_parser("vision", help="a defect classifier or an anomaly scorer")
-    )
-    vision_train.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
-    vision_train.add_argument("--kind", choices=["classifier", "anomaly"], default="classifier")
-    vision_train.add_argument("--name", required=True)
-    vision_train.add_argument("--version", default="1")
-    vision_train.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
-    vision_train.add_argument(
-        "--architecture",
-        default=None,
-        help="classifier: small_cnn, resnet18/34/50, mobilenet_v3_small/large, efficientnet_b0, "
-        "resnet50_linear_head; anomaly: the trunk, resnet18/34/50",
-    )
-    vision_train.add_argument(
-        "--trunk-weights", type=Path, default=None, help="anomaly: local safetensors of the trunk"
-    )
-    vision_train.add_argument("--normal-label", default="ok")
-    vision_train.add_argument("--size", type=int, default=128)
-    vision_train.add_argument("--epochs", type=int, default=10)
-    vision_train.add_argument("--batch-size", type=int, default=32)
-    vision_train.add_argument("--lr", type=float, default=3e-3)
-    vision_train.add_argument("--holdout", type=float, default=0.25)
-    vision_train.add_argument("--memory-size", type=int, default=4000, help="anomaly: coreset size")
-    vision_train.set_defaults(func=cmd_train)
+    add_train_vision(train_sub, with_config)
 
     sensor_train = with_config(
         train_sub.add_parser(
@@ -364,20 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = with_config(sub.add_parser("eval", help="measure a registry model"))
     eval_sub = evaluate.add_subparsers(dest="pipeline", required=True)
-    vision_eval = with_config(
-        eval_sub.add_parser("vision", help="accuracy, precision/recall, confusion or AUROC")
-    )
-    vision_eval.add_argument("--data", type=Path, required=True)
-    vision_eval.add_argument("--name", required=True)
-    vision_eval.add_argument("--version", default=None)
-    vision_eval.add_argument("--registry", default=None)
-    vision_eval.add_argument(
-        "--split",
-        choices=["holdout", "all"],
-        default="holdout",
-        help="holdout: the images training kept aside (recorded in the entry)",
-    )
-    vision_eval.set_defaults(func=cmd_eval)
+    add_eval_vision(eval_sub, with_config)
     sensor_eval = with_config(
         eval_sub.add_parser("sensor", help="replay a labelled series: detections, false alerts, delay")
     )
@@ -388,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     sensor_eval.add_argument("--registry", default=None)
     sensor_eval.add_argument("--train-fraction", type=float, default=0.15)
     sensor_eval.set_defaults(func=cmd_eval_sensor)
+
+    add_model_commands(sub, with_config)
 
     demo = with_config(sub.add_parser("demo", help="the one-command tour"))
     demo.add_argument("--duration", type=float, default=40.0, help="seconds")

