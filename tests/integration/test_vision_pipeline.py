@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision.models as tvm
+from torch import nn
 
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.loop import StreamRuntime
@@ -18,6 +21,7 @@ from models.registry import load_model
 from models.vision.preprocess import preprocess
 from models.vision.synthetic import encode, product_image
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, RegionOfInterest
+from schemas.model_card import ImageInputSpec
 from schemas.settings import VigilSettings
 from tests.integration.runtime_harness import running
 from tests.kafka_helpers import produce, read_all, unique_settings
@@ -41,24 +45,52 @@ def vision_settings(bootstrap: str, models: VisionModels, frames: Path) -> Vigil
     return settings.model_copy(update={"vision": vision})
 
 
-def add_other_formats(registry: Path, classifier: str) -> list[str]:
-    """A TorchScript entry and a torchvision MobileNetV3 entry beside the trained classifier."""
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def add_other_formats(registry: Path, classifier: str, work: Path) -> dict[str, Scorer]:
+    """Beside the trained classifier: a torchvision MobileNetV3 entry, and two models brought by
+    a user through ``import_model``, a seed-layout ResNet-50 state dict (``backbone.*`` + ``fc.*``)
+    and a TorchScript file emitting logits; each with its direct scorer (probabilities)."""
     from models.registry import save_model, versions
-    from models.vision.architectures import build_classifier
+    from models.vision.architectures import SmallCnn, build_classifier
+    from models.vision.importing import ImportRequest, import_model
 
     source = load_model(registry, classifier)
-    if not versions(registry, "tiles-torchscript"):
-        card = source.card.model_copy(
-            update={"name": "tiles-torchscript", "architecture": "torchscript", "weights_file": "model.pt"}
-        )
-        save_model(registry, card, source.module)
+    labels = source.card.labels
+    torch.manual_seed(0)
+    mobilenet = build_classifier("mobilenet_v3_small", len(labels)).eval()
     if not versions(registry, "tiles-mobilenet"):
-        torch.manual_seed(0)
         card = source.card.model_copy(
-            update={"name": "tiles-mobilenet", "architecture": "mobilenet_v3_small"}
+            update={"name": "tiles-mobilenet", "architecture": "mobilenet_v3_small", "backbone": None}
         )
-        save_model(registry, card, build_classifier("mobilenet_v3_small", len(card.labels)).eval())
-    return ["tiles-torchscript", "tiles-mobilenet"]
+        save_model(registry, card, mobilenet)
+    trunk = tvm.resnet50(weights=None)
+    trunk.fc = nn.Identity()  # type: ignore[assignment]
+    fc = nn.Linear(2048, len(labels))
+    seed_model = nn.Sequential(trunk, fc).eval()
+    seed_file = work / "seed-resnet50.pt"
+    state = {f"backbone.{k}": v for k, v in trunk.state_dict().items()}
+    torch.save(state | {f"fc.{k}": v for k, v in fc.state_dict().items()}, seed_file)
+    scripted = torch.jit.script(SmallCnn(len(labels)).eval())
+    scripted_file = work / "logits.torchscript.pt"
+    scripted.save(str(scripted_file))
+    spec = ImageInputSpec(
+        height=64,
+        width=64,
+        channels=3,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        resize="letterbox",
+    )
+    for name, path in (("seed-resnet50", seed_file), ("scripted-logits", scripted_file)):
+        if not versions(registry, name):
+            import_model(ImportRequest(path, name, "1", labels, spec, normal_label="ok"), registry)
+    return {
+        "tiles-mobilenet": lambda x: mobilenet(x).softmax(dim=1),
+        "seed-resnet50": lambda x: seed_model(x).softmax(dim=1),
+        "scripted-logits": lambda x: scripted(x).softmax(dim=1),
+    }
 
 
 def frame(n: int, path: Path | str, **extra: object) -> FrameRef:
@@ -85,7 +117,7 @@ def test_frames_become_results_alerts_and_precise_dead_letters(
         path = frames_dir / f"{n}.png"
         path.write_bytes(encode(product_image(label, 64, seed=7000 + n)))
         good.append(frame(n, path, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
-    extra_models = add_other_formats(vision_models.registry, vision_models.classifier)
+    extra_models = add_other_formats(vision_models.registry, vision_models.classifier, tmp_path)
     for k, name in enumerate(extra_models):
         path = frames_dir / f"format-{k}.png"
         path.write_bytes(encode(product_image("scratch", 64, seed=7200 + k)))
@@ -130,16 +162,24 @@ def test_frames_become_results_alerts_and_precise_dead_letters(
     assert all(d.origin_topic == settings.topics.frames.name for d in letters)
     assert len(results) == len(good)
 
-    # Scores equal direct torch inference on the same images.
+    # Scores equal direct torch inference on the same images (for the imported models: the
+    # user's own modules, with the card's preprocessing); anomaly results say where.
     classifier = load_model(vision_models.registry, vision_models.classifier)
     expected_alerts = set()
     for result in results:
         source = next(f for f in good if f.camera_id == result.source_id)
         model = load_model(vision_models.registry, source.model) if source.model else classifier
         image = preprocess(Path(source.uri.removeprefix("file://")).read_bytes(), model.card.input)  # type: ignore[arg-type]
+        scorer = extra_models.get(source.model or "", model.module)
         with torch.inference_mode():
-            direct = model.module(image.unsqueeze(0))[0].tolist()
+            direct = scorer(image.unsqueeze(0))[0, : len(model.card.labels)].tolist()
         assert result.scores == pytest.approx(dict(zip(model.card.labels, direct, strict=True)), abs=1e-4)
+        if model.card.task == "visual_anomaly":
+            region = result.evidence.region
+            assert region is not None and region.x <= region.peak_x <= region.x + region.width <= 64
+            assert region.y <= region.peak_y <= region.y + region.height <= 64
+        else:
+            assert result.evidence.region is None
         assert result.model is not None and result.model.weights_sha256 == model.weights_sha256
         assert result.evidence.frame_uri == source.uri and result.evidence.frame_sha256 is not None
         for label, threshold in model.card.thresholds.items():
@@ -161,3 +201,4 @@ def test_frames_become_results_alerts_and_precise_dead_letters(
         stamps = alert.timestamps
         assert stamps.captured_at <= stamps.received_at <= stamps.inferred_at <= stamps.published_at
         assert alert.kind == ("visual_anomaly" if alert.label == "anomaly" else "visual_defect")
+        assert (alert.evidence.region is not None) == (alert.kind == "visual_anomaly")

@@ -1,0 +1,170 @@
+"""``vigil models import | list | show``: what is in the model registry, and bringing your own."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+NORMALISATIONS = {
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "lite": ([127 / 255] * 3, [128 / 255] * 3),
+    "none": ([0.0] * 3, [1.0] * 3),
+}
+
+
+def add_model_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+    """Register ``vigil models``."""
+    models = with_config(sub.add_parser("models", help="the model registry: import, list, show"))
+    actions = models.add_subparsers(dest="action", required=True)
+    imp = with_config(actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"))
+    imp.add_argument("source", type=Path)
+    imp.add_argument("--name", required=True)
+    imp.add_argument("--version", default="1")
+    imp.add_argument("--labels", required=True, help="comma-separated, in the order of the model's outputs")
+    imp.add_argument("--normal-label", default=None, help="the label that means no defect (no alert)")
+    imp.add_argument("--size", default="224", help="input size: N or HxW")
+    imp.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    imp.add_argument(
+        "--normalisation",
+        default="imagenet",
+        help="imagenet, lite, none, or 'm1,m2,m3/s1,s2,s3' on [0, 1] pixels",
+    )
+    imp.add_argument(
+        "--resize", choices=["stretch", "shorter_side_then_center_crop", "letterbox"], default="letterbox"
+    )
+    imp.add_argument("--architecture", default=None, help="state dicts: the layout (default: try each)")
+    imp.add_argument(
+        "--output",
+        choices=["logits", "probabilities"],
+        default=None,
+        help="default: detected from a forward pass",
+    )
+    imp.add_argument(
+        "--check-data",
+        type=Path,
+        default=None,
+        help="labelled images (a folder per label) to check label order",
+    )
+    imp.add_argument("--registry", default=None)
+    imp.set_defaults(func=cmd_import)
+    listing = with_config(actions.add_parser("list", help="every entry, newest version last"))
+    listing.add_argument("--registry", default=None)
+    listing.set_defaults(func=cmd_list)
+    show = with_config(actions.add_parser("show", help="one entry's card, files and checks"))
+    show.add_argument("name")
+    show.add_argument("--version", default=None)
+    show.add_argument("--registry", default=None)
+    show.set_defaults(func=cmd_show)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224`` or ``256x512`` (height x width)."""
+    parts = text.lower().split("x")
+    if len(parts) == 1:
+        return int(parts[0]), int(parts[0])
+    if len(parts) == 2:
+        return int(parts[0]), int(parts[1])
+    raise ValueError(f"size {text!r} is not N or HxW")
+
+
+def parse_normalisation(text: str, channels: int) -> tuple[list[float], list[float]]:
+    """A named normalisation or ``means/stds``, for ``channels`` channels."""
+    if text in NORMALISATIONS:
+        mean, std = NORMALISATIONS[text]
+    else:
+        try:
+            means, stds = text.split("/")
+            mean, std = [float(v) for v in means.split(",")], [float(v) for v in stds.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"normalisation {text!r}: use {', '.join(NORMALISATIONS)} or 'm,m,m/s,s,s'"
+            ) from None
+    if channels == 1:
+        mean, std = mean[:1], std[:1]
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"normalisation {text!r} does not have {channels} means and stds")
+    return mean, std
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import a model and print what was found."""
+    from consumers.cli import registry_of
+    from models.vision.importing import ImportRequest, import_model
+    from schemas.model_card import ImageInputSpec
+
+    height, width = parse_size(args.size)
+    mean, std = parse_normalisation(args.normalisation, args.channels)
+    spec = ImageInputSpec(
+        height=height, width=width, channels=args.channels, mean=mean, std=std, resize=args.resize
+    )
+    request = ImportRequest(
+        source=args.source,
+        name=args.name,
+        version=args.version,
+        labels=[label.strip() for label in args.labels.split(",") if label.strip()],
+        spec=spec,
+        normal_label=args.normal_label,
+        architecture=args.architecture,
+        output=args.output,
+        check_data=args.check_data,
+    )
+    card, notes = import_model(request, registry_of(args))
+    console.print(
+        f"imported {card.name} {card.version} ({card.architecture}), weights sha256 {card.weights_sha256}"
+    )
+    for note in notes:
+        console.print(f"  {note}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """One row per registry entry."""
+    from consumers.cli import registry_of
+    from models.registry import list_entries
+
+    registry = registry_of(args)
+    table = Table(title=f"models in {registry}")
+    for column in ("name", "version", "task", "architecture", "backbone", "labels", "created", "key metric"):
+        table.add_column(column)
+    for card in list_entries(registry):
+        metrics = card.training.metrics if card.training else {}
+        key = next(
+            (f"{k} {metrics[k]:.3f}" for k in ("holdout_macro_f1", "holdout_image_auroc") if k in metrics), ""
+        )
+        table.add_row(
+            card.name,
+            card.version,
+            card.task,
+            card.architecture,
+            card.backbone.name if card.backbone else "",
+            str(len(card.labels)),
+            card.created_at.strftime("%Y-%m-%d %H:%M"),
+            key,
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """The card of an entry, and whether its weights still match it."""
+    from consumers.cli import registry_of
+    from models.registry import CARD_FILE, entry_folder, file_sha256, read_card
+
+    registry = registry_of(args)
+    card = read_card(registry, args.name, args.version)
+    folder = entry_folder(registry, args.name, card.version)
+    console.print_json((folder / CARD_FILE).read_text())
+    weights = folder / card.weights_file
+    matches = weights.is_file() and file_sha256(weights) == card.weights_sha256
+    console.print(f"folder {folder}")
+    console.print(
+        f"weights {weights.name}: {'sha256 matches the card' if matches else '[red]DOES NOT match the card[/red]'}"
+    )
+    return 0 if matches else 1
