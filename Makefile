@@ -39,6 +39,7 @@ bench: setup
 
 bench-vision: setup
 	$(BIN)/python bench/vision.py
+	$(BIN)/python bench/vision_models.py
 
 bench-sensors: setup
 	$(BIN)/python bench/sensors.py

@@ -1,0 +1,139 @@
+"""Frames/s of the default vision models against the ones they replaced, on the real broker.
+
+Each model is served by the whole pipeline (fetch, decode in child processes, micro-batched
+inference, produce, commit) over the same JPEG frames, and also run alone on pre-decoded
+tensors (its ceiling). The models carry their real architecture and input size; their
+weights are untrained (speed does not depend on them):
+- classifier, now: EfficientNet-Lite0 with a linear head at the default size, letterboxed;
+- classifier, before: the small CNN at 128 px;
+- anomaly scorer, now: PatchCore on EfficientNet-Lite0 stride-16 features, 224 px, 10,000 patches;
+- anomaly scorer, before: PatchCore on ResNet-18 layer2 and layer3, 128 px, 4,000 patches.
+
+Usage: python bench/vision_models.py [--frames 400] [--repeats 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import Figure, bench_broker, bench_settings, report
+from bench.vision import LABELS, configure, make_images, model_only, publish_frames, run_pipeline
+from models.engine import InferenceEngine
+from models.registry import load_model, save_model
+from models.vision.anomaly import PatchCoreScorer
+from models.vision.architectures import BackboneClassifier, SmallCnn
+from models.vision.backbones import FeatureTrunk, backbone
+from models.vision.preprocess import preprocess
+from models.vision.training import AnomalyFitting, ClassifierTraining
+from schemas.model_card import BackboneInfo, ImageInputSpec, ModelCard
+
+
+def _card(
+    name: str, task: str, architecture: str, size: int, net: str | None, levels: list[int]
+) -> ModelCard:
+    spec = backbone(net) if net else None
+    mean, std = (list(spec.mean), list(spec.std)) if spec else ([0.5] * 3, [0.25] * 3)
+    anomaly = task == "visual_anomaly"
+    return ModelCard(
+        name=name,
+        version="1",
+        task=task,  # type: ignore[arg-type]
+        architecture=architecture,
+        input=ImageInputSpec(height=size, width=size, channels=3, mean=mean, std=std, resize="letterbox"),
+        labels=["anomaly"] if anomaly else LABELS,
+        normal_label="ok",
+        thresholds={"anomaly": 1e9} if anomaly else {label: 0.5 for label in LABELS[1:]},
+        output=None if anomaly else "logits",
+        backbone=BackboneInfo(name=net, levels=levels) if net else None,
+        created_at=datetime.now(UTC),
+    )
+
+
+def make_models(registry: Path) -> dict[str, str]:
+    """The four registry entries; returns name → description."""
+    torch.manual_seed(0)
+    now_c, now_a = ClassifierTraining(), AnomalyFitting()
+    lite_classifier = BackboneClassifier(FeatureTrunk(now_c.backbone, (5,)), len(LABELS))
+    save_model(
+        registry,
+        _card("classifier-now", "defect_classification", "backbone_linear", now_c.size, now_c.backbone, [5]),
+        lite_classifier.eval(),
+    )
+    save_model(
+        registry,
+        _card("classifier-before", "defect_classification", "small_cnn", 128, None, []),
+        SmallCnn(len(LABELS)).eval(),
+    )
+    for name, net, size, memory, levels in (
+        ("anomaly-now", now_a.backbone, now_a.size, now_a.memory_size, now_a.levels),
+        ("anomaly-before", "resnet18", 128, 4_000, (3, 4)),
+    ):
+        trunk = FeatureTrunk(net, levels)
+        scorer = PatchCoreScorer(trunk, torch.randn(memory, sum(trunk.channels)))
+        save_model(
+            registry, _card(name, "visual_anomaly", "patchcore", size, net, list(levels)), scorer.eval()
+        )
+    return {
+        "classifier-now": f"classifier now: {now_c.backbone} + linear head, {now_c.size} px",
+        "classifier-before": "classifier before: small CNN, 128 px",
+        "anomaly-now": f"anomaly now: PatchCore, {now_a.backbone} levels {now_a.levels}, {now_a.size} px, "
+        f"{now_a.memory_size} patches",
+        "anomaly-before": "anomaly before: PatchCore, ResNet-18 layer2+3, 128 px, 4000 patches",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="vigil-bench-models-"))
+    registry, frames = work / "registry", work / "frames"
+    frames.mkdir()
+    models = make_models(registry)
+    images = make_images(frames, 64, 384)
+    blobs = [p.read_bytes() for p in images]
+    figures = []
+    with bench_broker() as broker:
+        for name, description in models.items():
+            loaded = load_model(registry, name)
+            spec = loaded.card.input
+            assert isinstance(spec, ImageInputSpec)
+            ceiling = model_only(
+                InferenceEngine(loaded.module), [preprocess(b, spec) for b in blobs], args.batch, 6
+            )
+            rates = []
+            for _ in range(args.repeats):
+                settings = configure(
+                    bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
+                )
+                settings = settings.model_copy(
+                    update={"vision": settings.vision.model_copy(update={"model": name})}
+                )
+                publish_frames(settings, images, args.frames)
+                rate, _ = run_pipeline(settings, args.frames)
+                rates.append(rate)
+            spread = f"runs {', '.join(f'{r:.1f}' for r in rates)}; model alone {ceiling:.1f} img/s"
+            figures.append(Figure(description, statistics.median(rates), "frames/s", spread))
+    by_name = dict(zip(models, figures, strict=True))
+    for kind in ("classifier", "anomaly"):
+        now, before = by_name[f"{kind}-now"].value, by_name[f"{kind}-before"].value
+        figures.append(Figure(f"{kind}: now / before", now / before, "x", "pipeline frames/s, same run"))
+    print(report("vision-models", figures, {"frames": args.frames, "threads": args.threads}))
+
+
+if __name__ == "__main__":
+    main()
