@@ -2,8 +2,8 @@
 classifier, or with nearest-normal distances for anomaly scoring.
 
 Features of an image (grayscale, letterboxed to 128 px): histograms of intensity, of gradient
-magnitude and of local contrast over the image's own pixels (the padding left out), and their
-means and spreads. What a learned model must beat to be worth its weights.
+magnitude and of local contrast over the image's own pixels (the padding left out), their
+means and spreads, and their extreme quantiles. What a learned model must beat to be worth its weights.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _SPEC = ImageInputSpec(height=SIZE, width=SIZE, channels=1, mean=[0.0], std=[1.0
 
 
 def texture_features(data: bytes) -> torch.Tensor:
-    """(3 * BINS + 6,) texture features of one image's bytes; see the module docstring."""
+    """(3 * BINS + 18,) texture features of one image's bytes; see the module docstring."""
     image = decode(data, _SPEC)
     _, new_h, new_w, top, left = letterbox_geometry(image.shape[-2], image.shape[-1], _SPEC)
     pixels = resize(image, _SPEC)[0, top : top + new_h, left : left + new_w].float() / 255
@@ -33,7 +33,9 @@ def texture_features(data: bytes) -> torch.Tensor:
     parts = []
     for values, top_value in ((pixels, 1.0), (gradient, 0.5), (contrast, 0.25)):
         histogram = torch.histc(values.clamp(max=top_value), bins=BINS, min=0, max=top_value)
-        parts += [histogram / histogram.sum().clamp(min=1), torch.stack([values.mean(), values.std()])]
+        # defects are local: the extremes say more than the histogram of the whole surface
+        extremes = torch.quantile(values.flatten(), torch.tensor([0.001, 0.01, 0.99, 0.999]))
+        parts += [histogram / histogram.sum().clamp(min=1), torch.stack([values.mean(), values.std()]), extremes]
     return torch.cat(parts)
 
 
