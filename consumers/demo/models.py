@@ -9,6 +9,8 @@ from rich.console import Console
 from consumers.demo.world import MACHINE_PERIOD_S
 
 DEMO_VISION_MODEL = "demo-defects"
+DEMO_VISION_VERSION = "2"
+"""Version 1 was a small CNN trained from scratch; 2 is the pretrained backbone default."""
 DEMO_SENSOR_MODEL = "demo-machines"
 DEMO_IMAGE_SIZE = 128
 
@@ -17,7 +19,7 @@ def ensure_demo_models(registry: str, console: Console) -> None:
     """Train the defect classifier and the machine autoencoder unless the registry has them."""
     from models.registry import versions
 
-    if not versions(registry, DEMO_VISION_MODEL):
+    if DEMO_VISION_VERSION not in versions(registry, DEMO_VISION_MODEL):
         from models.vision.synthetic import write_dataset
         from models.vision.training import ClassifierTraining, train_classifier
 
@@ -30,7 +32,7 @@ def ensure_demo_models(registry: str, console: Console) -> None:
                 images,
                 registry,
                 DEMO_VISION_MODEL,
-                "1",
+                DEMO_VISION_VERSION,
                 ClassifierTraining(size=DEMO_IMAGE_SIZE, scopes=("head",), epochs=30),
             )
     if not versions(registry, DEMO_SENSOR_MODEL):

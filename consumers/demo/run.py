@@ -20,7 +20,12 @@ from kafka import KafkaConsumer
 from rich.console import Console
 from rich.live import Live
 
-from consumers.demo.models import DEMO_SENSOR_MODEL, DEMO_VISION_MODEL, ensure_demo_models
+from consumers.demo.models import (
+    DEMO_SENSOR_MODEL,
+    DEMO_VISION_MODEL,
+    DEMO_VISION_VERSION,
+    ensure_demo_models,
+)
 from consumers.demo.view import DemoSummary, LiveView, summary_table, where
 from consumers.demo.world import CAMERAS, PressLine, SensorWorld, demo_start
 from consumers.health import MetricsServer
@@ -48,6 +53,7 @@ def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
     vision = settings.vision.model_copy(
         update={
             "model": DEMO_VISION_MODEL,
+            "model_version": DEMO_VISION_VERSION,
             "rules": vision_rules,
             "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{store}/"]}),
         }
