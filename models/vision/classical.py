@@ -35,7 +35,11 @@ def texture_features(data: bytes) -> torch.Tensor:
         histogram = torch.histc(values.clamp(max=top_value), bins=BINS, min=0, max=top_value)
         # defects are local: the extremes say more than the histogram of the whole surface
         extremes = torch.quantile(values.flatten(), torch.tensor([0.001, 0.01, 0.99, 0.999]))
-        parts += [histogram / histogram.sum().clamp(min=1), torch.stack([values.mean(), values.std()]), extremes]
+        parts += [
+            histogram / histogram.sum().clamp(min=1),
+            torch.stack([values.mean(), values.std()]),
+            extremes,
+        ]
     return torch.cat(parts)
 
 
