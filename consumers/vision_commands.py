@@ -59,7 +59,8 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
         "--scopes",
         default=",".join(classifier["scopes"]),
         help="classifier: what to train, each tried and the best on validation kept: head (linear probe), "
-        "top (the stride-32 stage too), all (every weight; slow on a CPU). Default %(default)s",
+        "top (the stride-32 stage too), top2 (the stride-16 and 32 stages), all (every weight; slow on a "
+        "CPU). Default %(default)s",
     )
     p.add_argument(
         "--normal-label",

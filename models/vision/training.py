@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 NORMAL_NAMES = re.compile(r"(^|[_\-\s])(ok|good|normal|free|no[_\-\s]?defect|pass)$", re.IGNORECASE)
 
 
-TrainScope = Literal["head", "top", "all"]
+TrainScope = Literal["head", "top", "top2", "all"]
 """What a backbone classifier trains: the linear head on frozen features; the top stage too
-(the stride-32 blocks, fed from cached stride-16 maps: minutes on a CPU); or every weight."""
+(the stride-32 blocks, fed from cached stride-16 maps: minutes on a CPU); the top two (the
+stride-16 and 32 blocks, from cached stride-8 maps); or every weight."""
 
 
 @dataclass(frozen=True)
@@ -302,10 +303,16 @@ def _train_backbone_classifier(
             inputs = _Inputs(train[0], train[1], normalise(val[0], spec), val[1])
             forward: Callable[[torch.Tensor], torch.Tensor] = model
             augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = _image_augment(spec)
-        elif scope == "top":
-            trainable = trunk.parameters_after(cut)
-            inputs = _Inputs(below[0], train[1], below[1], val[1])
-            forward = lambda maps: model.head(model.pooled(trunk.from_level(maps, cut)))  # noqa: E731
+        elif scope in ("top", "top2"):
+            level = cut if scope == "top" else cut - 1
+            maps = (
+                below
+                if level == cut
+                else (_cached(trunk, train[0], spec, level), _cached(trunk, val[0], spec, level))
+            )
+            trainable = trunk.parameters_after(level)
+            inputs = _Inputs(maps[0], train[1], maps[1], val[1])
+            forward = _from_level(model, level)
             augment = random_flips
         else:  # the top maps do not change: pool them once
             trainable = []
@@ -323,6 +330,13 @@ def _train_backbone_classifier(
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return chosen[0], chosen[1], chosen[2]
+
+
+def _from_level(model: BackboneClassifier, level: Level) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(maps: torch.Tensor) -> torch.Tensor:
+        return model.head(model.pooled(model.trunk.from_level(maps, level)))
+
+    return forward
 
 
 def _loaded(items: list[LabelledImage], spec: ImageInputSpec) -> tuple[torch.Tensor, torch.Tensor]:
