@@ -77,7 +77,7 @@ class AnomalyFitting:
 
     backbone: str = "efficientnet_lite0"
     checkpoint: str | None = None
-    levels: tuple[Level, ...] = (4,)
+    levels: tuple[Level, ...] = (4, 5)
     size: int = 224
     memory_size: int = 10_000
     holdout: float = 0.25
