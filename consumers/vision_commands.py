@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from models.vision.evaluation import EntryEvaluation
 
 console = Console()
+T = TypeVar("T")
 
 
 def _defaults(config: type) -> dict[str, Any]:
@@ -99,6 +100,12 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     p.set_defaults(func=cmd_train_vision)
 
 
+def _config(config: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """``config`` from the arguments of the same names, and ``values`` for the rest."""
+    named = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}  # type: ignore[arg-type]
+    return config(**(named | values))
+
+
 def cmd_train_vision(args: argparse.Namespace) -> int:
     """Train or fit, then print the entry's metrics and any warning."""
     from consumers.cli import registry_of
@@ -110,36 +117,24 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
     )
 
     registry = registry_of(args)
-    checkpoint = str(args.checkpoint) if args.checkpoint else None
+    common = {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
     if args.kind == "anomaly":
-        fitting = AnomalyFitting(
-            backbone=args.backbone,
-            checkpoint=checkpoint,
+        fitting = _config(
+            AnomalyFitting,
+            args,
+            **common,
             size=args.size or AnomalyFitting.size,
             levels=tuple(int(level) for level in args.levels.split(",")),
-            memory_size=args.memory_size,
-            holdout=args.holdout,
             calibration=args.validation,
-            quantile=args.quantile,
-            normal_label=args.normal_label,
-            seed=args.seed,
         )
         entry = fit_anomaly_scorer(args.data, registry, args.name, args.version, fitting)
     else:
-        training = ClassifierTraining(
-            architecture=args.architecture,
-            backbone=args.backbone,
-            checkpoint=checkpoint,
+        training = _config(
+            ClassifierTraining,
+            args,
+            **common,
             size=args.size or ClassifierTraining.size,
             scopes=tuple(scope.strip() for scope in args.scopes.split(",")),
-            epochs=args.epochs,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            holdout=args.holdout,
-            validation=args.validation,
-            normal_label=args.normal_label,
-            seed=args.seed,
         )
         entry = train_classifier(args.data, registry, args.name, args.version, training)
     console.print(f"wrote {entry.folder} (normal class {entry.card.normal_label!r})")

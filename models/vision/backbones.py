@@ -22,7 +22,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from models.registry import file_sha256
-from models.vision.efficientnet_lite import VARIANTS, EfficientNetLite, checkpoint_key_map
+from models.vision.efficientnet_lite import VARIANTS, EfficientNetLite, checkpoint_key_map, stage_channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,7 +130,7 @@ def _resnet_keys(keys: list[str]) -> dict[str, str]:
     return {k: k for k in keys}
 
 
-def _resnet(name: str, builder: Callable[..., nn.Module], wide: bool) -> Backbone:
+def _resnet(name: str, builder: Callable[..., nn.Module]) -> Backbone:
     last = 2048
     return Backbone(
         name=name,
@@ -148,8 +148,7 @@ def _resnet(name: str, builder: Callable[..., nn.Module], wide: bool) -> Backbon
 
 def _lite(variant: int) -> Backbone:
     name = f"efficientnet_lite{variant}"
-    probe = EfficientNetLite(name, num_classes=1)
-    channels = probe.stage_channels
+    channels = stage_channels(name)
     return Backbone(
         name=name,
         mean=LITE_MEAN,
@@ -166,9 +165,9 @@ BACKBONES: dict[str, Callable[[], Backbone]] = {
     "efficientnet_lite0": lambda: _lite(0),
     "efficientnet_lite1": lambda: _lite(1),
     "efficientnet_lite2": lambda: _lite(2),
-    "resnet18": lambda: _resnet("resnet18", tvm.resnet18, False),
-    "resnet50": lambda: _resnet("resnet50", tvm.resnet50, False),
-    "wide_resnet50_2": lambda: _resnet("wide_resnet50_2", tvm.wide_resnet50_2, True),
+    "resnet18": lambda: _resnet("resnet18", tvm.resnet18),
+    "resnet50": lambda: _resnet("resnet50", tvm.resnet50),
+    "wide_resnet50_2": lambda: _resnet("wide_resnet50_2", tvm.wide_resnet50_2),
 }
 
 

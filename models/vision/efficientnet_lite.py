@@ -55,6 +55,11 @@ def _scaled_width(channels: int, width: float, divisor: int = 8) -> int:
     return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
 
 
+def stage_channels(variant: str) -> list[int]:
+    """Output channels of each stage of ``variant`` (without building it)."""
+    return [_scaled_width(stage[5], VARIANTS[variant].width) for stage in _STAGES]
+
+
 class SameConv2d(nn.Conv2d):
     """A convolution padded like TensorFlow's ``SAME``: output size is ceil(input / stride),
     with the odd pixel of padding on the bottom and right."""
@@ -100,7 +105,7 @@ class InvertedResidual(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """An EfficientNet-Lite classifier; ``stages(x)`` gives every stage's feature map."""
+    """An EfficientNet-Lite classifier; ``stage_ends`` index the last block of each stage."""
 
     def __init__(self, variant: str, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
@@ -120,28 +125,16 @@ class EfficientNetLite(nn.Module):
                 self.blocks.append(InvertedResidual(c_in, c_out, kernel, stride if r == 0 else 1, expansion))
                 c_in = c_out
             self.stage_ends.append(len(self.blocks) - 1)
-        self.stage_channels = [_scaled_width(s[5], spec.width) for s in _STAGES]
+        self.stage_channels = stage_channels(variant)
         self.head = ConvBn(c_in, HEAD_CHANNELS, 1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 
-    def stages(self, x: torch.Tensor, last_stage: int | None = None) -> list[torch.Tensor]:
-        """The output of each stage (strides ``STAGE_STRIDES``) up to ``last_stage``; the head's
-        output is stage ``len(_STAGES)`` (1280 channels, stride 32)."""
-        last_stage = len(_STAGES) if last_stage is None else last_stage
-        outputs = []
-        x = self.stem(x)
-        for index, block in enumerate(self.blocks):
-            x = block(x)
-            if index in self.stage_ends:
-                outputs.append(x)
-                if len(outputs) > last_stage:
-                    return outputs
-        outputs.append(self.head(x))
-        return outputs
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.stages(x)[-1].mean(dim=(2, 3))
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        pooled = self.head(x).mean(dim=(2, 3))
         return self.classifier(self.dropout(pooled))
 
 

@@ -27,7 +27,7 @@ from models.vision.architectures import BACKBONE_LINEAR, BackboneClassifier, bui
 from models.vision.augment import surface_augment
 from models.vision.backbones import FeatureTrunk, Level, backbone
 from models.vision.dataset import LabelledImage, image_folder, load_pixels, split, write_holdout
-from models.vision.evaluation import ClassificationReport, anomaly_report
+from models.vision.evaluation import ClassificationReport, anomaly_report, predict
 from models.vision.preprocess import normalise
 from models.vision.serving import PATCHCORE
 from schemas.model_card import BackboneInfo, ImageInputSpec, ModelCard, TrainingSummary
@@ -451,12 +451,12 @@ def fit_anomaly_scorer(
     trunk = FeatureTrunk.pretrained(config.backbone, config.levels, config.checkpoint)
     batches = [normalise(chunk, spec) for chunk in load_pixels(fit_items, spec).split(16)]
     scorer = fit_patchcore(batches, trunk, config.memory_size, config.seed)
-    threshold = float(torch.quantile(_scores(scorer, calibration, spec), config.quantile))
+    threshold = float(torch.quantile(predict(scorer, calibration, spec)[:, 0], config.quantile))
     scorer.threshold.fill_(threshold)
     held = held_normals + [i for i in items if i.label != normal]
     metrics = {"calibration_normals": float(len(calibration)), "threshold_quantile": config.quantile}
     if len(held) > len(held_normals):
-        report = anomaly_report(_scores(scorer, held, spec), held, labels, normal, threshold)
+        report = anomaly_report(predict(scorer, held, spec)[:, 0], held, labels, normal, threshold)
         metrics |= {f"holdout_{k}": v for k, v in report.summary().items()}
     card = ModelCard(
         name=name,
@@ -480,9 +480,3 @@ def fit_anomaly_scorer(
     folder = save_model(registry, card, scorer)
     write_holdout(folder, root, held)
     return TrainedEntry(folder, card, held)
-
-
-def _scores(model: nn.Module, items: list[LabelledImage], spec: ImageInputSpec) -> torch.Tensor:
-    with torch.inference_mode():
-        out = [model(normalise(chunk, spec))[:, 0] for chunk in load_pixels(items, spec).split(16)]
-    return torch.cat(out) if out else torch.empty(0)
