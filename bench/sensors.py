@@ -36,7 +36,7 @@ from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import InboundRecord, Work
 from consumers.sensors.stage import SensorStage
 from models.sensors.synthetic import MACHINE_CHANNELS, normal_machines
-from models.sensors.training import train_sensor_model
+from models.sensors.training import SensorTraining, train_sensor_model
 from schemas.messages import InferenceResult, SensorReading
 from schemas.settings import BatchingSettings, SensorModelBinding, SensorSettings, VigilSettings
 
@@ -49,10 +49,7 @@ def make_model(registry: Path) -> None:
         registry,
         "bench-gru",
         "1",
-        window=WINDOW,
-        stride=STRIDE,
-        epochs=1,
-        hidden=HIDDEN,
+        SensorTraining(window=WINDOW, stride=STRIDE, epochs=1, hidden=HIDDEN, layers=2, normal_fraction=1.0),
     )
 
 

@@ -151,56 +151,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if sum(summary.results.values()) > 0 else 1
 
 
-def cmd_train_sensor(args: argparse.Namespace) -> int:
-    from models.sensors.training import train_sensor_model
-
-    registry = registry_of(args)
-    entry = train_sensor_model(
-        args.data,
-        registry,
-        args.name,
-        args.version,
-        task=args.task,
-        window=args.window,
-        stride=args.stride,
-        train_fraction=args.train_fraction,
-        epochs=args.epochs,
-        hidden=args.hidden,
-        rul_alert_h=args.rul_alert_h,
-    )
-    thresholds = ", ".join(f"{label} {value:.4f}" for label, value in entry.card.thresholds.items())
-    console.print(f"wrote {entry.folder}; thresholds: {thresholds}")
-    return 0
-
-
-def cmd_eval_sensor(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from models.registry import load_model
-    from models.sensors.evaluation import compare, labelled_windows
-    from models.sensors.series import load_history
-
-    registry = registry_of(args)
-    model = load_model(registry, args.name, args.version)
-    table = Table(title=f"{args.data.name}: {args.name} {model.card.version} against a rolling z-score")
-    for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
-        table.add_column(column)
-    spans = labelled_windows(args.labels, args.data)
-    for series in load_history(args.data):
-        for r in compare(model.module, model.card, series, spans, train_fraction=args.train_fraction):
-            table.add_row(
-                r.detector,
-                f"{r.windows_detected}/{r.windows_total}",
-                f"{r.false_alerts_per_day:.3f}",
-                f"{r.mean_delay_h:.1f}",
-            )
-    console.print(table)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from consumers.model_commands import add_model_commands
+    from consumers.sensor_commands import add_eval_sensor, add_train_sensor
     from consumers.vision_commands import add_eval_vision, add_train_vision
 
     parser = argparse.ArgumentParser(prog="vigil", description="Streaming inference for plants and cities.")
@@ -260,54 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub = train.add_subparsers(dest="pipeline", required=True)
     add_train_vision(train_sub, with_config)
 
-    sensor_train = with_config(
-        train_sub.add_parser(
-            "sensor", help="a GRU autoencoder, forecaster or remaining-useful-life regressor"
-        )
-    )
-    sensor_train.add_argument(
-        "--data", type=Path, required=True, help="CSV or Parquet: timestamp, [asset], channels"
-    )
-    sensor_train.add_argument("--name", required=True)
-    sensor_train.add_argument("--version", default="1")
-    sensor_train.add_argument("--registry", default=None)
-    sensor_train.add_argument(
-        "--task",
-        choices=["sensor_autoencoder", "sensor_forecast", "sensor_rul"],
-        default="sensor_autoencoder",
-        help="sensor_rul takes each series (per asset) as a run to failure ending at its last sample",
-    )
-    sensor_train.add_argument(
-        "--rul-alert-h",
-        type=float,
-        default=24.0,
-        help="sensor_rul: alert when the estimated life falls to this",
-    )
-    sensor_train.add_argument("--window", type=int, default=64)
-    sensor_train.add_argument("--stride", type=int, default=16)
-    sensor_train.add_argument("--hidden", type=int, default=64)
-    sensor_train.add_argument("--epochs", type=int, default=15)
-    sensor_train.add_argument(
-        "--train-fraction",
-        type=float,
-        default=0.15,
-        help="leading share of each series taken as normal operation",
-    )
-    sensor_train.set_defaults(func=cmd_train_sensor)
+    add_train_sensor(train_sub, with_config)
 
     evaluate = with_config(sub.add_parser("eval", help="measure a registry model"))
     eval_sub = evaluate.add_subparsers(dest="pipeline", required=True)
     add_eval_vision(eval_sub, with_config)
-    sensor_eval = with_config(
-        eval_sub.add_parser("sensor", help="replay a labelled series: detections, false alerts, delay")
-    )
-    sensor_eval.add_argument("--data", type=Path, required=True)
-    sensor_eval.add_argument("--labels", type=Path, required=True, help="NAB-style combined_windows.json")
-    sensor_eval.add_argument("--name", required=True)
-    sensor_eval.add_argument("--version", default=None)
-    sensor_eval.add_argument("--registry", default=None)
-    sensor_eval.add_argument("--train-fraction", type=float, default=0.15)
-    sensor_eval.set_defaults(func=cmd_eval_sensor)
+    add_eval_sensor(eval_sub, with_config)
 
     add_model_commands(sub, with_config)
 

@@ -11,11 +11,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+import torch
+
 from consumers.health import MetricsServer
 from consumers.metrics import PrometheusObserver, VigilMetrics
 from consumers.pipelines import build_pipeline
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.signals import drain_on_signals
+from models.engine import default_torch_threads
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,10 @@ class Service:
         default_group = (lambda name: group) if len(names) == 1 else (lambda name: f"{group}.{name}")
         group_of = group_of or default_group
         self.settings = settings
+        models = sum(1 for name in names if name != "passthrough")
+        threads = settings.runtime.torch_threads or default_torch_threads(models)
+        torch.set_num_threads(threads)  # process-wide: the pipelines' lanes share one pool
+        log.info("torch uses %d threads for %d model pipelines", threads, models)
         self.metrics = VigilMetrics()
         self.observers: dict[str, PrometheusObserver] = {name: self.metrics.observer(name) for name in names}
         self.runtimes: dict[str, StreamRuntime] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
@@ -36,9 +37,40 @@ ModelName = Annotated[
 ]
 """A registry model's name or version: letters, digits, ``.``, ``_``, ``-``; never ``/``, ``\\`` or ``..``."""
 
-ChannelName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.]*$")
-]
+CHANNEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_.]*$"
+CHANNEL_MAX = 64
+ChannelName = Annotated[str, StringConstraints(min_length=1, max_length=CHANNEL_MAX, pattern=CHANNEL_PATTERN)]
+"""A sensor channel, in messages and model cards alike: a letter, then letters, digits, ``_``, ``.``."""
+
+
+def channel_name(column: str) -> str:
+    """The channel a history column becomes (``channel_name`` of a valid name is the name).
+
+    Runs of other characters become one ``_`` and the ends are trimmed of ``_``; a name that
+    does not then start with a letter gets a ``c_`` prefix; it is cut at 64 characters:
+    ``"Volume Flow RateRMS"`` -> ``"Volume_Flow_RateRMS"``, ``"2nd temp (C)"`` -> ``"c_2nd_temp_C"``.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", column.strip()).strip("_")
+    if not name:
+        raise ValueError(f"column {column!r} has no character a channel name can keep")
+    if not name[0].isalpha() or not name[0].isascii():
+        name = "c_" + name
+    return name[:CHANNEL_MAX]
+
+
+def channel_names(columns: list[str]) -> list[str]:
+    """``channel_name`` of each column; two columns that map to one name are an error naming both."""
+    names = [channel_name(column) for column in columns]
+    seen: dict[str, str] = {}
+    for column, name in zip(columns, names, strict=True):
+        if name in seen:
+            raise ValueError(
+                f"columns {seen[name]!r} and {column!r} both become channel {name!r}; rename one"
+            )
+        seen[name] = column
+    return names
+
+
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=4096)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import FiniteFloat, Identifier, ModelName, Sha256Hex, ShortText, Timestamp
+from schemas.common import ChannelName, FiniteFloat, Identifier, ModelName, Sha256Hex, ShortText, Timestamp
 
 ModelTask = Literal[
     "defect_classification",
@@ -41,13 +41,39 @@ class SeriesInputSpec(CardSection):
     """How a sensor window is turned into the model's input tensor."""
 
     kind: Literal["series"] = "series"
-    channels: list[Identifier]
+    channels: list[ChannelName]
     window: Annotated[int, Field(gt=1, le=100_000)]
     stride: Annotated[int, Field(gt=0)]
     sample_period_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     mean: list[FiniteFloat]
     std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
     gap_policy: Literal["resample", "mask"] = "resample"
+    ignored: list[ChannelName] = Field(default_factory=list)
+    """Channels of the training history the model does without (constant there): accepted in
+    readings, never scored."""
+    pad: Literal["none", "edge"] = "none"
+    """``edge``: an asset's first windows are scored before ``window`` samples have arrived,
+    the missing history filled with its first sample (models trained on short runs)."""
+
+
+class ThresholdRule(CardSection):
+    """How the card's anomaly threshold was chosen: ``quantile`` of the scores of held-out
+    normal windows (``calibration``), times ``margin``."""
+
+    kind: Literal["calibration_quantile"] = "calibration_quantile"
+    quantile: Annotated[float, Field(gt=0, le=1)]
+    margin: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    calibration: ShortText = ""
+    calibration_windows: Annotated[int, Field(ge=0)] = 0
+
+
+class LifeSpec(CardSection):
+    """What a remaining-useful-life model's output means: its ``unit`` (one sample is one
+    cycle for ``cycles`` and ``samples``), and the cap of its piecewise-linear target (life
+    beyond it reads as ``cap``: healthy)."""
+
+    unit: Literal["cycles", "samples", "hours"]
+    cap: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 class BackboneInfo(CardSection):
@@ -87,6 +113,8 @@ class ModelCard(CardSection):
     (Vigil's own state-dict classifiers always emit logits), so served scores and the
     thresholds always mean probabilities; None on a TorchScript card means probabilities."""
     backbone: BackboneInfo | None = None
+    threshold_rule: ThresholdRule | None = None
+    life: LifeSpec | None = None
     weights_file: ShortText = "weights.safetensors"
     weights_sha256: Sha256Hex | None = None
     training: TrainingSummary | None = None

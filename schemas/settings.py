@@ -120,6 +120,9 @@ class RuntimeSettings(Section):
     """``/readyz`` fails while an input has been in flight longer than this."""
     commit_stale_s: Annotated[float, Field(gt=0)] = 60.0
     """``/readyz`` fails while inputs wait and no commit has succeeded for longer than this."""
+    torch_threads: Annotated[int, Field(gt=0, le=256)] | None = None
+    """Torch's intra-op threads for the whole process; None: one core left to the consumer
+    threads, the rest shared by the model pipelines run (``default_torch_threads``)."""
 
 
 class BatchingSettings(Section):

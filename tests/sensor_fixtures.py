@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.sensors.synthetic import normal_machines, runs_to_failure
-from models.sensors.training import train_sensor_model
+from models.sensors.training import SensorTraining, train_sensor_model
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,21 @@ def sensor_models(tmp_path_factory: pytest.TempPathFactory) -> SensorModels:
         registry,
         models.autoencoder,
         "1",
-        window=models.window,
-        stride=models.stride,
-        epochs=4,
-        hidden=16,
+        SensorTraining(window=models.window, stride=models.stride, epochs=4, hidden=16, normal_fraction=1.0),
     )
     train_sensor_model(
         runs_to_failure(4, 400, period_s=60.0),
         registry,
         models.rul,
         "1",
-        task="sensor_rul",
-        window=models.window,
-        stride=models.stride,
-        epochs=10,
-        hidden=16,
-        rul_alert_h=1.5,
+        SensorTraining(
+            task="sensor_rul",
+            window=models.window,
+            stride=models.stride,
+            epochs=10,
+            hidden=16,
+            life_unit="hours",
+            life_alert=1.5,
+        ),
     )
     return models

@@ -12,6 +12,8 @@ DEMO_VISION_MODEL = "demo-defects"
 DEMO_VISION_VERSION = "2"
 """Version 1 was a small CNN trained from scratch; 2 is the pretrained backbone default."""
 DEMO_SENSOR_MODEL = "demo-machines"
+DEMO_SENSOR_VERSION = "2"
+"""Version 1 took its threshold from its own training windows; 2 calibrates it on held-out ones."""
 DEMO_IMAGE_SIZE = 128
 
 
@@ -35,18 +37,15 @@ def ensure_demo_models(registry: str, console: Console) -> None:
                 DEMO_VISION_VERSION,
                 ClassifierTraining(size=DEMO_IMAGE_SIZE, scopes=("head",), epochs=30),
             )
-    if not versions(registry, DEMO_SENSOR_MODEL):
+    if DEMO_SENSOR_VERSION not in versions(registry, DEMO_SENSOR_MODEL):
         from models.sensors.synthetic import normal_machines
-        from models.sensors.training import train_sensor_model
+        from models.sensors.training import SensorTraining, train_sensor_model
 
         console.print("[bold]training the demo machine autoencoder on generated histories (once)[/bold]")
         train_sensor_model(
             normal_machines(4, 800, period_s=MACHINE_PERIOD_S),
             registry,
             DEMO_SENSOR_MODEL,
-            "1",
-            window=32,
-            stride=8,
-            epochs=8,
-            hidden=16,
+            DEMO_SENSOR_VERSION,
+            SensorTraining(window=32, stride=8, epochs=8, hidden=16, normal_fraction=1.0),
         )

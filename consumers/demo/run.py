@@ -22,6 +22,7 @@ from rich.live import Live
 
 from consumers.demo.models import (
     DEMO_SENSOR_MODEL,
+    DEMO_SENSOR_VERSION,
     DEMO_VISION_MODEL,
     DEMO_VISION_VERSION,
     ensure_demo_models,
@@ -60,19 +61,26 @@ def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
     )
     sensors = settings.sensors
     if not sensors.models and not sensors.rules:
-        threshold = read_card(settings.vision.registry, DEMO_SENSOR_MODEL).thresholds["anomaly"]
+        threshold = read_card(settings.vision.registry, DEMO_SENSOR_MODEL, DEMO_SENSOR_VERSION).thresholds[
+            "anomaly"
+        ]
         sensors = sensors.model_copy(
             update={
                 "registry": settings.vision.registry,
                 "models": [
-                    SensorModelBinding(assets="press-*", sensor_kind="machine", model=DEMO_SENSOR_MODEL)
+                    SensorModelBinding(
+                        assets="press-*",
+                        sensor_kind="machine",
+                        model=DEMO_SENSOR_MODEL,
+                        version=DEMO_SENSOR_VERSION,
+                    )
                 ],
                 "model_rules": [
                     AlertRule(
                         name="press-anomaly",
                         label="anomaly",
-                        hi=3 * threshold,
-                        lo=1.5 * threshold,
+                        hi=1.5 * threshold,
+                        lo=0.75 * threshold,
                         n=2,
                         m=3,
                         cooldown_s=5,

@@ -88,8 +88,11 @@ def check_channels(
     model_channels: Sequence[str],
     rules: Sequence[SensorRule],
     unknown: str,
+    ignored: Sequence[str] = (),
 ) -> int:
-    """Check the samples of a model-scored asset; returns how many unknown channels were dropped."""
+    """Check the samples of a model-scored asset; returns how many unknown channels were dropped.
+
+    ``ignored`` channels (known to the model's card, not used by it) are neither."""
     dropped = 0
     for sample in samples:
         missing = [c for c in model_channels if c not in sample.values]
@@ -100,7 +103,9 @@ def check_channels(
         extra = [
             c
             for c in sample.values
-            if c not in model_channels and not any(fnmatchcase(c, rule.channel) for rule in rules)
+            if c not in model_channels
+            and c not in ignored
+            and not any(fnmatchcase(c, rule.channel) for rule in rules)
         ]
         if extra and unknown == "dead_letter":
             raise ReadingRejected("unknown_channel", f"unknown channels {', '.join(sorted(extra))}")

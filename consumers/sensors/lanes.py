@@ -1,9 +1,8 @@
 """One sensor model's serving lane: engine, micro-batcher, and turning outputs into scores.
 
-Autoencoders and forecasters give per-channel errors: the window's ``anomaly`` score is
-their mean and the explanation is each channel's share of it. Remaining-useful-life
-regressors give a life estimate: ``low_rul`` scores card threshold / estimate, so it
-reaches 1.0 when the estimate falls to the threshold.
+What an output means is ``models.sensors.scoring.window_scores`` (offline scoring uses it
+too); the explanation of an anomaly is each channel's share of the error, that of a low
+life estimate each channel's share of the life its values take off.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from consumers.batcher import Deliver, MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from models.engine import InferenceEngine
 from models.registry import LoadedModel
+from models.sensors.scoring import window_scores
 from schemas.model_card import SeriesInputSpec
 from schemas.settings import AlertRule, SensorSettings
 
@@ -32,6 +32,8 @@ class WindowScores:
     scores: dict[str, float]
     label: str
     explanation: dict[str, float]
+    unit: str = ""
+    """What a life estimate is counted in (cards from before life units: hours)."""
 
 
 def default_model_rules(model: LoadedModel) -> list[AlertRule]:
@@ -96,15 +98,18 @@ class SensorLane(Generic[T]):
         return outputs
 
     def scores(self, output: torch.Tensor) -> WindowScores:
-        """The scores of one window's model output."""
-        values = output.tolist()
-        if self.model.card.task == "sensor_rul":
-            life = max(values[0], 1e-6)
-            threshold = self.model.card.thresholds.get("low_rul", 0.0)
-            return WindowScores({"rul": life, "low_rul": threshold / life}, "low_rul", {})
-        total = sum(values)
-        share = {c: v / total if total > 0 else 0.0 for c, v in zip(self.channels, values, strict=True)}
-        return WindowScores({"anomaly": total / len(values)}, "anomaly", share)
+        """The scores of one window's model output (``window_scores``, as offline scoring)."""
+        values = output.reshape(1, -1).numpy()
+        label, by_label = window_scores(self.model.card, values)
+        scores = {name: float(score[0]) for name, score in by_label.items()}
+        if label != "anomaly":
+            life = self.model.card.life
+            return WindowScores(scores, label, {}, life.unit if life else "hours")
+        total = float(values.sum())
+        share = {
+            c: float(v) / total if total > 0 else 0.0 for c, v in zip(self.channels, values[0], strict=True)
+        }
+        return WindowScores(scores, label, share)
 
     def explain(self, window: np.ndarray) -> dict[str, float]:
         """For life estimates: each channel's share of the life its values take off, found by

@@ -10,7 +10,7 @@ from consumers.alerts.policy import Transition
 from consumers.runtime.records import Output, Work
 from consumers.sensors.intake import Sample
 from consumers.sensors.lanes import WindowScores
-from consumers.sensors.windows import ReadyWindow
+from models.sensors.windows import ReadyWindow
 from schemas.common import Evidence, ModelRef
 from schemas.messages import Alert, AlertKind, InferenceResult, SensorReading
 from schemas.settings import VigilSettings
@@ -74,7 +74,7 @@ class SensorOutputs:
             model=model,
             site=_reading(work).site,
             explanation=explanation,
-            message=_model_message(transition, explanation, scored.scores),
+            message=_model_message(transition, explanation, scored),
         )
 
     def window_result(
@@ -137,12 +137,13 @@ class SensorOutputs:
         return Output(self._results, reading.asset_id.encode(), result.to_json_bytes())
 
 
-def _model_message(transition: Transition, explanation: dict[str, float], scores: dict[str, float]) -> str:
+def _model_message(transition: Transition, explanation: dict[str, float], scored: WindowScores) -> str:
     top = sorted(explanation.items(), key=lambda kv: -kv[1])[:3]
     channels = ", ".join(f"{c} {share:.0%}" for c, share in top)
     if transition.label == "low_rul":
         return (
-            f"remaining useful life of {transition.source_id} is {scores['rul']:.1f} h ({transition.state}); "
+            f"remaining useful life of {transition.source_id} is {scored.scores['rul']:.1f} {scored.unit} "
+            f"({transition.state}); "
             f"channels: {channels}"
         )
     return f"sensor anomaly {transition.state} on {transition.source_id}; channels: {channels}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from consumers.alerts.policy import AlertPolicy
 from consumers.sensors.rules import RuleState
-from consumers.sensors.windows import AssetWindow
+from models.sensors.windows import AssetWindow
 from schemas.settings import SensorRule
 
 

@@ -37,8 +37,9 @@ from consumers.sensors.intake import ReadingRejected, Sample, check_channels, ch
 from consumers.sensors.lanes import SensorLane
 from consumers.sensors.outputs import SensorOutputs, at
 from consumers.sensors.partition import PartitionState, stale_interval
-from consumers.sensors.windows import AssetWindow, ReadyWindow, WindowSpec
 from models.registry import ModelLoader, registry_loader
+from models.sensors.windowing import window_spec
+from models.sensors.windows import AssetWindow, ReadyWindow
 from schemas.messages import Alert, SensorReading
 from schemas.settings import SensorRule, VigilSettings
 
@@ -235,7 +236,8 @@ class SensorStage:
         lane, rules = self._route(reading.asset_id, reading.kind)
         if lane is not None:
             self._count(
-                "dropped_channel", check_channels(samples, lane.channels, rules, sensors.unknown_channels)
+                "dropped_channel",
+                check_channels(samples, lane.channels, rules, sensors.unknown_channels, lane.spec.ignored),
             )
         intake = _Intake()
         for sample in samples:
@@ -275,16 +277,8 @@ class SensorStage:
         else:
             window = state.windows.get(asset)
             if window is None:
-                spec = lane.spec
                 window = state.windows[asset] = AssetWindow(
-                    WindowSpec(
-                        lane.channels,
-                        spec.window,
-                        spec.stride,
-                        spec.sample_period_s,
-                        self.settings.sensors.lateness_s,
-                        spec.gap_policy,
-                    )
+                    window_spec(lane.spec, self.settings.sensors.lateness_s)
                 )
             added = window.add(sample.time_s, [sample.values[c] for c in lane.channels])
             outcome, ready = added.outcome, added.ready

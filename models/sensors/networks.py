@@ -1,8 +1,8 @@
 """Recurrent models over sensor windows (batch, time, channels), normalised inputs.
 
 - ``GruAutoencoder``: reconstructs the window; score = mean squared reconstruction error.
-- ``GruForecaster``: predicts the next ``horizon`` samples from the window before them.
-- ``GruRulRegressor``: remaining useful life (in the units it was trained on) of the asset.
+- ``GruForecaster``: forecasts each sample from those before it; score = the recent errors.
+- ``GruRulRegressor``: remaining useful life (in the unit it was trained on) of the asset.
 Every model returns per-channel contributions so alerts can say which channels mattered.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 class GruAutoencoder(nn.Module):
     """Sequence-to-sequence GRU autoencoder; ``forward`` gives per-channel errors (N, C)."""
 
-    def __init__(self, channels: int, hidden: int = 64, layers: int = 2) -> None:
+    def __init__(self, channels: int, hidden: int = 32, layers: int = 1) -> None:
         super().__init__()
         self.encoder = nn.GRU(channels, hidden, layers, batch_first=True)
         self.decoder = nn.GRU(hidden, hidden, layers, batch_first=True)
@@ -31,36 +31,51 @@ class GruAutoencoder(nn.Module):
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return (self.reconstruct(windows) - windows).pow(2).mean(dim=1)
 
+    def loss(self, windows: torch.Tensor) -> torch.Tensor:
+        """Training loss: the mean reconstruction error."""
+        return self(windows).mean()
+
 
 class GruForecaster(nn.Module):
-    """Forecasts the last ``horizon`` samples of a window from the samples before them."""
+    """Forecasts each sample from the ones before it; ``forward`` gives the per-channel mean
+    squared one-step error over the window's last ``score_steps`` samples (N, C).
 
-    def __init__(self, channels: int, hidden: int = 64, layers: int = 2, horizon: int = 4) -> None:
+    Scoring the recent steps rather than one sample smooths the score without any state
+    outside the window; ``score_steps`` is a saved buffer, so the served model scores as it
+    was calibrated.
+    """
+
+    def __init__(self, channels: int, hidden: int = 32, layers: int = 1, score_steps: int = 16) -> None:
         super().__init__()
-        self.horizon = horizon
         self.gru = nn.GRU(channels, hidden, layers, batch_first=True)
-        self.out = nn.Linear(hidden, channels * horizon)
+        self.out = nn.Linear(hidden, channels)
+        self.score_steps: torch.Tensor
+        self.register_buffer("score_steps", torch.tensor(score_steps))
 
-    def forecast(self, history: torch.Tensor) -> torch.Tensor:
-        """The next ``horizon`` samples (N, horizon, C) after ``history`` (N, T, C)."""
-        _, state = self.gru(history)
-        return self.out(state[-1]).reshape(history.shape[0], self.horizon, history.shape[2])
+    def step_errors(self, windows: torch.Tensor) -> torch.Tensor:
+        """Squared error of every one-step forecast (N, T - 1, C)."""
+        states, _ = self.gru(windows[:, :-1])
+        return (self.out(states) - windows[:, 1:]).pow(2)
+
+    def loss(self, windows: torch.Tensor) -> torch.Tensor:
+        """Training loss: every forecast after a short warm-up of the recurrent state."""
+        errors = self.step_errors(windows)
+        return errors[:, min(4, errors.shape[1] - 1) :].mean()
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        history, future = windows[:, : -self.horizon], windows[:, -self.horizon :]
-        return (self.forecast(history) - future).pow(2).mean(dim=1)
+        return self.step_errors(windows)[:, -int(self.score_steps) :].mean(dim=1)
 
 
 class GruRulRegressor(nn.Module):
     """Remaining useful life from a window; ``forward`` gives (N, 1), never negative.
 
-    The network learns life / ``scale``; ``scale`` (a saved buffer) brings it back to the
-    units of training, hours.
+    The network learns life / ``scale``; ``scale`` (a saved buffer, the cap of the target or
+    the longest life seen) brings it back to the unit of training.
     """
 
-    def __init__(self, channels: int, hidden: int = 64, layers: int = 2) -> None:
+    def __init__(self, channels: int, hidden: int = 32, layers: int = 2) -> None:
         super().__init__()
-        self.gru = nn.GRU(channels, hidden, layers, batch_first=True)
+        self.gru = nn.GRU(channels, hidden, layers, batch_first=True, dropout=0.1 if layers > 1 else 0.0)
         self.out = nn.Linear(hidden, 1)
         self.scale: torch.Tensor
         self.register_buffer("scale", torch.ones(()))
@@ -74,7 +89,7 @@ class GruRulRegressor(nn.Module):
         return self.relative(windows) * self.scale
 
 
-def build_sensor_model(task: str, channels: int, hidden: int = 64, layers: int = 2) -> nn.Module:
+def build_sensor_model(task: str, channels: int, hidden: int = 32, layers: int = 1) -> nn.Module:
     """An untrained model for ``task`` (sensor_autoencoder, sensor_forecast or sensor_rul)."""
     if task == "sensor_autoencoder":
         return GruAutoencoder(channels, hidden, layers)

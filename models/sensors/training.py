@@ -1,27 +1,90 @@
-"""Training sensor registry entries from history, with normalisation and threshold in the card."""
+"""Training sensor registry entries from history; ``SensorTraining`` holds every default, for
+the CLI and the Python API alike.
+
+Anomaly scorers (``sensor_forecast``, the default, and ``sensor_autoencoder``) learn the
+normal period at the start of each series: its first part trains, its tail (never trained
+on) stops training early and calibrates the threshold, ``threshold_quantile`` of the tail's
+window scores times ``threshold_margin`` (recorded in the card's ``threshold_rule``).
+Remaining-useful-life regressors (``sensor_rul``) take each series as a run to failure and
+learn the capped life left at every sample, validated on whole held-out runs.
+All windows come from ``models.sensors.windowing``: the windows the service serves.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from rich.progress import track
+from rich.progress import Progress
 from torch import nn
 
+from models.engine import default_torch_threads
 from models.registry import save_model
-from models.sensors.networks import GruRulRegressor, build_sensor_model
-from models.sensors.series import Series, load_history, window_end_indices, windows
-from schemas.model_card import ModelCard, ModelTask, SeriesInputSpec, TrainingSummary
+from models.sensors.networks import GruForecaster, GruRulRegressor, build_sensor_model
+from models.sensors.series import Series, TableFormat, load_history, normal_rows
+from models.sensors.windowing import replay, window_spec
+from schemas.model_card import LifeSpec, ModelCard, ModelTask, SeriesInputSpec, ThresholdRule, TrainingSummary
+
+log = logging.getLogger(__name__)
 
 ARCHITECTURES = {
     "sensor_autoencoder": "gru_autoencoder",
     "sensor_forecast": "gru_forecaster",
     "sensor_rul": "gru_rul_regressor",
 }
+SENSOR_TASKS = tuple(ARCHITECTURES)
+
+
+@dataclass(frozen=True)
+class SensorTraining:
+    """Every choice of a sensor training run (the CLI's defaults are these)."""
+
+    task: ModelTask = "sensor_autoencoder"
+    window: int = 32
+    stride: int = 4
+    """Samples between two scored windows in service (and in evaluation)."""
+    hidden: int = 32
+    layers: int | None = None
+    """Recurrent layers; None: 1 for anomaly scorers, 2 for life regressors."""
+    score_steps: int = 16
+    """Forecaster: the score is the mean one-step error over this many recent samples."""
+    epochs: int = 60
+    patience: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    normal_rows: int | None = None
+    """Anomaly scorers: leading samples of each series that are normal operation ..."""
+    normal_span_s: float | None = None
+    """... or leading seconds (or time-column units) of each series ..."""
+    normal_fraction: float = 0.15
+    """... or else this leading share of each series."""
+    calibration_fraction: float = 0.25
+    """Tail of the normal period held out: early stopping and the threshold."""
+    threshold_quantile: float = 0.99
+    threshold_margin: float = 2.0
+    min_scale: float = 0.01
+    """Each channel's normalising scale is at least this share of its mean magnitude, so a
+    channel nearly constant in training (a thermocouple on a cold rig) is not read as
+    anomalous for drifting by a fraction of a degree."""
+    life_unit: Literal["cycles", "samples", "hours"] = "samples"
+    life_cap: float | None = None
+    """Life targets above this read as this (piecewise-linear); None: uncapped."""
+    life_alert: float = 24.0
+    """Life regressors: alert when the estimate falls to this, in ``life_unit``."""
+    validation_fraction: float = 0.2
+    """Life regressors: share of runs (whole runs) held out for early stopping."""
+    sample_period_s: float | None = None
+    """The served grid's period; None: the median spacing of the history."""
+    seed: int = 0
+    threads: int | None = None
+    """Torch threads while training; None: ``default_torch_threads()``."""
 
 
 @dataclass(frozen=True)
@@ -38,21 +101,15 @@ def normalise(values: np.ndarray, mean: list[float], std: list[float]) -> np.nda
     return (values - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
 
 
-def _series_spec(
-    series: list[Series], window: int, stride: int, mean: list[float], std: list[float]
-) -> SeriesInputSpec:
-    return SeriesInputSpec(
-        channels=series[0].channels,
-        window=window,
-        stride=stride,
-        sample_period_s=series[0].period_s,
-        mean=mean,
-        std=std,
-    )
+def channel_statistics(values: np.ndarray, min_scale: float) -> tuple[list[float], list[float]]:
+    """Mean and scale of each channel; the scale is at least ``min_scale`` of |mean| (and 1e-6)."""
+    mean = values.mean(axis=0)
+    std = np.maximum(values.std(axis=0), np.maximum(min_scale * np.abs(mean), 1e-6))
+    return mean.tolist(), std.tolist()
 
 
 def score_windows(module: nn.Module, batch: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """Per-channel scores (N, C) of ``batch`` in chunks."""
+    """Model outputs for ``batch`` in chunks."""
     with torch.inference_mode():
         return (
             torch.cat([module(batch[k : k + chunk]) for k in range(0, len(batch), chunk)])
@@ -66,131 +123,241 @@ def train_sensor_model(
     registry: str | Path,
     name: str,
     version: str,
-    task: ModelTask = "sensor_autoencoder",
-    window: int = 64,
-    stride: int = 16,
-    train_fraction: float = 0.15,
-    epochs: int = 30,
-    hidden: int = 64,
-    quantile: float = 0.995,
-    seed: int = 0,
-    rul_alert_h: float = 24.0,
+    config: SensorTraining | None = None,
+    layout: TableFormat | None = None,
+    progress: bool = True,
 ) -> SensorEntry:
-    """Train on the first ``train_fraction`` of each series (taken as normal operation).
+    """Train ``config.task`` on ``history`` (a file, or series) and save it in ``registry``."""
+    config = config or SensorTraining()
+    if config.task not in ARCHITECTURES:
+        raise ValueError(f"sensor training trains {', '.join(ARCHITECTURES)}, not {config.task!r}")
+    series = history if isinstance(history, list) else load_history(history, layout)
+    dataset = "in-memory" if isinstance(history, list) else str(history)
+    if not series:
+        raise ValueError(f"{dataset}: no history")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or default_torch_threads())
+    torch.manual_seed(config.seed)
+    try:
+        train = _train_life if config.task == "sensor_rul" else _train_scorer
+        card, module = train(series, dataset, name, version, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+    return SensorEntry(save_model(registry, card, module), card, module)
 
-    ``sensor_rul`` instead takes every series as a run to failure (the failure at its last
-    sample) and learns the hours left at each window's end; its card's ``low_rul``
-    threshold is ``rul_alert_h``.
-    """
-    if task not in ARCHITECTURES:
-        raise ValueError(f"train_sensor_model trains {', '.join(ARCHITECTURES)}, not {task!r}")
-    torch.manual_seed(seed)
-    series = history if isinstance(history, list) else load_history(history)
-    if task == "sensor_rul":
-        return _train_rul(
-            series,
-            str(history) if not isinstance(history, list) else "in-memory",
-            registry,
-            name,
-            version,
-            window,
-            stride,
-            epochs,
-            hidden,
-            rul_alert_h,
+
+def _series_spec(
+    series: list[Series], config: SensorTraining, mean: list[float], std: list[float], **extra: object
+) -> SeriesInputSpec:
+    return SeriesInputSpec(
+        channels=series[0].channels,
+        window=config.window,
+        stride=config.stride,
+        sample_period_s=config.sample_period_s or float(np.median([s.period_s for s in series])),
+        mean=mean,
+        std=std,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _windows(series: list[Series], spec: SeriesInputSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Normalised training windows (every sample's) and their end times, per series."""
+    dense = window_spec(spec, stride=1)
+    out = []
+    for s in series:
+        made = replay(s, dense)
+        out.append((normalise(made.values, spec.mean, spec.std).astype(np.float32), made.end_s))
+    return out
+
+
+def _train_scorer(
+    series: list[Series], dataset: str, name: str, version: str, config: SensorTraining, progress: bool
+) -> tuple[ModelCard, nn.Module]:
+    heads = []
+    for s in series:
+        rows = normal_rows(s, config.normal_rows, config.normal_span_s, config.normal_fraction)
+        if rows < config.window + 4:
+            raise ValueError(
+                f"{s.asset}: a normal period of {rows} samples is too short for windows of {config.window}"
+            )
+        heads.append(s.head(rows))
+    splits = [len(h.times) - max(1, int(len(h.times) * config.calibration_fraction)) for h in heads]
+    mean, std = channel_statistics(
+        np.concatenate([h.values[:k] for h, k in zip(heads, splits, strict=True)]), config.min_scale
+    )
+    spec = _series_spec(heads, config, mean, std)
+    fit_parts, calibration_parts = [], []
+    for (values, ends), head, split in zip(_windows(heads, spec), heads, splits, strict=True):
+        trained = ends <= head.times[split - 1]
+        fit_parts.append(values[trained])
+        calibration_parts.append(values[~trained])
+    fitting = torch.from_numpy(np.concatenate(fit_parts))
+    calibration = torch.from_numpy(np.concatenate(calibration_parts))
+    if not len(fitting) or not len(calibration):
+        raise ValueError(
+            f"the normal period gives {len(fitting)} training and {len(calibration)} calibration windows; "
+            "give more normal rows or a smaller window"
         )
-    heads = [s.values[: max(window + 1, int(len(s.values) * train_fraction))] for s in series]
-    stacked = np.concatenate(heads)
-    mean = stacked.mean(axis=0).tolist()
-    std = np.maximum(stacked.std(axis=0), 1e-6).tolist()
-    train = torch.cat([windows(normalise(h, mean, std), window, max(1, stride // 4)) for h in heads])
-    model = build_sensor_model(task, len(series[0].channels), hidden)
-    _fit(model, lambda index: model(train[index]).mean(), len(train), epochs, f"training {name} ({task})")
-    scores = score_windows(model, train).mean(dim=1)
-    threshold = float(torch.quantile(scores, quantile))
+    layers = config.layers or 1
+    model = build_sensor_model(config.task, len(spec.channels), config.hidden, layers)
+    if isinstance(model, GruForecaster):
+        model.score_steps.fill_(min(config.score_steps, config.window - 1))
+    loss: Callable[[torch.Tensor], torch.Tensor] = model.loss  # type: ignore[assignment]
+    epochs = _fit(model, loss, fitting, calibration, config, f"training {name} ({config.task})", progress)
+    scores = score_windows(model, calibration).mean(dim=1).numpy()
+    threshold = float(np.quantile(scores, config.threshold_quantile) * config.threshold_margin)
+    rule = ThresholdRule(
+        quantile=config.threshold_quantile,
+        margin=config.threshold_margin,
+        calibration=f"last {config.calibration_fraction:.0%} of each series' normal period",
+        calibration_windows=len(calibration),
+    )
     card = ModelCard(
         name=name,
         version=version,
-        task=task,
-        architecture=ARCHITECTURES[task],
-        input=_series_spec(series, window, stride, mean, std),
-        labels=series[0].channels,
+        task=config.task,
+        architecture=ARCHITECTURES[config.task],
+        input=spec,
+        labels=spec.channels,
         thresholds={"anomaly": threshold},
+        threshold_rule=rule,
         training=TrainingSummary(
-            dataset=str(history) if not isinstance(history, list) else "in-memory",
-            samples=len(train),
+            dataset=dataset,
+            samples=len(fitting),
             epochs=epochs,
-            metrics={"train_score_median": float(scores.median()), "threshold_quantile": quantile},
-            notes=f"first {train_fraction:.0%} of each series taken as normal",
+            metrics={
+                "calibration_score_median": float(np.median(scores)),
+                "calibration_loss": float(loss(calibration).detach()) if len(calibration) else 0.0,
+            },
+            notes=f"normal period: {_normal_text(config)} of each series",
         ),
         created_at=datetime.now(UTC),
     )
-    return SensorEntry(save_model(registry, card, model), card, model)
+    return card, model
+
+
+def _normal_text(config: SensorTraining) -> str:
+    if config.normal_rows is not None:
+        return f"first {config.normal_rows} samples"
+    if config.normal_span_s is not None:
+        return f"first {config.normal_span_s:g} s"
+    return f"first {config.normal_fraction:.0%}"
 
 
 def _fit(
-    model: nn.Module, loss: Callable[[torch.Tensor], torch.Tensor], count: int, epochs: int, label: str
-) -> None:
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
-    model.train()
-    for _ in track(range(epochs), description=label):
-        for index in torch.randperm(count).split(64):
-            optimiser.zero_grad()
-            loss(index).backward()
-            optimiser.step()
+    model: nn.Module,
+    loss: Callable[..., torch.Tensor],
+    fitting: torch.Tensor,
+    validation: torch.Tensor,
+    config: SensorTraining,
+    label: str,
+    progress: bool,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> int:
+    """Adam with early stopping on the validation loss; the best epoch's weights are kept.
+
+    ``targets`` (training, validation) make ``loss`` take (windows, targets)."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    best, best_state, best_epoch, waited = float("inf"), copy.deepcopy(model.state_dict()), 0, 0
+
+    def validation_loss() -> float:
+        model.eval()
+        with torch.inference_mode():
+            value = loss(validation, targets[1]) if targets else loss(validation)
+        return float(value)
+
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(label, total=config.epochs)
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            for index in torch.randperm(len(fitting)).split(config.batch_size):
+                optimiser.zero_grad()
+                value = loss(fitting[index], targets[0][index]) if targets else loss(fitting[index])
+                value.backward()
+                optimiser.step()
+            current = validation_loss()
+            bar.update(task, advance=1, description=f"{label} val {current:.4g}")
+            if current < best:
+                best, best_state, best_epoch, waited = current, copy.deepcopy(model.state_dict()), epoch, 0
+            else:
+                waited += 1
+                if waited >= config.patience:
+                    break
+    model.load_state_dict(best_state)
     model.eval()
+    return best_epoch
 
 
-def _train_rul(
-    series: list[Series],
-    dataset: str,
-    registry: str | Path,
-    name: str,
-    version: str,
-    window: int,
-    stride: int,
-    epochs: int,
-    hidden: int,
-    rul_alert_h: float,
-) -> SensorEntry:
+def informative_channels(series: list[Series]) -> list[str]:
+    """Channels that vary in training (a constant one tells a model nothing)."""
     stacked = np.concatenate([s.values for s in series])
-    mean = stacked.mean(axis=0).tolist()
-    std = np.maximum(stacked.std(axis=0), 1e-6).tolist()
-    step = max(1, stride // 4)
-    inputs, targets = [], []
-    for s in series:
-        inputs.append(windows(normalise(s.values, mean, std), window, step))
-        ends = window_end_indices(len(s.values), window, step)
-        targets.append(torch.from_numpy((s.times[-1] - s.times[ends]) / 3600).float())
-    train, life = torch.cat(inputs), torch.cat(targets)
-    model = build_sensor_model("sensor_rul", len(series[0].channels), hidden)
+    spread = stacked.std(axis=0) > 1e-6 * np.maximum(1.0, np.abs(stacked.mean(axis=0)))
+    return [c for c, keep in zip(series[0].channels, spread, strict=True) if keep]
+
+
+def life_left(series: Series, times: np.ndarray, unit: str, period_s: float) -> np.ndarray:
+    """Life left at ``times`` of a run to failure (failure at its last sample), in ``unit``."""
+    seconds = series.times[-1] - times
+    return seconds / 3600 if unit == "hours" else np.round(seconds / period_s)
+
+
+def _train_life(
+    series: list[Series], dataset: str, name: str, version: str, config: SensorTraining, progress: bool
+) -> tuple[ModelCard, nn.Module]:
+    channels = informative_channels(series)
+    ignored = [c for c in series[0].channels if c not in channels]
+    runs = [s.select(channels) for s in series]
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(runs))
+    held = set(order[: round(len(runs) * config.validation_fraction)].tolist()) if len(runs) > 1 else set()
+    fitting_runs = [r for k, r in enumerate(runs) if k not in held] or runs
+    mean, std = channel_statistics(np.concatenate([r.values for r in fitting_runs]), config.min_scale)
+    spec = _series_spec(runs, config, mean, std, pad="edge", ignored=ignored)
+    cap = config.life_cap
+    inputs, lives = [], []
+    for run, (values, ends) in zip(runs, _windows(runs, spec), strict=True):
+        life = life_left(run, ends, config.life_unit, spec.sample_period_s)
+        inputs.append(values)
+        lives.append(np.minimum(life, cap) if cap is not None else life)
+    scale = float(cap if cap is not None else max(float(np.max(life)) for life in lives))
+
+    def stack(keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(np.concatenate([inputs[k] for k in keys])), torch.from_numpy(
+            np.concatenate([lives[k] for k in keys]).astype(np.float32) / scale
+        )
+
+    fit_x, fit_y = stack([k for k in range(len(runs)) if k not in held] or list(range(len(runs))))
+    val_x, val_y = stack(sorted(held) or list(range(len(runs))))
+    model = build_sensor_model("sensor_rul", len(channels), config.hidden, config.layers or 2)
     assert isinstance(model, GruRulRegressor)
-    scale = float(life.max().clamp(min=1e-6))
     model.scale.fill_(scale)
-    _fit(
-        model,
-        lambda index: (model.relative(train[index]).squeeze(1) - life[index] / scale).pow(2).mean(),
-        len(train),
-        epochs,
-        f"training {name} (sensor_rul)",
+
+    def loss(windows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (model.relative(windows).squeeze(1) - target).pow(2).mean()
+
+    epochs = _fit(
+        model, loss, fit_x, val_x, config, f"training {name} (sensor_rul)", progress, (fit_y, val_y)
     )
-    with torch.inference_mode():
-        predicted = torch.cat([model(train[k : k + 512]) for k in range(0, len(train), 512)]).squeeze(1)
+    predicted = score_windows(model, val_x).squeeze(1)
+    rmse = float((predicted - val_y * scale).pow(2).mean().sqrt())
     card = ModelCard(
         name=name,
         version=version,
         task="sensor_rul",
         architecture=ARCHITECTURES["sensor_rul"],
-        input=_series_spec(series, window, stride, mean, std),
+        input=spec,
         labels=["rul"],
-        thresholds={"low_rul": rul_alert_h},
+        thresholds={"low_rul": config.life_alert},
+        life=LifeSpec(unit=config.life_unit, cap=cap),
         training=TrainingSummary(
             dataset=dataset,
-            samples=len(train),
+            samples=len(fit_x),
             epochs=epochs,
-            metrics={"train_mae_h": float((predicted - life).abs().mean()), "max_life_h": scale},
-            notes=f"{len(series)} runs to failure; life in hours",
+            metrics={"validation_rmse": rmse, "scale": scale, "validation_runs": float(len(held))},
+            notes=f"{len(runs)} runs to failure; life in {config.life_unit}"
+            + (f", capped at {cap:g}" if cap is not None else "")
+            + (f"; constant channels left out: {', '.join(ignored)}" if ignored else ""),
         ),
         created_at=datetime.now(UTC),
     )
-    return SensorEntry(save_model(registry, card, model), card, model)
+    return card, model

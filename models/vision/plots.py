@@ -5,24 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on a server
-
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
 from torch.nn import functional as F
 
+from models.plotting import plt, save_figure
 from models.vision.evaluation import ClassificationReport, EntryEvaluation, roc_curve
 from models.vision.preprocess import decode, letterbox_geometry
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
 
 
 def confusion_plot(report: ClassificationReport, path: Path) -> Path:
@@ -48,7 +36,7 @@ def confusion_plot(report: ClassificationReport, path: Path) -> Path:
             color="white" if shares[row, col] > 0.5 else "black",
         )
     axes.set_title(f"accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def roc_plot(evaluation: EntryEvaluation, path: Path) -> Path:
@@ -65,7 +53,7 @@ def roc_plot(evaluation: EntryEvaluation, path: Path) -> Path:
     axes.set_xlabel("normal images flagged (false-positive rate)")
     axes.set_ylabel("defect images flagged (true-positive rate)")
     axes.legend(fontsize=8, loc="lower right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def histogram_plot(evaluation: EntryEvaluation, path: Path) -> Path:
@@ -81,7 +69,7 @@ def histogram_plot(evaluation: EntryEvaluation, path: Path) -> Path:
     axes.set_xlabel("anomaly score")
     axes.set_ylabel("density")
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def heatmap_plot(evaluation: EntryEvaluation, index: int, path: Path) -> Path:
@@ -100,7 +88,7 @@ def heatmap_plot(evaluation: EntryEvaluation, index: int, path: Path) -> Path:
     axes.imshow(full.numpy(), cmap="jet", alpha=0.4)
     axes.set_title(f"{evaluation.labels[item.label]}/{item.path.name}: score {score:.3f}", fontsize=9)
     axes.axis("off")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def write_plots(evaluation: EntryEvaluation, folder: Path) -> list[Path]:

@@ -9,25 +9,28 @@ import torch
 from consumers.sensors.lanes import SensorLane, default_model_rules
 from models.registry import load_model
 from models.sensors.synthetic import normal_machines, runs_to_failure
-from models.sensors.training import train_sensor_model
+from models.sensors.training import SensorTraining, train_sensor_model
 from schemas.settings import SensorSettings
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("lanes")
-    train_sensor_model(normal_machines(2, 200), folder, "ae", "1", window=16, stride=4, epochs=1, hidden=8)
+    train_sensor_model(
+        normal_machines(2, 200),
+        folder,
+        "ae",
+        "1",
+        SensorTraining(window=16, stride=4, epochs=1, hidden=8, normal_fraction=1.0),
+    )
     train_sensor_model(
         runs_to_failure(2, 200),
         folder,
         "rul",
         "1",
-        task="sensor_rul",
-        window=16,
-        stride=4,
-        epochs=1,
-        hidden=8,
-        rul_alert_h=2.0,
+        SensorTraining(
+            task="sensor_rul", window=16, stride=4, epochs=1, hidden=8, life_unit="hours", life_alert=2.0
+        ),
     )
     return folder
 

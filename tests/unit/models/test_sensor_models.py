@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -8,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from consumers.cli import main
+from consumers.cli import build_parser, main
+from models.engine import default_torch_threads
 from models.registry import load_model
-from models.sensors.evaluation import compare, labelled_windows, report
-from models.sensors.networks import build_sensor_model
-from models.sensors.series import load_history, window_end_indices, windows
-from models.sensors.training import normalise, train_sensor_model
-from schemas.model_card import SeriesInputSpec
+from models.sensors.nab import compare, labelled_windows, report
+from models.sensors.networks import GruForecaster, build_sensor_model
+from models.sensors.scoring import AlertShape, score_series
+from models.sensors.series import load_history
+from models.sensors.synthetic import normal_machines, runs_to_failure
+from models.sensors.training import SensorTraining, train_sensor_model
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -32,14 +35,6 @@ def write_machine(path: Path, samples: int = 1500, fault_at: int = 1100) -> tupl
     return T0 + timedelta(minutes=5 * fault_at), T0 + timedelta(minutes=5 * samples)
 
 
-def test_windows_and_their_end_indices() -> None:
-    values = np.arange(20, dtype=np.float32).reshape(10, 2)
-    batch = windows(values, 4, 3)
-    assert batch.shape == (3, 4, 2)
-    assert batch[1, :, 0].tolist() == [6, 8, 10, 12]
-    assert window_end_indices(10, 4, 3).tolist() == [3, 6, 9]
-
-
 @pytest.mark.parametrize("task", ["sensor_autoencoder", "sensor_forecast", "sensor_rul"])
 def test_each_sensor_model_gives_per_channel_or_rul_outputs(task: str) -> None:
     model = build_sensor_model(task, channels=3, hidden=16)
@@ -48,26 +43,22 @@ def test_each_sensor_model_gives_per_channel_or_rul_outputs(task: str) -> None:
     assert (out >= 0).all()
 
 
-def test_autoencoder_flags_the_drifting_machine_and_the_baseline_is_measured_alike(tmp_path: Path) -> None:
+def test_the_default_scorer_flags_the_drifting_machine_and_the_baseline_is_measured_alike(
+    tmp_path: Path,
+) -> None:
     history = tmp_path / "pump.csv"
     fault, end = write_machine(history)
     [series] = load_history(history)
     assert series.channels == ["vibration", "temperature"] and series.period_s == 300
     entry = train_sensor_model(
-        history,
-        tmp_path / "registry",
-        "pump",
-        "1",
-        window=32,
-        stride=8,
-        train_fraction=0.5,
-        epochs=8,
-        hidden=32,
+        history, tmp_path / "registry", "pump", "1", SensorTraining(stride=8, normal_fraction=0.5, epochs=8)
     )
     loaded = load_model(tmp_path / "registry", "pump")
     assert loaded.card.input.mean == entry.card.input.mean  # type: ignore[union-attr]
     spans = [(fault.timestamp(), end.timestamp())]
-    model_report, baseline = compare(loaded.module, loaded.card, series, spans, train_fraction=0.5)
+    model_report, baseline = compare(
+        loaded.module, loaded.card, series, spans, AlertShape(), normal_fraction=0.5
+    )
     assert model_report.windows_detected == 1
     assert model_report.false_alerts_per_day < 1.0
     assert baseline.detector.startswith("rolling z-score") and baseline.windows_total == 1
@@ -81,7 +72,7 @@ def test_report_counts_detections_false_alerts_and_delay() -> None:
     assert r.mean_delay_h == pytest.approx(6.0)
 
 
-def test_nab_labels_and_the_cli(tmp_path: Path, capsys) -> None:
+def test_nab_labels_and_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     history = tmp_path / "pump.csv"
     fault, end = write_machine(history)
     labels = tmp_path / "windows.json"
@@ -96,86 +87,102 @@ def test_nab_labels_and_the_cli(tmp_path: Path, capsys) -> None:
     )
     assert labelled_windows(labels, history) == [(fault.timestamp(), end.timestamp())]
     registry = str(tmp_path / "registry")
+    small = ["--window", "32", "--stride", "8", "--epochs", "3", "--hidden", "16", "--normal-fraction", "0.5"]
     assert (
-        main(
-            [
-                "train",
-                "sensor",
-                "--data",
-                str(history),
-                "--name",
-                "pump",
-                "--registry",
-                registry,
-                "--window",
-                "32",
-                "--stride",
-                "8",
-                "--epochs",
-                "3",
-                "--hidden",
-                "16",
-                "--train-fraction",
-                "0.5",
-            ]
-        )
+        main(["train", "sensor", "--data", str(history), "--name", "pump", "--registry", registry, *small])
         == 0
     )
+    evaluate = ["eval", "sensor", "--data", str(history), "--labels", str(labels), "--name", "pump"]
     assert (
-        main(
-            [
-                "eval",
-                "sensor",
-                "--data",
-                str(history),
-                "--labels",
-                str(labels),
-                "--name",
-                "pump",
-                "--registry",
-                registry,
-                "--train-fraction",
-                "0.5",
-            ]
-        )
+        main([*evaluate, "--registry", registry, "--normal-fraction", "0.5", "--alert-cooldown-s", "3600"])
         == 0
     )
     out = capsys.readouterr().out
-    assert "rolling z-score" in out and "gru_autoencoder" in out
+    assert "rolling z-score" in out and "gru_autoencoder" in out and "cooldown 3600 s" in out
+
+
+def test_the_threshold_is_calibrated_on_the_held_out_tail_of_the_normal_period(tmp_path: Path) -> None:
+    from models.sensors.scoring import score_series
+
+    [series] = normal_machines(1, 600)
+    config = SensorTraining(window=16, stride=1, epochs=3, hidden=8, normal_rows=400, threshold_margin=1.5)
+    entry = train_sensor_model([series], tmp_path, "m", "1", config, progress=False)
+    rule = entry.card.threshold_rule
+    assert rule is not None and (rule.quantile, rule.margin) == (0.99, 1.5)
+    scored = score_series(entry.module, entry.card, series)
+    tail = (scored.end_s > series.times[299]) & (scored.end_s <= series.times[399])  # rows 300-399
+    assert rule.calibration_windows == tail.sum() == 100
+    expected = float(np.quantile(scored.alerting[tail], 0.99)) * 1.5
+    assert entry.card.thresholds["anomaly"] == pytest.approx(expected, rel=1e-4)
+    assert (
+        entry.card.training is not None and entry.card.training.samples == 300 - 15
+    )  # windows ending in rows 15-299
+
+
+def test_a_normal_period_too_short_is_refused_before_training(tmp_path: Path) -> None:
+    [series] = normal_machines(1, 100)
+    with pytest.raises(ValueError, match="too short for windows of 32"):
+        train_sensor_model([series], tmp_path, "m", "1", SensorTraining(normal_rows=20))
+
+
+def test_training_pins_torch_threads_and_gives_them_back(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    train_sensor_model(
+        normal_machines(1, 200),
+        tmp_path,
+        "m",
+        "1",
+        SensorTraining(window=16, epochs=1, hidden=8, normal_fraction=1.0, threads=1),
+        progress=False,
+    )
+    assert torch.get_num_threads() == before
+    assert 1 <= default_torch_threads() <= max(1, (os.cpu_count() or 1) - 1)
+    assert default_torch_threads(lanes=64) == 1
+
+
+def test_the_forecaster_scores_its_recent_one_step_errors() -> None:
+    model = GruForecaster(channels=2, hidden=8, score_steps=5)
+    windows = torch.randn(3, 20, 2)
+    errors = model.step_errors(windows)
+    assert errors.shape == (3, 19, 2)
+    assert torch.allclose(model(windows), errors[:, -5:].mean(dim=1))
+    state = model.state_dict()
+    again = GruForecaster(channels=2, hidden=8, score_steps=1)
+    again.load_state_dict(state)
+    assert int(again.score_steps) == 5  # the served model scores as it was calibrated
+
+
+def test_the_cli_and_the_api_train_with_the_same_defaults() -> None:
+    from consumers.sensor_commands import training_of
+
+    args = build_parser().parse_args(["train", "sensor", "--data", "x.csv", "--name", "m"])
+    assert training_of(args) == SensorTraining()
 
 
 def test_the_rul_regressor_learns_that_life_runs_out(tmp_path: Path) -> None:
-    from models.sensors.synthetic import runs_to_failure
-
-    entry = train_sensor_model(
-        runs_to_failure(4, 400),
-        tmp_path,
-        "rul",
-        "1",
-        task="sensor_rul",
-        window=32,
-        stride=8,
-        epochs=8,
-        hidden=16,
-        rul_alert_h=1.0,
+    config = SensorTraining(
+        task="sensor_rul", window=32, stride=8, epochs=8, hidden=16, life_unit="hours", life_alert=1.0
     )
-    assert entry.card.thresholds == {"low_rul": 1.0} and entry.card.training is not None
+    entry = train_sensor_model(runs_to_failure(4, 400), tmp_path, "rul", "1", config, progress=False)
+    assert entry.card.thresholds == {"low_rul": 1.0} and entry.card.life is not None
+    assert entry.card.life.unit == "hours" and entry.card.input.pad == "edge"  # type: ignore[union-attr]
     loaded = load_model(tmp_path, "rul", "1")
     [fresh] = runs_to_failure(1, 400, seed=40)
-    spec = entry.card.input
-    assert isinstance(spec, SeriesInputSpec)
-    batch = windows(normalise(fresh.values, spec.mean, spec.std), 32, 32)
-    life = loaded.module(batch).squeeze(1).tolist()
-    assert life[0] > 3.0 and life[-1] < 1.5, life  # ~6.1 h at the start, ~0.3 h at the end
+    life = score_series(loaded.module, loaded.card, fresh).scores["rul"]
+    assert life[0] > 3.0 and life[-1] < 1.5, life  # ~6.6 h at the start, ~0 at the end
 
 
 def test_a_fresh_process_loads_any_entry_with_the_registry_alone(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from models.sensors.synthetic import normal_machines
-
-    train_sensor_model(normal_machines(1, 100), tmp_path, "ae", "1", window=16, stride=4, epochs=1, hidden=8)
+    train_sensor_model(
+        normal_machines(1, 100),
+        tmp_path,
+        "ae",
+        "1",
+        SensorTraining(window=16, epochs=1, hidden=8, normal_fraction=1.0),
+    )
     code = f"from models.registry import load_model; print(load_model({str(tmp_path)!r}, 'ae').card.task)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert loaded.returncode == 0 and loaded.stdout.strip() == "sensor_autoencoder", loaded.stderr[-2000:]

@@ -9,6 +9,11 @@ or zeros with the filled samples counted (``mask``). A copy of the full window i
 scoring every ``stride`` samples, at the samples whose grid index (event time / period)
 + 1 is a multiple of ``stride``: aligned to event time, not to the first sample seen, so a
 window state rebuilt from part of the history scores the same windows as one that saw it all.
+With ``pad="edge"`` windows are ready from an asset's first sample on, the history they lack
+filled with that first sample (models trained on runs shorter than a window).
+
+Training, offline scoring and evaluation build their windows with this same class
+(``models.sensors.windowing``), so what a model learns from is what it is served.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class WindowSpec:
     period_s: float
     lateness_s: float = 0.0
     gap_policy: Literal["resample", "mask"] = "resample"
+    pad: Literal["none", "edge"] = "none"
 
 
 @dataclass(frozen=True)
@@ -116,12 +122,21 @@ class AssetWindow:
         self._count += 1
         self._last_time = time_s
         on_stride = (round(time_s / self.spec.period_s) + 1) % self.spec.stride == 0
-        if self._count >= self.spec.window and on_stride:
+        if not on_stride:
+            return
+        span = (self.spec.window - 1) * self.spec.period_s
+        if self._count >= self.spec.window:
             order = np.roll(np.arange(self.spec.window), -(self._count % self.spec.window))
-            span = (self.spec.window - 1) * self.spec.period_s
             ready.append(
                 ReadyWindow(self._values[order].copy(), time_s - span, time_s, int(self._filled[order].sum()))
             )
+        elif self.spec.pad == "edge":
+            missing = self.spec.window - self._count
+            values = np.concatenate(
+                [np.repeat(self._values[:1], missing, axis=0), self._values[: self._count]]
+            )
+            padded = missing + int(self._filled[: self._count].sum())
+            ready.append(ReadyWindow(values, time_s - span, time_s, padded))
 
     def memory_bytes(self) -> int:
         """Bytes held for this asset (ring and reorder buffer)."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from consumers.sensors.windows import AssetWindow, WindowSpec
+from models.sensors.windows import AssetWindow, WindowSpec
 
 SPEC = WindowSpec(channels=("t",), window=4, stride=2, period_s=1.0)
 

@@ -1,0 +1,285 @@
+"""``vigil train sensor`` and ``vigil eval sensor``.
+
+Training defaults are those of ``SensorTraining`` (the CLI and the Python API train the same
+model); every history file is read through one ``TableFormat`` given by the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _layout_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--separator",
+        choices=[",", ";", "tab", "whitespace"],
+        default=",",
+        help="field separator of text files (default ','); Parquet needs none",
+    )
+    p.add_argument("--time-column", default="timestamp", help="ISO 8601 times, or numbers (seconds, cycles)")
+    p.add_argument("--asset-column", default="asset", help="absent from the file: the file is one asset")
+    p.add_argument("--label-columns", default="", help="comma-separated ground-truth columns, never channels")
+    p.add_argument("--drop-columns", default="", help="comma-separated columns to ignore")
+    p.add_argument("--columns", default="", help="comma-separated names for a file without a header row")
+
+
+def layout_of(args: argparse.Namespace) -> Any:
+    """The ``TableFormat`` the layout flags describe."""
+    from models.sensors.series import TableFormat
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(name.strip() for name in text.split(",") if name.strip())
+
+    return TableFormat(
+        separator=args.separator,
+        time_column=args.time_column,
+        asset_column=args.asset_column,
+        label_columns=names(args.label_columns),
+        drop_columns=names(args.drop_columns),
+        columns=names(args.columns),
+    )
+
+
+def _training_arguments(p: argparse.ArgumentParser) -> None:
+    from models.sensors.training import SENSOR_TASKS, SensorTraining
+
+    d = {f.name: f.default for f in dataclasses.fields(SensorTraining)}
+    p.add_argument(
+        "--task",
+        choices=SENSOR_TASKS,
+        default=d["task"],
+        help="sensor_forecast (default) or sensor_autoencoder score anomalies; sensor_rul takes each "
+        "asset's series as a run to failure ending at its last sample",
+    )
+    p.add_argument("--window", type=int, default=d["window"], help="samples per window")
+    p.add_argument("--stride", type=int, default=d["stride"], help="samples between scored windows")
+    p.add_argument("--hidden", type=int, default=d["hidden"])
+    p.add_argument("--layers", type=int, default=d["layers"], help="default: 1, or 2 for sensor_rul")
+    p.add_argument(
+        "--score-steps", type=int, default=d["score_steps"], help="forecaster: recent steps scored"
+    )
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="at most; early stopping ends sooner")
+    p.add_argument("--patience", type=int, default=d["patience"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument(
+        "--normal-rows", type=int, default=d["normal_rows"], help="leading normal samples per series"
+    )
+    p.add_argument("--normal-span-s", type=float, default=d["normal_span_s"], help="... or leading seconds")
+    p.add_argument("--normal-fraction", type=float, default=d["normal_fraction"], help="... or leading share")
+    p.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=d["calibration_fraction"],
+        help="tail of the normal period held out for early stopping and the threshold",
+    )
+    p.add_argument("--threshold-quantile", type=float, default=d["threshold_quantile"])
+    p.add_argument(
+        "--threshold-margin", type=float, default=d["threshold_margin"], help="threshold = quantile x margin"
+    )
+    p.add_argument(
+        "--min-scale",
+        type=float,
+        default=d["min_scale"],
+        help="floor of each channel's scale, as a share of its mean magnitude",
+    )
+    p.add_argument("--life-unit", choices=["cycles", "samples", "hours"], default=d["life_unit"])
+    p.add_argument(
+        "--life-cap", type=float, default=d["life_cap"], help="piecewise-linear cap of the life target"
+    )
+    p.add_argument(
+        "--life-alert",
+        type=float,
+        default=d["life_alert"],
+        help="sensor_rul: alert at this life, in --life-unit",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=d["validation_fraction"],
+        help="sensor_rul: share of runs held out for early stopping",
+    )
+    p.add_argument(
+        "--sample-period-s", type=float, default=d["sample_period_s"], help="default: from the data"
+    )
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--threads", type=int, default=d["threads"], help="torch threads (default: cores - 1)")
+
+
+def training_of(args: argparse.Namespace) -> Any:
+    """The ``SensorTraining`` the training flags describe."""
+    from models.sensors.training import SensorTraining
+
+    return SensorTraining(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SensorTraining)})
+
+
+def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+    """``vigil train sensor``."""
+    p = with_config(train_sub.add_parser("sensor", help="a GRU forecaster, autoencoder or life regressor"))
+    p.add_argument("--data", type=Path, required=True, help="history: CSV or other text table, or Parquet")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", default="1")
+    p.add_argument("--registry", default=None)
+    _layout_arguments(p)
+    _training_arguments(p)
+    p.set_defaults(func=cmd_train_sensor)
+
+
+def cmd_train_sensor(args: argparse.Namespace) -> int:
+    from consumers.cli import registry_of
+    from models.sensors.training import train_sensor_model
+
+    entry = train_sensor_model(
+        args.data, registry_of(args), args.name, args.version, training_of(args), layout_of(args)
+    )
+    thresholds = ", ".join(f"{label} {value:.4g}" for label, value in entry.card.thresholds.items())
+    metrics = ", ".join(
+        f"{k} {v:.4g}" for k, v in (entry.card.training.metrics if entry.card.training else {}).items()
+    )
+    console.print(f"wrote {entry.folder}; thresholds: {thresholds}; {metrics}")
+    return 0
+
+
+def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+    """``vigil eval sensor``."""
+    p = with_config(
+        eval_sub.add_parser(
+            "sensor",
+            help="nab: a registry model on labelled windows; pointwise: train per series, flag samples; "
+            "rul: train on some runs, estimate the others' life",
+        )
+    )
+    p.add_argument("--protocol", choices=["nab", "pointwise", "rul"], default="nab")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="history files")
+    p.add_argument("--labels", type=Path, default=None, help="nab: combined_windows.json")
+    p.add_argument("--name", default=None, help="nab: the registry model")
+    p.add_argument("--version", default=None)
+    p.add_argument("--registry", default=None)
+    p.add_argument("--label", default=None, help="pointwise: the label column scored (default: the first)")
+    p.add_argument("--holdout", type=float, default=0.2, help="rul: share of runs held out for testing")
+    p.add_argument("--cuts", type=int, default=5, help="rul: random cuts of each held-out run")
+    p.add_argument("--alert-n", type=int, default=2, help="alert rule: fire when N of the last M scores ...")
+    p.add_argument("--alert-m", type=int, default=3, help="... reach the threshold")
+    p.add_argument(
+        "--alert-resolve", type=float, default=1.0, help="resolve below this share of the threshold"
+    )
+    p.add_argument(
+        "--alert-cooldown-s", type=float, default=0.0, help="no new alert this long after a resolve"
+    )
+    p.add_argument("--plots", type=Path, default=None, help="write PNG plots here")
+    _layout_arguments(p)
+    _training_arguments(p)
+    p.set_defaults(func=cmd_eval_sensor)
+
+
+def _histories(args: argparse.Namespace) -> list[Any]:
+    from models.sensors.series import load_history
+
+    layout = layout_of(args)
+    return [s for path in args.data for s in load_history(path, layout)]
+
+
+def cmd_eval_sensor(args: argparse.Namespace) -> int:
+    from models.sensors.scoring import AlertShape
+
+    shape = AlertShape(args.alert_n, args.alert_m, args.alert_resolve, args.alert_cooldown_s)
+    if args.protocol == "nab":
+        return _eval_nab(args, shape)
+    if args.protocol == "pointwise":
+        return _eval_pointwise(args, shape)
+    return _eval_life(args)
+
+
+def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
+    from consumers.cli import registry_of
+    from models.registry import load_model
+    from models.sensors.nab import compare, labelled_windows
+
+    if args.labels is None or args.name is None:
+        raise ValueError(
+            "the nab protocol needs --labels (combined_windows.json) and --name (a registry model)"
+        )
+    model = load_model(registry_of(args), args.name, args.version)
+    for path in args.data:
+        table = Table(title=f"{path.name}: {args.name} {model.card.version}; alert rule: {shape.describe()}")
+        for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
+            table.add_column(column)
+        spans = labelled_windows(args.labels, path)
+        for series in _histories(argparse.Namespace(**{**vars(args), "data": [path]})):
+            for r in compare(model.module, model.card, series, spans, shape, args.normal_fraction):
+                table.add_row(
+                    r.detector,
+                    f"{r.windows_detected}/{r.windows_total}",
+                    f"{r.false_alerts_per_day:.3f}",
+                    f"{r.mean_delay_h:.1f}",
+                )
+        console.print(table)
+    return 0
+
+
+def _eval_pointwise(args: argparse.Namespace, shape: Any) -> int:
+    from models.sensors.pointwise import evaluate_pointwise
+
+    series = _histories(args)
+    label = args.label or (layout_of(args).label_columns or (None,))[0]
+    if label is None:
+        raise ValueError("the pointwise protocol needs a label column: --label-columns (and --label)")
+    config = training_of(args)
+    result = evaluate_pointwise(series, label, config, shape)
+    table = Table(
+        title=f"point-wise, {len(series)} series, label '{label}'; {config.task}; alert rule: {shape.describe()}"
+    )
+    for column in ("detector", "F1", "false-alarm rate", "missed-alarm rate", "TP", "FP", "FN", "TN"):
+        table.add_column(column)
+    for name, c in result.confusion.items():
+        table.add_row(
+            name,
+            f"{c.f1:.3f}",
+            f"{c.false_alarm_rate:.1%}",
+            f"{c.missed_alarm_rate:.1%}",
+            *(str(v) for v in (c.tp, c.fp, c.fn, c.tn)),
+        )
+    console.print(table)
+    console.print(f"training and scoring took {result.seconds:.1f} s")
+    if args.plots is not None:
+        from models.sensors.plots import pointwise_plots
+
+        console.print(f"plots: {len(pointwise_plots(result, args.plots))} PNGs in {args.plots}")
+    return 0
+
+
+def _eval_life(args: argparse.Namespace) -> int:
+    from models.sensors.life import evaluate_life
+
+    config = training_of(args)
+    if config.task != "sensor_rul":
+        config = dataclasses.replace(config, task="sensor_rul")
+    runs = _histories(args)
+    result = evaluate_life(runs, config, args.holdout, args.cuts)
+    table = Table(
+        title=f"remaining useful life: trained on {len(result.train_units)} runs, {len(result.test_units)} held out, "
+        f"{args.cuts} cuts each; life in {config.life_unit}"
+        + (f", capped at {config.life_cap:g}" if config.life_cap else "")
+    )
+    for column in ("estimator", "RMSE", "NASA score"):
+        table.add_column(column)
+    for name, score in result.scores.items():
+        table.add_row(name, f"{score.rmse:.2f}", f"{score.nasa:,.0f}")
+    console.print(table)
+    console.print(
+        f"held-out runs: {', '.join(result.test_units)}; training and scoring took {result.seconds:.1f} s"
+    )
+    if args.plots is not None:
+        from models.sensors.plots import life_plot
+
+        console.print(f"plot: {life_plot(result, args.plots)}")
+    return 0

@@ -1,0 +1,113 @@
+"""Scoring a history offline as the service would: its windows (``windowing.replay``), the
+model's outputs, what they mean (``window_scores``, shared with the serving lane), and the
+alert policy replayed over them (``replay_alerts``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+from torch import nn
+
+from consumers.alerts.policy import AlertPolicy
+from models.sensors.series import Series
+from models.sensors.training import normalise, score_windows
+from models.sensors.windowing import replay, window_spec
+from schemas.model_card import ModelCard, SeriesInputSpec
+from schemas.settings import AlertRule
+
+
+def window_scores(card: ModelCard, outputs: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+    """The label alerts are raised on, and the scores by label, of model outputs (N, k).
+
+    Anomaly scorers give per-channel errors: ``anomaly`` is their mean. Life regressors give
+    the life left: ``low_rul`` = card threshold / life, reaching 1.0 as life falls to it.
+    """
+    if card.task == "sensor_rul":
+        life = np.maximum(outputs[:, 0], 1e-6)
+        return "low_rul", {"rul": life, "low_rul": card.thresholds.get("low_rul", 0.0) / life}
+    return "anomaly", {"anomaly": outputs.mean(axis=1)}
+
+
+@dataclass(frozen=True)
+class ScoredSeries:
+    """A series scored window by window: end times, scores by label, the alerting label."""
+
+    end_s: np.ndarray
+    scores: dict[str, np.ndarray]
+    label: str
+    outputs: np.ndarray
+
+    @property
+    def alerting(self) -> np.ndarray:
+        """The scores alerts are raised on."""
+        return self.scores[self.label]
+
+
+def score_series(
+    module: nn.Module, card: ModelCard, series: Series, stride: int | None = None
+) -> ScoredSeries:
+    """Every window the service would score for ``series`` (every ``stride`` samples if given)."""
+    spec = card.input
+    assert isinstance(spec, SeriesInputSpec)
+    made = replay(series, window_spec(spec, stride=stride))
+    batch = torch.from_numpy(normalise(made.values, spec.mean, spec.std).astype(np.float32))
+    outputs = score_windows(module, batch).numpy().reshape(len(made), -1)
+    label, scores = window_scores(card, outputs)
+    return ScoredSeries(made.end_s, scores, label, outputs)
+
+
+@dataclass(frozen=True)
+class AlertShape:
+    """An alert rule without its threshold: fire when ``n`` of the last ``m`` scores reach it,
+    resolve when fewer than ``n`` of the last ``m`` reach ``resolve`` times it, and no new
+    alert for ``cooldown_s`` after a resolve. The default is the service's default model rule."""
+
+    n: int = 2
+    m: int = 3
+    resolve: float = 1.0
+    cooldown_s: float = 0.0
+
+    def rule(self, label: str, threshold: float) -> AlertRule:
+        """The alert rule at ``threshold``."""
+        return AlertRule(
+            name="evaluation",
+            label=label,
+            hi=threshold,
+            lo=self.resolve * threshold,
+            n=self.n,
+            m=self.m,
+            cooldown_s=self.cooldown_s,
+        )
+
+    def describe(self) -> str:
+        """The rule in words, for reports."""
+        cooldown = f", cooldown {self.cooldown_s:g} s" if self.cooldown_s else ", no cooldown"
+        return f"{self.n} of {self.m} scores over the threshold, resolve below {self.resolve:g}x{cooldown}"
+
+
+@dataclass(frozen=True)
+class AlertReplay:
+    """The policy replayed over scores: firing after each score, and when it started firing."""
+
+    firing: np.ndarray
+    fired_at: list[float]
+
+
+def replay_alerts(
+    times: np.ndarray, scores: np.ndarray, rule: AlertRule, source: str = "series"
+) -> AlertReplay:
+    """``rule`` through the service's ``AlertPolicy`` over ``scores`` at ``times`` (event time)."""
+    policy = AlertPolicy([rule])
+    firing = np.zeros(len(scores), dtype=bool)
+    fired_at: list[float] = []
+    state = False
+    for k, (at, score) in enumerate(zip(times, scores, strict=True)):
+        for transition in policy.observe(source, {rule.label: float(score)}, datetime.fromtimestamp(at, UTC)):
+            state = transition.state == "firing"
+            if state:
+                fired_at.append(float(at))
+        firing[k] = state
+    return AlertReplay(firing, fired_at)
