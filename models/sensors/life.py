@@ -20,7 +20,14 @@ import torch
 
 from models.sensors.classical import RidgeLife
 from models.sensors.series import Series
-from models.sensors.training import SensorTraining, life_left, normalise, score_windows, train_sensor_model
+from models.sensors.training import (
+    SensorTraining,
+    dense_windows,
+    life_left,
+    normalise,
+    score_windows,
+    train_sensor_model,
+)
 from models.sensors.windowing import replay, window_spec
 from schemas.model_card import SeriesInputSpec
 
@@ -93,10 +100,10 @@ def evaluate_life(runs: list[Series], config: SensorTraining, holdout: float, cu
     estimate = score_windows(entry.module, torch.from_numpy(test_x)).squeeze(1).numpy()
 
     train_x, train_y = [], []
-    for run in training:
-        made = replay(run.select(spec.channels), window_spec(spec, stride=1))
-        life = life_left(run, made.end_s, config.life_unit, spec.sample_period_s)
-        train_x.append(normalise(made.values, spec.mean, spec.std))
+    runs = [run.select(spec.channels) for run in training]
+    for run, (values, ends) in zip(runs, dense_windows(runs, spec), strict=True):
+        life = life_left(run, ends, config.life_unit, spec.sample_period_s)
+        train_x.append(values)
         train_y.append(np.minimum(life, cap) if cap is not None else life)
     ridge = RidgeLife.fit(np.concatenate(train_x), np.concatenate(train_y))
     constant = np.full(len(truth_all), float(np.concatenate(train_y).mean()))

@@ -160,8 +160,8 @@ def _series_spec(
     )
 
 
-def _windows(series: list[Series], spec: SeriesInputSpec) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Normalised training windows (every sample's) and their end times, per series."""
+def dense_windows(series: list[Series], spec: SeriesInputSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Normalised windows ending at every sample, and their end times, per series."""
     dense = window_spec(spec, stride=1)
     out = []
     for s in series:
@@ -187,7 +187,7 @@ def _train_scorer(
     )
     spec = _series_spec(heads, config, mean, std)
     fit_parts, calibration_parts = [], []
-    for (values, ends), head, split in zip(_windows(heads, spec), heads, splits, strict=True):
+    for (values, ends), head, split in zip(dense_windows(heads, spec), heads, splits, strict=True):
         trained = ends <= head.times[split - 1]
         fit_parts.append(values[trained])
         calibration_parts.append(values[~trained])
@@ -315,7 +315,7 @@ def _train_life(
     spec = _series_spec(runs, config, mean, std, pad="edge", ignored=ignored)
     cap = config.life_cap
     inputs, lives = [], []
-    for run, (values, ends) in zip(runs, _windows(runs, spec), strict=True):
+    for run, (values, ends) in zip(runs, dense_windows(runs, spec), strict=True):
         life = life_left(run, ends, config.life_unit, spec.sample_period_s)
         inputs.append(values)
         lives.append(np.minimum(life, cap) if cap is not None else life)
