@@ -13,13 +13,23 @@ from torch import nn
 
 
 class GruAutoencoder(nn.Module):
-    """Sequence-to-sequence GRU autoencoder; ``forward`` gives per-channel errors (N, C)."""
+    """Sequence-to-sequence GRU autoencoder; ``forward`` gives the per-channel mean squared
+    reconstruction error over the window's last ``score_steps`` samples (N, C).
 
-    def __init__(self, channels: int, hidden: int = 32, layers: int = 1) -> None:
+    Training reconstructs whole windows; scoring the recent samples only means a fault is
+    seen as soon as it starts and forgotten as soon as it ends, not a window later.
+    ``score_steps`` is a saved buffer (entries made before it existed score whole windows).
+    """
+
+    def __init__(
+        self, channels: int, hidden: int = 32, layers: int = 1, score_steps: int = 1_000_000
+    ) -> None:
         super().__init__()
         self.encoder = nn.GRU(channels, hidden, layers, batch_first=True)
         self.decoder = nn.GRU(hidden, hidden, layers, batch_first=True)
         self.out = nn.Linear(hidden, channels)
+        self.score_steps: torch.Tensor
+        self.register_buffer("score_steps", torch.tensor(score_steps))
 
     def reconstruct(self, windows: torch.Tensor) -> torch.Tensor:
         """The reconstruction of ``windows`` (N, T, C)."""
@@ -29,11 +39,12 @@ class GruAutoencoder(nn.Module):
         return self.out(decoded).flip(1)  # decoding in reverse order eases the first steps
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return (self.reconstruct(windows) - windows).pow(2).mean(dim=1)
+        errors = (self.reconstruct(windows) - windows).pow(2)
+        return errors[:, -int(self.score_steps) :].mean(dim=1)
 
     def loss(self, windows: torch.Tensor) -> torch.Tensor:
-        """Training loss: the mean reconstruction error."""
-        return self(windows).mean()
+        """Training loss: the mean reconstruction error of whole windows."""
+        return (self.reconstruct(windows) - windows).pow(2).mean()
 
 
 class GruForecaster(nn.Module):

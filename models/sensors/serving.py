@@ -17,6 +17,8 @@ def sensor_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Module:
     hidden = state[first].shape[1]
     layers = sum(1 for k in state if k.startswith(first.split(".")[0]) and "weight_hh_l" in k)
     model = build_sensor_model(card.task, len(card.input.channels), hidden, layers)
+    if card.task == "sensor_autoencoder" and "score_steps" not in state:
+        state = {**state, "score_steps": torch.tensor(card.input.window)}  # made before recent-step scoring
     model.load_state_dict(state)
     return model
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from models.engine import default_torch_threads
 from models.registry import save_model
-from models.sensors.networks import GruForecaster, GruRulRegressor, build_sensor_model
+from models.sensors.networks import GruAutoencoder, GruForecaster, GruRulRegressor, build_sensor_model
 from models.sensors.series import Series, TableFormat, load_history, normal_rows
 from models.sensors.windowing import replay, window_spec
 from schemas.model_card import LifeSpec, ModelCard, ModelTask, SeriesInputSpec, ThresholdRule, TrainingSummary
@@ -54,7 +54,7 @@ class SensorTraining:
     layers: int | None = None
     """Recurrent layers; None: 1 for anomaly scorers, 2 for life regressors."""
     score_steps: int = 16
-    """Forecaster: the score is the mean one-step error over this many recent samples."""
+    """Anomaly scorers: the score is the mean error over the window's last this many samples."""
     epochs: int = 60
     patience: int = 10
     batch_size: int = 64
@@ -200,7 +200,7 @@ def _train_scorer(
         )
     layers = config.layers or 1
     model = build_sensor_model(config.task, len(spec.channels), config.hidden, layers)
-    if isinstance(model, GruForecaster):
+    if isinstance(model, GruAutoencoder | GruForecaster):
         model.score_steps.fill_(min(config.score_steps, config.window - 1))
     loss: Callable[[torch.Tensor], torch.Tensor] = model.loss  # type: ignore[assignment]
     epochs = _fit(model, loss, fitting, calibration, config, f"training {name} ({config.task})", progress)

@@ -13,7 +13,7 @@ from consumers.cli import build_parser, main
 from models.engine import default_torch_threads
 from models.registry import load_model
 from models.sensors.nab import compare, labelled_windows, report
-from models.sensors.networks import GruForecaster, build_sensor_model
+from models.sensors.networks import GruAutoencoder, GruForecaster, build_sensor_model
 from models.sensors.scoring import AlertShape, score_series
 from models.sensors.series import load_history
 from models.sensors.synthetic import normal_machines, runs_to_failure
@@ -186,3 +186,23 @@ def test_a_fresh_process_loads_any_entry_with_the_registry_alone(tmp_path: Path)
     code = f"from models.registry import load_model; print(load_model({str(tmp_path)!r}, 'ae').card.task)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert loaded.returncode == 0 and loaded.stdout.strip() == "sensor_autoencoder", loaded.stderr[-2000:]
+
+
+def test_the_autoencoder_scores_its_recent_samples_and_older_entries_whole_windows(tmp_path: Path) -> None:
+    from models.sensors.serving import sensor_module
+
+    model = GruAutoencoder(channels=2, hidden=8, score_steps=4)
+    windows = torch.randn(3, 10, 2)
+    errors = (model.reconstruct(windows) - windows).pow(2)
+    assert torch.allclose(model(windows), errors[:, -4:].mean(dim=1))
+    entry = train_sensor_model(
+        normal_machines(1, 200),
+        tmp_path,
+        "ae",
+        "1",
+        SensorTraining(window=16, epochs=1, hidden=8, normal_fraction=1.0),
+        progress=False,
+    )
+    assert int(entry.module.score_steps) == 15  # type: ignore[arg-type]
+    older = {k: v for k, v in entry.module.state_dict().items() if k != "score_steps"}
+    assert int(sensor_module(entry.card, older).score_steps) == 16  # type: ignore[arg-type]
