@@ -77,7 +77,7 @@ class InferenceEngine:
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module: Callable[[torch.Tensor], torch.Tensor] = (
-            torch.compile(module, dynamic=True) if compile else module  # type: ignore[assignment]
+            torch.compile(module, dynamic=True) if compile else module
         )
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:

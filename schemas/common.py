@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -100,7 +100,6 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    topic_role: ClassVar[str] = ""
 
     def to_json_bytes(self) -> bytes:
         """The UTF-8 JSON encoding used on the wire."""

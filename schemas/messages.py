@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -61,8 +61,6 @@ class RegionOfInterest(BaseModel):
 class FrameRef(Message):
     """A camera frame stored elsewhere; the image itself never travels through Kafka."""
 
-    topic_role: ClassVar[str] = "frames"
-
     frame_id: Identifier
     camera_id: Identifier
     site: Identifier
@@ -97,8 +95,6 @@ class SampleBlock(BaseModel):
 
 class SensorReading(Message):
     """One event from an IoT sensor: channel values (finite numbers only) at an event time."""
-
-    topic_role: ClassVar[str] = "sensors"
 
     asset_id: Identifier
     sensor_id: Identifier
@@ -139,8 +135,6 @@ class AlertTimestamps(BaseModel):
 class Alert(Message):
     """An operator-facing alert (firing or resolved) with the audit trail behind it."""
 
-    topic_role: ClassVar[str] = "alerts"
-
     alert_id: Identifier
     kind: AlertKind
     severity: Severity
@@ -163,8 +157,6 @@ class Alert(Message):
 
 class InferenceResult(Message):
     """The scores of one input item, whether or not an alert fired."""
-
-    topic_role: ClassVar[str] = "inferences"
 
     result_id: Identifier
     pipeline: Literal["vision", "sensors", "passthrough"]
@@ -208,8 +200,6 @@ DeadLetterReason = Literal[
 
 class DeadLetter(Message):
     """Why an input could not be processed; the original bytes ride along, base64-encoded."""
-
-    topic_role: ClassVar[str] = "dlq"
 
     reason: DeadLetterReason
     stage: Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -9,7 +9,7 @@ State is kept per (rule, source, label). For each new score of a matching source
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -34,7 +34,6 @@ class _Track:
     scores: deque[float]
     firing: bool = False
     resolved_at: datetime | None = None
-    last_seen: datetime | None = field(default=None)
 
 
 class AlertPolicy:
@@ -66,7 +65,6 @@ class AlertPolicy:
         if track is None:
             track = self._tracks[key] = _Track(deque(maxlen=rule.m))
         track.scores.append(score)
-        track.last_seen = at
         if not track.firing:
             hits = sum(s >= rule.hi for s in track.scores)
             cooled = track.resolved_at is None or at - track.resolved_at >= timedelta(seconds=rule.cooldown_s)
@@ -80,7 +78,3 @@ class AlertPolicy:
                 track.resolved_at = at
                 return Transition(rule, source_id, label, "resolved", score, at)
         return None
-
-    def firing(self) -> list[tuple[str, str, str]]:
-        """(rule, source, label) of every alert currently firing."""
-        return [key for key, track in self._tracks.items() if track.firing]

@@ -103,7 +103,7 @@ class ModelLane:
         if not self.gpu_decode:
             return self.engine.prepare(torch.stack([f.pixels for f in batch])), [None] * len(batch)  # type: ignore[misc]
         rois = [_roi(f.frame) for f in batch]
-        decoded = preprocess_on_device([f.pixels for f in batch], self.spec, rois, self.engine.device)  # type: ignore[misc]
+        decoded = preprocess_on_device([f.pixels for f in batch], self.spec, rois, self.engine.device)
         good = [t for t in decoded if isinstance(t, torch.Tensor)]
         errors = [d if isinstance(d, Exception) else None for d in decoded]
         stacked = self.engine.prepare(torch.stack(good)) if good else None
@@ -338,7 +338,7 @@ class VisionStage:
                 evidence,
                 frame.captured_at,
                 work.received_at,
-                inferred_at,  # type: ignore[arg-type]
+                inferred_at,
                 self._config_hash,
                 model=lane.ref,
                 site=frame.site,

@@ -31,7 +31,7 @@ class BackboneWithLinearHead(nn.Module):
         super().__init__()
         trunk = tvm.resnet50(weights=None)
         features = trunk.fc.in_features
-        trunk.fc = nn.Identity()  # type: ignore[assignment]
+        trunk.fc = nn.Identity()
         self.backbone = trunk
         self.head = nn.Linear(features, num_classes)
 

@@ -193,7 +193,7 @@ class FeatureTrunk(nn.Module):
         if isinstance(self.network, EfficientNetLite):
             self.network.classifier = nn.Identity()  # type: ignore[assignment]
         else:
-            self.network.fc = nn.Identity()  # type: ignore[assignment]
+            self.network.fc = nn.Identity()
 
     @classmethod
     def pretrained(
@@ -217,7 +217,7 @@ class FeatureTrunk(nn.Module):
             start, stop = bounds[level]
             blocks = list(net.blocks[start : stop + 1])
             return ([net.stem] if level == 2 else []) + blocks + ([net.head] if level == 5 else [])
-        stem = [net.conv1, net.bn1, net.relu, net.maxpool] if level == 2 else []  # type: ignore[list-item]
+        stem = [net.conv1, net.bn1, net.relu, net.maxpool] if level == 2 else []
         return [*stem, getattr(net, f"layer{level - 1}")]
 
     def to_level(self, x: torch.Tensor, level: Level) -> torch.Tensor:

@@ -65,7 +65,7 @@ def fit_linear(
         loss.backward()
         return loss
 
-    optimiser.step(closure)  # type: ignore[arg-type]
+    optimiser.step(closure)
     return torch.nn.Sequential(_Standardise(mean, std), linear).eval()
 
 

@@ -133,7 +133,7 @@ def preprocess_on_device(
     decoded: dict[int, torch.Tensor | Exception] = {}
     if jpegs:
         try:
-            tensors = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]  # type: ignore[arg-type]
+            tensors = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]
             decoded = dict(zip(jpegs, decode_jpeg(tensors, mode=_mode(spec), device=device), strict=True))
         except RuntimeError:  # one bad JPEG fails the batched call: decode them one by one
             decoded = {i: _decode_one(images[i], spec, device) for i in jpegs}  # type: ignore[arg-type]
