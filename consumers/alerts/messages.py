@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from consumers.alerts.policy import Transition
+from models.alert_policy import Transition
 from schemas.common import Evidence, ModelRef
 from schemas.messages import Alert, AlertKind, AlertTimestamps
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from consumers.alerts.messages import build_alert
-from consumers.alerts.policy import Transition
 from consumers.runtime.records import Output, Work
 from consumers.sensors.intake import Sample
 from consumers.sensors.lanes import WindowScores
+from models.alert_policy import Transition
 from models.sensors.windows import ReadyWindow
 from schemas.common import Evidence, ModelRef
 from schemas.messages import Alert, AlertKind, InferenceResult, SensorReading

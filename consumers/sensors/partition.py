@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from consumers.alerts.policy import AlertPolicy
 from consumers.sensors.rules import RuleState
+from models.alert_policy import AlertPolicy
 from models.sensors.windows import AssetWindow
 from schemas.settings import SensorRule
 

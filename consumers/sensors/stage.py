@@ -28,7 +28,6 @@ from typing import NamedTuple
 
 import torch
 
-from consumers.alerts.policy import AlertPolicy
 from consumers.runtime.decoding import decode_record
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
@@ -37,6 +36,7 @@ from consumers.sensors.intake import ReadingRejected, Sample, check_channels, ch
 from consumers.sensors.lanes import SensorLane
 from consumers.sensors.outputs import SensorOutputs, at
 from consumers.sensors.partition import PartitionState, stale_interval
+from models.alert_policy import AlertPolicy
 from models.registry import ModelLoader, registry_loader
 from models.sensors.windowing import window_spec
 from models.sensors.windows import AssetWindow, ReadyWindow

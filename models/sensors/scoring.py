@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from consumers.alerts.policy import AlertPolicy
+from models.alert_policy import AlertPolicy
 from models.sensors.series import Series
 from models.sensors.training import normalise, score_windows
 from models.sensors.windowing import replay, window_spec

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from consumers.alerts.messages import alert_id, build_alert
-from consumers.alerts.policy import AlertPolicy
+from models.alert_policy import AlertPolicy
 from schemas.common import Evidence
 from schemas.settings import AlertRule
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consumers.alerts.policy import AlertPolicy
 from consumers.sensors.rules import RuleState, SensorRule
+from models.alert_policy import AlertPolicy
 from schemas.settings import AlertRule
 
 PM25 = SensorRule(
