@@ -15,6 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from consumers.command_config import config_from, field_defaults, field_options
+
 console = Console()
 
 
@@ -49,77 +51,55 @@ def layout_of(args: argparse.Namespace) -> Any:
     )
 
 
+_TRAINING_OPTIONS: list[tuple[str, type, str]] = [
+    ("window", int, "samples per window"),
+    ("stride", int, "samples between scored windows"),
+    ("hidden", int, ""),
+    ("layers", int, "default: 1, or 2 for sensor_rul"),
+    ("score_steps", int, "anomaly scorers: the score is the error over the window's last N samples"),
+    ("epochs", int, "at most; early stopping ends sooner"),
+    ("patience", int, ""),
+    ("batch_size", int, ""),
+    ("lr", float, ""),
+    ("normal_rows", int, "leading normal samples per series"),
+    ("normal_span_s", float, "... or leading seconds"),
+    ("normal_fraction", float, "... or leading share"),
+    (
+        "calibration_fraction",
+        float,
+        "tail of the normal period held out for early stopping and the threshold",
+    ),
+    ("threshold_quantile", float, ""),
+    ("threshold_margin", float, "threshold = quantile x margin"),
+    ("min_scale", float, "floor of each channel's scale, as a share of its mean magnitude"),
+    ("life_unit", str, ""),
+    ("life_cap", float, "piecewise-linear cap of the life target"),
+    ("life_alert", float, "sensor_rul: alert at this life, in --life-unit"),
+    ("validation_fraction", float, "sensor_rul: share of runs held out for early stopping"),
+    ("sample_period_s", float, "default: from the data"),
+    ("seed", int, ""),
+    ("threads", int, "torch threads (default: cores - 1)"),
+]
+
+
 def _training_arguments(p: argparse.ArgumentParser) -> None:
     from models.sensors.training import SENSOR_TASKS, SensorTraining
 
-    d = {f.name: f.default for f in dataclasses.fields(SensorTraining)}
     p.add_argument(
         "--task",
         choices=SENSOR_TASKS,
-        default=d["task"],
-        help="sensor_forecast (default) or sensor_autoencoder score anomalies; sensor_rul takes each "
+        default=field_defaults(SensorTraining)["task"],
+        help="sensor_autoencoder (default) or sensor_forecast score anomalies; sensor_rul takes each "
         "asset's series as a run to failure ending at its last sample",
     )
-    p.add_argument("--window", type=int, default=d["window"], help="samples per window")
-    p.add_argument("--stride", type=int, default=d["stride"], help="samples between scored windows")
-    p.add_argument("--hidden", type=int, default=d["hidden"])
-    p.add_argument("--layers", type=int, default=d["layers"], help="default: 1, or 2 for sensor_rul")
-    p.add_argument(
-        "--score-steps", type=int, default=d["score_steps"], help="forecaster: recent steps scored"
-    )
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="at most; early stopping ends sooner")
-    p.add_argument("--patience", type=int, default=d["patience"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument(
-        "--normal-rows", type=int, default=d["normal_rows"], help="leading normal samples per series"
-    )
-    p.add_argument("--normal-span-s", type=float, default=d["normal_span_s"], help="... or leading seconds")
-    p.add_argument("--normal-fraction", type=float, default=d["normal_fraction"], help="... or leading share")
-    p.add_argument(
-        "--calibration-fraction",
-        type=float,
-        default=d["calibration_fraction"],
-        help="tail of the normal period held out for early stopping and the threshold",
-    )
-    p.add_argument("--threshold-quantile", type=float, default=d["threshold_quantile"])
-    p.add_argument(
-        "--threshold-margin", type=float, default=d["threshold_margin"], help="threshold = quantile x margin"
-    )
-    p.add_argument(
-        "--min-scale",
-        type=float,
-        default=d["min_scale"],
-        help="floor of each channel's scale, as a share of its mean magnitude",
-    )
-    p.add_argument("--life-unit", choices=["cycles", "samples", "hours"], default=d["life_unit"])
-    p.add_argument(
-        "--life-cap", type=float, default=d["life_cap"], help="piecewise-linear cap of the life target"
-    )
-    p.add_argument(
-        "--life-alert",
-        type=float,
-        default=d["life_alert"],
-        help="sensor_rul: alert at this life, in --life-unit",
-    )
-    p.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=d["validation_fraction"],
-        help="sensor_rul: share of runs held out for early stopping",
-    )
-    p.add_argument(
-        "--sample-period-s", type=float, default=d["sample_period_s"], help="default: from the data"
-    )
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--threads", type=int, default=d["threads"], help="torch threads (default: cores - 1)")
+    field_options(p, SensorTraining, _TRAINING_OPTIONS, life_unit=["cycles", "samples", "hours"])
 
 
 def training_of(args: argparse.Namespace) -> Any:
     """The ``SensorTraining`` the training flags describe."""
     from models.sensors.training import SensorTraining
 
-    return SensorTraining(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SensorTraining)})
+    return config_from(SensorTraining, args)
 
 
 def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
@@ -203,6 +183,7 @@ def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
     from consumers.cli import registry_of
     from models.registry import load_model
     from models.sensors.nab import compare, labelled_windows
+    from models.sensors.series import load_history
 
     if args.labels is None or args.name is None:
         raise ValueError(
@@ -214,7 +195,7 @@ def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
         for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
             table.add_column(column)
         spans = labelled_windows(args.labels, path)
-        for series in _histories(argparse.Namespace(**{**vars(args), "data": [path]})):
+        for series in load_history(path, layout_of(args)):
             for r in compare(model.module, model.card, series, spans, shape, args.normal_fraction):
                 table.add_row(
                     r.detector,

@@ -7,23 +7,19 @@ Python API train the same model.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+from consumers.command_config import config_from, field_defaults
 
 if TYPE_CHECKING:
     from models.vision.evaluation import EntryEvaluation
 
 console = Console()
-T = TypeVar("T")
-
-
-def _defaults(config: type) -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(config)}
 
 
 def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
@@ -31,7 +27,7 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     from models.vision.backbones import BACKBONES
     from models.vision.training import AnomalyFitting, ClassifierTraining
 
-    classifier, anomaly = _defaults(ClassifierTraining), _defaults(AnomalyFitting)
+    classifier, anomaly = field_defaults(ClassifierTraining), field_defaults(AnomalyFitting)
     p = with_config(train_sub.add_parser("vision", help="a defect classifier or an anomaly scorer"))
     p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
     p.add_argument("--kind", choices=["classifier", "anomaly"], default="classifier")
@@ -100,12 +96,6 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     p.set_defaults(func=cmd_train_vision)
 
 
-def _config(config: type[T], args: argparse.Namespace, **values: Any) -> T:
-    """``config`` from the arguments of the same names, and ``values`` for the rest."""
-    named = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}  # type: ignore[arg-type]
-    return config(**(named | values))
-
-
 def cmd_train_vision(args: argparse.Namespace) -> int:
     """Train or fit, then print the entry's metrics and any warning."""
     from consumers.cli import registry_of
@@ -119,7 +109,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
     registry = registry_of(args)
     common = {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
     if args.kind == "anomaly":
-        fitting = _config(
+        fitting = config_from(
             AnomalyFitting,
             args,
             **common,
@@ -129,7 +119,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
         )
         entry = fit_anomaly_scorer(args.data, registry, args.name, args.version, fitting)
     else:
-        training = _config(
+        training = config_from(
             ClassifierTraining,
             args,
             **common,

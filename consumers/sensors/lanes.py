@@ -18,7 +18,7 @@ from consumers.batcher import Deliver, MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from models.engine import InferenceEngine
 from models.registry import LoadedModel
-from models.sensors.scoring import window_scores
+from models.sensors.scoring import AlertShape, window_scores
 from schemas.model_card import SeriesInputSpec
 from schemas.settings import AlertRule, SensorSettings
 
@@ -37,12 +37,12 @@ class WindowScores:
 
 
 def default_model_rules(model: LoadedModel) -> list[AlertRule]:
-    """Two of three windows past each card threshold, resolving when that no longer holds."""
-    rules = []
-    for label, threshold in model.card.thresholds.items():
-        hi = 1.0 if label == "low_rul" else threshold
-        rules.append(AlertRule(name=f"{model.card.name}-{label}", label=label, hi=hi, n=2, m=3))
-    return rules
+    """``AlertShape``'s default (two of three windows) past each card threshold, resolving
+    when that no longer holds; offline evaluation replays the same rule."""
+    return [
+        AlertShape().rule(label, 1.0 if label == "low_rul" else threshold, f"{model.card.name}-{label}")
+        for label, threshold in model.card.thresholds.items()
+    ]
 
 
 class SensorLane(Generic[T]):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.sensors.series import Series
+from models.sensors.training import channel_statistics
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,7 @@ class PcaDetector:
     @classmethod
     def fit(cls, rows: np.ndarray, variance: float = 0.9, min_scale: float = 0.01) -> PcaDetector:
         """Fit on normal ``rows`` (T, C)."""
-        mean = rows.mean(axis=0)
-        scale = np.maximum(rows.std(axis=0), np.maximum(min_scale * np.abs(mean), 1e-6))
+        mean, scale = (np.asarray(v, dtype=rows.dtype) for v in channel_statistics(rows, min_scale))
         z = (rows - mean) / scale
         _, singular, vt = np.linalg.svd(z, full_matrices=False)
         explained = singular**2 / max(1, len(z) - 1)

@@ -24,11 +24,10 @@ from models.sensors.training import (
     SensorTraining,
     dense_windows,
     life_left,
-    normalise,
     score_windows,
+    split_runs,
     train_sensor_model,
 )
-from models.sensors.windowing import replay, window_spec
 from schemas.model_card import SeriesInputSpec
 
 
@@ -61,30 +60,21 @@ class LifeResult:
 MODEL, CONSTANT, RIDGE = "model", "training mean (trivial)", "ridge on window features (baseline)"
 
 
-def split_units(runs: list[Series], holdout: float, seed: int) -> tuple[list[Series], list[Series]]:
-    """Runs for training and for testing, split by unit with ``seed``."""
-    order = np.random.default_rng(seed).permutation(len(runs))
-    count = max(1, round(len(runs) * holdout))
-    test = set(order[:count].tolist())
-    return [r for k, r in enumerate(runs) if k not in test], [r for k, r in enumerate(runs) if k in test]
-
-
 def cut_points(run: Series, cuts: int, seed: int) -> np.ndarray:
     """``cuts`` sample counts at which ``run`` is cut (each at least 1)."""
     return np.random.default_rng(seed).integers(1, len(run.times) + 1, size=cuts)
 
 
 def _last_windows(run: Series, spec: SeriesInputSpec, ends: np.ndarray) -> np.ndarray:
-    """The normalised window ending at each cut (stride 1: an estimate at the last cycle)."""
-    made = replay(run.select(spec.channels), window_spec(spec, stride=1))
-    at = np.searchsorted(made.end_s, run.times[ends - 1])
-    return normalise(made.values[at], spec.mean, spec.std).astype(np.float32)
+    """The normalised window ending at each cut (every sample's window: an estimate at the last cycle)."""
+    [(values, end_s)] = dense_windows([run.select(spec.channels)], spec)
+    return values[np.searchsorted(end_s, run.times[ends - 1])]
 
 
 def evaluate_life(runs: list[Series], config: SensorTraining, holdout: float, cuts: int) -> LifeResult:
     """Train on some units, estimate the life of the others at random cuts; see the module docstring."""
     started = time.monotonic()
-    training, testing = split_units(runs, holdout, config.seed)
+    training, testing = split_runs(runs, holdout, config.seed, at_least=1)
     with tempfile.TemporaryDirectory(prefix="vigil-life-") as registry:
         entry = train_sensor_model(training, registry, "life", "1", config)
     spec = entry.card.input
@@ -94,17 +84,15 @@ def evaluate_life(runs: list[Series], config: SensorTraining, holdout: float, cu
     for k, run in enumerate(testing):
         ends = cut_points(run, cuts, config.seed * 1_000_003 + k)
         windows.append(_last_windows(run, spec, ends))
-        life = life_left(run, run.times[ends - 1], config.life_unit, spec.sample_period_s)
-        truth.append(np.minimum(life, cap) if cap is not None else life)
+        truth.append(life_left(run, run.times[ends - 1], config.life_unit, spec.sample_period_s, cap))
     test_x, truth_all = np.concatenate(windows), np.concatenate(truth)
     estimate = score_windows(entry.module, torch.from_numpy(test_x)).squeeze(1).numpy()
 
     train_x, train_y = [], []
     runs = [run.select(spec.channels) for run in training]
     for run, (values, ends) in zip(runs, dense_windows(runs, spec), strict=True):
-        life = life_left(run, ends, config.life_unit, spec.sample_period_s)
         train_x.append(values)
-        train_y.append(np.minimum(life, cap) if cap is not None else life)
+        train_y.append(life_left(run, ends, config.life_unit, spec.sample_period_s, cap))
     ridge = RidgeLife.fit(np.concatenate(train_x), np.concatenate(train_y))
     constant = np.full(len(truth_all), float(np.concatenate(train_y).mean()))
     result = LifeResult([r.asset for r in training], [r.asset for r in testing], truth_all)

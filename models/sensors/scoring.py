@@ -70,10 +70,10 @@ class AlertShape:
     resolve: float = 1.0
     cooldown_s: float = 0.0
 
-    def rule(self, label: str, threshold: float) -> AlertRule:
+    def rule(self, label: str, threshold: float, name: str = "evaluation") -> AlertRule:
         """The alert rule at ``threshold``."""
         return AlertRule(
-            name="evaluation",
+            name=name,
             label=label,
             hi=threshold,
             lo=self.resolve * threshold,

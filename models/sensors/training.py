@@ -147,7 +147,12 @@ def train_sensor_model(
 
 
 def _series_spec(
-    series: list[Series], config: SensorTraining, mean: list[float], std: list[float], **extra: object
+    series: list[Series],
+    config: SensorTraining,
+    mean: list[float],
+    std: list[float],
+    pad: Literal["none", "edge"] = "none",
+    ignored: list[str] | None = None,
 ) -> SeriesInputSpec:
     return SeriesInputSpec(
         channels=series[0].channels,
@@ -156,7 +161,8 @@ def _series_spec(
         sample_period_s=config.sample_period_s or float(np.median([s.period_s for s in series])),
         mean=mean,
         std=std,
-        **extra,  # type: ignore[arg-type]
+        pad=pad,
+        ignored=ignored or [],
     )
 
 
@@ -203,7 +209,9 @@ def _train_scorer(
     if isinstance(model, GruAutoencoder | GruForecaster):
         model.score_steps.fill_(min(config.score_steps, config.window - 1))
     loss: Callable[[torch.Tensor], torch.Tensor] = model.loss  # type: ignore[assignment]
-    epochs = _fit(model, loss, fitting, calibration, config, f"training {name} ({config.task})", progress)
+    epochs, calibration_loss = _fit(
+        model, loss, fitting, calibration, config, f"training {name} ({config.task})", progress
+    )
     scores = score_windows(model, calibration).mean(dim=1).numpy()
     threshold = float(np.quantile(scores, config.threshold_quantile) * config.threshold_margin)
     rule = ThresholdRule(
@@ -227,7 +235,7 @@ def _train_scorer(
             epochs=epochs,
             metrics={
                 "calibration_score_median": float(np.median(scores)),
-                "calibration_loss": float(loss(calibration).detach()) if len(calibration) else 0.0,
+                "calibration_loss": calibration_loss,
             },
             notes=f"normal period: {_normal_text(config)} of each series",
         ),
@@ -253,8 +261,9 @@ def _fit(
     label: str,
     progress: bool,
     targets: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> int:
-    """Adam with early stopping on the validation loss; the best epoch's weights are kept.
+) -> tuple[int, float]:
+    """Adam with early stopping on the validation loss; the best epoch's weights are kept, and
+    it and its validation loss are returned.
 
     ``targets`` (training, validation) make ``loss`` take (windows, targets)."""
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -285,7 +294,7 @@ def _fit(
                     break
     model.load_state_dict(best_state)
     model.eval()
-    return best_epoch
+    return best_epoch, best
 
 
 def informative_channels(series: list[Series]) -> list[str]:
@@ -295,10 +304,23 @@ def informative_channels(series: list[Series]) -> list[str]:
     return [c for c, keep in zip(series[0].channels, spread, strict=True) if keep]
 
 
-def life_left(series: Series, times: np.ndarray, unit: str, period_s: float) -> np.ndarray:
-    """Life left at ``times`` of a run to failure (failure at its last sample), in ``unit``."""
+def life_left(
+    series: Series, times: np.ndarray, unit: str, period_s: float, cap: float | None = None
+) -> np.ndarray:
+    """Life left at ``times`` of a run to failure (failure at its last sample), in ``unit``,
+    no more than ``cap``."""
     seconds = series.times[-1] - times
-    return seconds / 3600 if unit == "hours" else np.round(seconds / period_s)
+    life = seconds / 3600 if unit == "hours" else np.round(seconds / period_s)
+    return life if cap is None else np.minimum(life, cap)
+
+
+def split_runs(
+    runs: list[Series], share: float, seed: int, at_least: int = 0
+) -> tuple[list[Series], list[Series]]:
+    """Whole runs kept and held out (``share`` of them, at least ``at_least``), drawn with ``seed``."""
+    order = np.random.default_rng(seed).permutation(len(runs))
+    held = set(order[: max(at_least, round(len(runs) * share))].tolist())
+    return [r for k, r in enumerate(runs) if k not in held], [r for k, r in enumerate(runs) if k in held]
 
 
 def _train_life(
@@ -307,27 +329,24 @@ def _train_life(
     channels = informative_channels(series)
     ignored = [c for c in series[0].channels if c not in channels]
     runs = [s.select(channels) for s in series]
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(runs))
-    held = set(order[: round(len(runs) * config.validation_fraction)].tolist()) if len(runs) > 1 else set()
-    fitting_runs = [r for k, r in enumerate(runs) if k not in held] or runs
-    mean, std = channel_statistics(np.concatenate([r.values for r in fitting_runs]), config.min_scale)
+    fitting, held = split_runs(runs, config.validation_fraction, config.seed) if len(runs) > 1 else (runs, [])
+    mean, std = channel_statistics(np.concatenate([r.values for r in fitting]), config.min_scale)
     spec = _series_spec(runs, config, mean, std, pad="edge", ignored=ignored)
     cap = config.life_cap
-    inputs, lives = [], []
-    for run, (values, ends) in zip(runs, dense_windows(runs, spec), strict=True):
-        life = life_left(run, ends, config.life_unit, spec.sample_period_s)
-        inputs.append(values)
-        lives.append(np.minimum(life, cap) if cap is not None else life)
-    scale = float(cap if cap is not None else max(float(np.max(life)) for life in lives))
 
-    def stack(keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(np.concatenate([inputs[k] for k in keys])), torch.from_numpy(
-            np.concatenate([lives[k] for k in keys]).astype(np.float32) / scale
+    def stack(chosen: list[Series]) -> tuple[torch.Tensor, torch.Tensor]:
+        windows, lives = [], []
+        for run, (values, ends) in zip(chosen, dense_windows(chosen, spec), strict=True):
+            windows.append(values)
+            lives.append(life_left(run, ends, config.life_unit, spec.sample_period_s, cap))
+        return torch.from_numpy(np.concatenate(windows)), torch.from_numpy(
+            np.concatenate(lives).astype(np.float32)
         )
 
-    fit_x, fit_y = stack([k for k in range(len(runs)) if k not in held] or list(range(len(runs))))
-    val_x, val_y = stack(sorted(held) or list(range(len(runs))))
+    fit_x, fit_life = stack(fitting)
+    val_x, val_life = stack(held or fitting)  # no run held out: validated on the training runs
+    scale = float(cap if cap is not None else max(fit_life.max(), val_life.max()))
+    fit_y, val_y = fit_life / scale, val_life / scale
     model = build_sensor_model("sensor_rul", len(channels), config.hidden, config.layers or 2)
     assert isinstance(model, GruRulRegressor)
     model.scale.fill_(scale)
@@ -335,7 +354,7 @@ def _train_life(
     def loss(windows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (model.relative(windows).squeeze(1) - target).pow(2).mean()
 
-    epochs = _fit(
+    epochs, _ = _fit(
         model, loss, fit_x, val_x, config, f"training {name} (sensor_rul)", progress, (fit_y, val_y)
     )
     predicted = score_windows(model, val_x).squeeze(1)
