@@ -38,7 +38,6 @@ class ScoredSeries:
     end_s: np.ndarray
     scores: dict[str, np.ndarray]
     label: str
-    outputs: np.ndarray
 
     @property
     def alerting(self) -> np.ndarray:
@@ -56,7 +55,7 @@ def score_series(
     batch = torch.from_numpy(normalise(made.values, spec.mean, spec.std).astype(np.float32))
     outputs = score_windows(module, batch).numpy().reshape(len(made), -1)
     label, scores = window_scores(card, outputs)
-    return ScoredSeries(made.end_s, scores, label, outputs)
+    return ScoredSeries(made.end_s, scores, label)
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,10 @@ def window_spec(spec: SeriesInputSpec, lateness_s: float = 0.0, stride: int | No
 
 @dataclass(frozen=True)
 class Windowed:
-    """Windows of one series: raw values (N, window, C), event time of each end, filled samples."""
+    """Windows of one series: raw values (N, window, C) and the event time of each end."""
 
     values: np.ndarray
     end_s: np.ndarray
-    filled: np.ndarray
 
     def __len__(self) -> int:
         return len(self.end_s)
@@ -47,14 +46,8 @@ def replay(series: Series, spec: WindowSpec) -> Windowed:
     for time_s, values in zip(series.times, series.values[:, order], strict=True):
         ready.extend(state.add(float(time_s), values).ready)
     if not ready:
-        return Windowed(
-            np.empty((0, spec.window, len(spec.channels)), np.float32), np.empty(0), np.empty(0, int)
-        )
-    return Windowed(
-        np.stack([w.values for w in ready]),
-        np.array([w.end_s for w in ready]),
-        np.array([w.filled for w in ready]),
-    )
+        return Windowed(np.empty((0, spec.window, len(spec.channels)), np.float32), np.empty(0))
+    return Windowed(np.stack([w.values for w in ready]), np.array([w.end_s for w in ready]))
 
 
 def rows_at(times: np.ndarray, end_s: np.ndarray) -> np.ndarray:
