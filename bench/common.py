@@ -18,12 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from consumers.broker_session import with_bootstrap
-from consumers.local_kafka.broker import LocalKafka
+from consumers.ops.broker_session import with_bootstrap
+from consumers.ops.local_kafka.broker import LocalKafka
+from consumers.ops.topics import create_topics
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.stage import ProcessingStage
-from consumers.topics import create_topics
 from schemas.common import Message
 from schemas.settings import TopicSpec, TopicsSettings, VigilSettings
 
@@ -110,7 +110,7 @@ def peak_rss_mib() -> float:
 
 def current_rss_mib() -> float:
     """This process's resident memory now."""
-    from consumers.local_kafka.broker import resident_memory_bytes
+    from consumers.ops.local_kafka.broker import resident_memory_bytes
 
     return (resident_memory_bytes(os.getpid()) or 0) / 2**20
 

@@ -19,12 +19,12 @@ from kafka import KafkaConsumer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Figure, bench_broker, bench_settings, report
-from consumers.kafka_clients import make_producer
-from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
+from consumers.ops.local_kafka.broker import LocalKafka, resident_memory_bytes
+from consumers.ops.simulate import synthetic_readings
 from consumers.pipelines import build_pipeline
+from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
-from consumers.simulate import synthetic_readings
 from schemas.settings import VigilSettings
 
 

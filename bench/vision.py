@@ -42,7 +42,7 @@ from bench.common import (
     report,
     start_runtime,
 )
-from consumers.kafka_clients import make_consumer, make_producer
+from consumers.runtime.kafka_clients import make_consumer, make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.vision.stage import VisionStage

@@ -37,7 +37,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from consumers.local_kafka.broker import LocalKafka
+    from consumers.ops.local_kafka.broker import LocalKafka
 
     broker = LocalKafka(f"pytest-{os.getpid()}")
     info = broker.start()

@@ -45,10 +45,10 @@ from kafka import errors as Errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumers.kafka_clients import make_consumer, make_producer
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.decoding import decode_record
 from consumers.runtime.deliveries import DeliveryLedger
+from consumers.runtime.kafka_clients import make_consumer, make_producer
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.offsets import OffsetTracker
 from consumers.runtime.outage import BrokerOutage, is_broker_trouble

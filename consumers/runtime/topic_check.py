@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from consumers.kafka_clients import make_admin
+from consumers.runtime.kafka_clients import make_admin
 from schemas.settings import KafkaSettings
 
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from kafka.structs import TopicPartition
 
-from consumers.kafka_clients import make_reader
+from consumers.runtime.kafka_clients import make_reader
 from consumers.runtime.records import InboundRecord
 from schemas.settings import KafkaSettings
 

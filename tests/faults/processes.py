@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.topics import create_topics
+from consumers.ops.topics import create_topics
 from schemas.messages import InferenceResult
 from schemas.settings import VigilSettings
 from tests import sample_messages as samples

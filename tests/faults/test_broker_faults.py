@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from consumers.local_kafka.broker import LocalKafka
-from consumers.topics import create_topics
+from consumers.ops.local_kafka.broker import LocalKafka
+from consumers.ops.topics import create_topics
 from schemas.settings import VigilSettings
 from tests import sample_messages as samples
 from tests.faults.processes import (
@@ -97,7 +97,16 @@ def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once
     config.write_text(json.dumps(document))
     create_topics(settings)
     service = subprocess.Popen(
-        [sys.executable, "-m", "consumers.cli", "run", "--config", str(config), "--pipeline", "passthrough"],
+        [
+            sys.executable,
+            "-m",
+            "consumers.ops.cli",
+            "run",
+            "--config",
+            str(config),
+            "--pipeline",
+            "passthrough",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -6,10 +6,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from consumers.ops.topics import create_topics
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.stages.passthrough import passthrough_stage
-from consumers.topics import create_topics
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.cli import main
-from consumers.local_kafka.broker import LocalKafka, process_alive
+from consumers.ops.cli import main
+from consumers.ops.local_kafka.broker import LocalKafka, process_alive
 from tests.kafka_helpers import produce, read_all, unique_settings
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str,
         [
             sys.executable,
             "-m",
-            "consumers.cli",
+            "consumers.ops.cli",
             "demo",
             "--config",
             str(config),
@@ -139,7 +139,7 @@ def test_vigil_run_serves_two_pipelines_with_health_and_stops_on_sigterm(
     command = [
         sys.executable,
         "-m",
-        "consumers.cli",
+        "consumers.ops.cli",
         "run",
         "--config",
         str(config),

@@ -20,9 +20,9 @@ import torch
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from consumers.scenarios import machine_readings
-from consumers.service import Service
-from consumers.topics import create_topics
+from consumers.ops.scenarios import machine_readings
+from consumers.ops.service import Service
+from consumers.ops.topics import create_topics
 from models.vision.synthetic import encode, product_image
 from tests.integration.test_sensor_pipeline import publish_readings, scenario, sensor_settings
 from tests.integration.test_vision_pipeline import frame, vision_settings

@@ -7,9 +7,9 @@ import json
 import pytest
 from kafka import KafkaProducer
 
+from consumers.ops.topics import create_topics
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.deliveries import DeliveryFailedError
-from consumers.topics import create_topics
 from schemas.messages import DeadLetter, InferenceResult
 from tests import sample_messages as samples
 from tests.integration.runtime_harness import passthrough_runtime, running
@@ -199,9 +199,9 @@ def test_a_missing_input_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
 
 
 def test_a_missing_dead_letter_topic_stops_the_start_with_the_fix_named(kafka_bootstrap: str) -> None:
+    from consumers.ops.topics import create_topics
     from consumers.runtime.loop import StreamRuntime
     from consumers.stages.passthrough import passthrough_stage
-    from consumers.topics import create_topics
     from schemas.messages import SensorReading
 
     settings = unique_settings(kafka_bootstrap)

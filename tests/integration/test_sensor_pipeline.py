@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaProducer
 
+from consumers.ops.scenarios import air_quality_readings, machine_readings
+from consumers.ops.topics import create_topics
 from consumers.runtime.loop import StreamRuntime
-from consumers.scenarios import air_quality_readings, machine_readings
 from consumers.sensors.stage import SensorStage
-from consumers.topics import create_topics
 from schemas.messages import Alert, DeadLetter, InferenceResult, SampleBlock, SensorReading
 from schemas.settings import (
     AlertRule,

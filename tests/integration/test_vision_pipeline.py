@@ -13,9 +13,9 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from consumers.ops.topics import create_topics
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.loop import StreamRuntime
-from consumers.topics import create_topics
 from consumers.vision.stage import VisionStage
 from models.registry import load_model
 from models.vision.preprocess import preprocess

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from consumers.kafka_clients import consumer_config, producer_config
+from consumers.runtime.kafka_clients import consumer_config, producer_config
 from schemas.settings import KafkaSettings
 
 

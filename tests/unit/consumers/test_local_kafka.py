@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.local_kafka import provision
-from consumers.local_kafka.broker import new_cluster_id, server_properties
+from consumers.ops.local_kafka import provision
+from consumers.ops.local_kafka.broker import new_cluster_id, server_properties
 
 
 def test_properties_fit_a_single_node_with_transactions(tmp_path: Path) -> None:

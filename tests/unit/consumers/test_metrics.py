@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from kafka.structs import TopicPartition
 
-from consumers.health import MetricsServer
-from consumers.metrics import VigilMetrics
+from consumers.ops.health import MetricsServer
+from consumers.ops.metrics import VigilMetrics
 
 
 def status(url: str) -> int:

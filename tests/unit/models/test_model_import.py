@@ -9,7 +9,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from consumers.cli import main
+from consumers.ops.cli import main
 from models.registry import load_model
 from models.vision.architectures import SmallCnn
 from models.vision.importing import ImportRefused, ImportRequest, import_model
@@ -125,7 +125,7 @@ def test_labels_in_the_wrong_order_are_caught_on_labelled_images(
 def test_cli_imports_lists_and_shows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from consumers import model_commands
+    from consumers.ops import model_commands
 
     monkeypatch.setattr(model_commands.console, "width", 200)
     seed_checkpoint(tmp_path / "model.pth")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from consumers.cli import build_parser, main
+from consumers.ops.cli import build_parser, main
 from models.engine import default_torch_threads
 from models.registry import load_model
 from models.sensors.nab import compare, labelled_windows, report
@@ -153,7 +153,7 @@ def test_the_forecaster_scores_its_recent_one_step_errors() -> None:
 
 
 def test_the_cli_and_the_api_train_with_the_same_defaults() -> None:
-    from consumers.sensor_commands import training_of
+    from consumers.ops.sensor_commands import training_of
 
     args = build_parser().parse_args(["train", "sensor", "--data", "x.csv", "--name", "m"])
     assert training_of(args) == SensorTraining()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from consumers.cli import main
+from consumers.ops.cli import main
 from consumers.runtime.records import InboundRecord, Work
 from consumers.sensors.stage import SensorStage
 from models.registry import load_model

@@ -287,8 +287,8 @@ def test_anomaly_output_locates_a_defect_drawn_at_a_known_place(vision_models: V
 def test_eval_prints_baselines_and_writes_plots(
     tmp_path, vision_models: VisionModels, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from consumers import vision_commands
-    from consumers.cli import main
+    from consumers.ops import vision_commands
+    from consumers.ops.cli import main
 
     monkeypatch.setattr(vision_commands.console, "width", 200)
     common = ["--data", str(vision_models.images), "--registry", str(vision_models.registry)]

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from consumers.kafka_clients import BOOTSTRAP_ENV
-from consumers.local_kafka.broker import LocalKafka
+from consumers.ops.local_kafka.broker import LocalKafka
+from consumers.runtime.kafka_clients import BOOTSTRAP_ENV
 from schemas.settings import KafkaSettings, VigilSettings
 
 LOCAL_BROKER = "default"

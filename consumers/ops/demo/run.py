@@ -20,22 +20,22 @@ from kafka import KafkaConsumer
 from rich.console import Console
 from rich.live import Live
 
-from consumers.demo.models import (
+from consumers.ops.demo.models import (
     DEMO_SENSOR_MODEL,
     DEMO_SENSOR_VERSION,
     DEMO_VISION_MODEL,
     DEMO_VISION_VERSION,
     ensure_demo_models,
 )
-from consumers.demo.view import DemoSummary, LiveView, summary_table, where
-from consumers.demo.world import CAMERAS, PressLine, SensorWorld, demo_start
-from consumers.health import MetricsServer
-from consumers.kafka_clients import consumer_config, make_producer
-from consumers.metrics import VigilMetrics
-from consumers.service import Service
-from consumers.simulate import publish
-from consumers.tail import describe
-from consumers.topics import create_topics
+from consumers.ops.demo.view import DemoSummary, LiveView, summary_table, where
+from consumers.ops.demo.world import CAMERAS, PressLine, SensorWorld, demo_start
+from consumers.ops.health import MetricsServer
+from consumers.ops.metrics import VigilMetrics
+from consumers.ops.service import Service
+from consumers.ops.simulate import publish
+from consumers.ops.tail import describe
+from consumers.ops.topics import create_topics
+from consumers.runtime.kafka_clients import consumer_config, make_producer
 from models.registry import read_card
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult
 from schemas.settings import AlertRule, SensorModelBinding, SensorRule, VigilSettings

@@ -6,7 +6,7 @@ import contextlib
 
 from kafka.errors import TopicAlreadyExistsError
 
-from consumers.kafka_clients import make_admin
+from consumers.runtime.kafka_clients import make_admin
 from schemas.settings import TopicSpec, VigilSettings
 
 

@@ -6,7 +6,7 @@ import tempfile
 
 from rich.console import Console
 
-from consumers.demo.world import MACHINE_PERIOD_S
+from consumers.ops.demo.world import MACHINE_PERIOD_S
 
 DEMO_VISION_MODEL = "demo-defects"
 DEMO_VISION_VERSION = "2"

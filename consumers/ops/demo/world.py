@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kafka.partitioner.default import murmur2
 
-from consumers.scenarios import air_quality_readings, machine_readings
+from consumers.ops.scenarios import air_quality_readings, machine_readings
 from schemas.messages import FrameRef, SensorReading
 
 CAMERAS = ("cam-1", "cam-2", "cam-3", "cam-4")

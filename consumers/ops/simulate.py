@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from kafka import KafkaProducer
 
-from consumers.scenarios import air_quality_readings, machine_readings
+from consumers.ops.scenarios import air_quality_readings, machine_readings
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
 

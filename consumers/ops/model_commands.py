@@ -95,7 +95,7 @@ def parse_normalisation(text: str, channels: int) -> tuple[list[float], list[flo
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a model and print what was found."""
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.vision.importing import ImportRequest, import_model
     from schemas.model_card import ImageInputSpec
 
@@ -126,7 +126,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """One row per registry entry."""
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.registry import list_entries
 
     registry = registry_of(args)
@@ -154,7 +154,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The card of an entry, and whether its weights still match it."""
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.registry import CARD_FILE, entry_folder, file_sha256, read_card
 
     registry = registry_of(args)

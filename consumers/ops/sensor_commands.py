@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from consumers.command_config import config_from, field_defaults, field_options
+from consumers.ops.command_config import config_from, field_defaults, field_options
 
 console = Console()
 
@@ -115,7 +115,7 @@ def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
 
 
 def cmd_train_sensor(args: argparse.Namespace) -> int:
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.sensors.training import train_sensor_model
 
     entry = train_sensor_model(
@@ -180,7 +180,7 @@ def cmd_eval_sensor(args: argparse.Namespace) -> int:
 
 
 def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.registry import load_model
     from models.sensors.nab import compare, labelled_windows
     from models.sensors.series import load_history

@@ -9,7 +9,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from pydantic import ValidationError
 
-from consumers.kafka_clients import consumer_config
+from consumers.runtime.kafka_clients import consumer_config
 from schemas.common import Message
 from schemas.messages import Alert, DeadLetter, InferenceResult
 from schemas.settings import VigilSettings

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from consumers.health import MetricsServer
-from consumers.metrics import PrometheusObserver, VigilMetrics
+from consumers.ops.health import MetricsServer
+from consumers.ops.metrics import PrometheusObserver, VigilMetrics
 from consumers.pipelines import build_pipeline
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.signals import drain_on_signals

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from consumers.local_kafka.provision import KAFKA_VERSION, kafka_libs, require_tool
+from consumers.ops.local_kafka.provision import KAFKA_VERSION, kafka_libs, require_tool
 
 JVM_HEAP = ("-Xms256m", "-Xmx512m")
 START_DEADLINE_S = 120.0

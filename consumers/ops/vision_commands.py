@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from consumers.command_config import config_from, field_defaults
+from consumers.ops.command_config import config_from, field_defaults
 
 if TYPE_CHECKING:
     from models.vision.evaluation import EntryEvaluation
@@ -98,7 +98,7 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
 
 def cmd_train_vision(args: argparse.Namespace) -> int:
     """Train or fit, then print the entry's metrics and any warning."""
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.vision.training import (
         AnomalyFitting,
         ClassifierTraining,
@@ -160,7 +160,7 @@ def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
 
 def cmd_eval_vision(args: argparse.Namespace) -> int:
     """Print the evaluation tables; write the plots when asked."""
-    from consumers.cli import registry_of
+    from consumers.ops.cli import registry_of
     from models.vision.evaluation import evaluate_entry
 
     evaluation = evaluate_entry(

@@ -17,7 +17,7 @@ console = Console()
 
 
 def _settings(args: argparse.Namespace) -> VigilSettings:
-    from consumers.broker_session import resolve_cluster
+    from consumers.ops.broker_session import resolve_cluster
 
     return resolve_cluster(load_settings(args.config))
 
@@ -28,7 +28,7 @@ def registry_of(args: argparse.Namespace) -> str:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from consumers.local_kafka.broker import LocalKafka, resident_memory_bytes
+    from consumers.ops.local_kafka.broker import LocalKafka, resident_memory_bytes
 
     broker = LocalKafka(args.name)
     if args.action in ("up", "restart"):
@@ -55,7 +55,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from consumers.topics import create_topics
+    from consumers.ops.topics import create_topics
 
     settings = _settings(args)
     created = create_topics(settings)
@@ -66,7 +66,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumers.service import Service
+    from consumers.ops.service import Service
 
     settings = _settings(args)
     service = Service(settings, [name.strip() for name in args.pipeline.split(",") if name.strip()])
@@ -81,8 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from consumers.kafka_clients import make_producer
-    from consumers.simulate import publish, synthetic_frames, synthetic_readings
+    from consumers.ops.simulate import publish, synthetic_frames, synthetic_readings
+    from consumers.runtime.kafka_clients import make_producer
 
     if args.images is not None:
         from models.vision.synthetic import write_dataset
@@ -108,7 +108,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from consumers.tail import follow
+    from consumers.ops.tail import follow
 
     try:
         for line in follow(_settings(args), args.topic, args.from_beginning, args.idle_timeout):
@@ -127,8 +127,8 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from consumers.broker_session import cluster_for
-    from consumers.demo import run_demo
+    from consumers.ops.broker_session import cluster_for
+    from consumers.ops.demo import run_demo
 
     started = time.monotonic()
     with cluster_for(load_settings(args.config)) as (settings, started_here):
@@ -153,9 +153,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from consumers.model_commands import add_model_commands
-    from consumers.sensor_commands import add_eval_sensor, add_train_sensor
-    from consumers.vision_commands import add_eval_vision, add_train_vision
+    from consumers.ops.model_commands import add_model_commands
+    from consumers.ops.sensor_commands import add_eval_sensor, add_train_sensor
+    from consumers.ops.vision_commands import add_eval_vision, add_train_vision
 
     parser = argparse.ArgumentParser(prog="vigil", description="Streaming inference for plants and cities.")
     parser.add_argument("--log-level", default="WARNING")
