@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Figure, bench_broker, bench_settings, current_rss_mib, report, start_runtime
 from bench.foundation import raw_consume_rate
+from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import InboundRecord, Work
-from consumers.sensors.stage import SensorStage
 from models.sensors.synthetic import MACHINE_CHANNELS, normal_machines
 from models.sensors.training import SensorTraining, train_sensor_model
 from schemas.messages import InferenceResult, SensorReading

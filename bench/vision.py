@@ -42,10 +42,10 @@ from bench.common import (
     report,
     start_runtime,
 )
+from consumers.pipelines.vision.stage import VisionStage
 from consumers.runtime.kafka_clients import make_consumer, make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
-from consumers.vision.stage import VisionStage
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import load_model, save_model
 from models.vision.architectures import build_classifier

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 
+from consumers.pipelines.passthrough import passthrough_stage
 from consumers.runtime.loop import StreamRuntime
-from consumers.stages.passthrough import passthrough_stage
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
 

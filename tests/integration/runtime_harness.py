@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from consumers.ops.topics import create_topics
+from consumers.pipelines.passthrough import passthrough_stage
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
-from consumers.stages.passthrough import passthrough_stage
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
 

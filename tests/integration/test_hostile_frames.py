@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from consumers.ops.topics import create_topics
+from consumers.pipelines.vision.stage import VisionStage
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.loop import StreamRuntime
-from consumers.vision.stage import VisionStage
 from models.vision.synthetic import encode, product_image
 from schemas.messages import DeadLetter, FrameRef, InferenceResult
 from schemas.settings import VigilSettings

@@ -188,8 +188,8 @@ def test_a_second_member_joins_mid_stream_and_nothing_is_lost(kafka_bootstrap: s
 
 
 def test_a_missing_input_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
+    from consumers.pipelines.passthrough import passthrough_stage
     from consumers.runtime.loop import StreamRuntime
-    from consumers.stages.passthrough import passthrough_stage
     from schemas.messages import SensorReading
 
     settings = unique_settings(kafka_bootstrap)
@@ -200,8 +200,8 @@ def test_a_missing_input_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
 
 def test_a_missing_dead_letter_topic_stops_the_start_with_the_fix_named(kafka_bootstrap: str) -> None:
     from consumers.ops.topics import create_topics
+    from consumers.pipelines.passthrough import passthrough_stage
     from consumers.runtime.loop import StreamRuntime
-    from consumers.stages.passthrough import passthrough_stage
     from schemas.messages import SensorReading
 
     settings = unique_settings(kafka_bootstrap)

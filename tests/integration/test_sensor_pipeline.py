@@ -11,8 +11,8 @@ from kafka import KafkaProducer
 
 from consumers.ops.scenarios import air_quality_readings, machine_readings
 from consumers.ops.topics import create_topics
+from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.loop import StreamRuntime
-from consumers.sensors.stage import SensorStage
 from schemas.messages import Alert, DeadLetter, InferenceResult, SampleBlock, SensorReading
 from schemas.settings import (
     AlertRule,

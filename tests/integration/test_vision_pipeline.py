@@ -14,9 +14,9 @@ import torchvision.models as tvm
 from torch import nn
 
 from consumers.ops.topics import create_topics
+from consumers.pipelines.vision.stage import VisionStage
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.loop import StreamRuntime
-from consumers.vision.stage import VisionStage
 from models.registry import load_model
 from models.vision.preprocess import preprocess
 from models.vision.synthetic import encode, product_image

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consumers.alerts.messages import alert_id, build_alert
+from consumers.pipelines.alerts import alert_id, build_alert
 from models.alert_policy import AlertPolicy
 from schemas.common import Evidence
 from schemas.settings import AlertRule

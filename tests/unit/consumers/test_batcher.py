@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from consumers.batcher import MicroBatcher
+from consumers.pipelines.batcher import MicroBatcher
 from tests.kafka_helpers import wait_for
 
 

@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from consumers.vision.decoder import IsolatedDecoder
+from consumers.pipelines.vision.decoder import IsolatedDecoder
 from models.vision.preprocess import CorruptImageError, RoiOutsideImageError, preprocess
 from models.vision.synthetic import encode, product_image
 from schemas.model_card import ImageInputSpec
@@ -69,7 +69,9 @@ def test_a_script_without_a_main_guard_fails_at_start_with_the_fix_named(tmp_pat
     from pathlib import Path
 
     script = tmp_path / "unguarded.py"
-    script.write_text("from consumers.vision.decoder import IsolatedDecoder\nIsolatedDecoder(30).start()\n")
+    script.write_text(
+        "from consumers.pipelines.vision.decoder import IsolatedDecoder\nIsolatedDecoder(30).start()\n"
+    )
     root = Path(__file__).resolve().parents[3]
     run = subprocess.run(
         [sys.executable, str(script)],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.vision.fetch import FetchError, FrameFetcher
+from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from schemas.settings import FetchSettings
 from tests.frame_server import FrameServer, frame_server
 

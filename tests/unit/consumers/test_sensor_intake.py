@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.sensors.intake import ReadingRejected, check_channels, check_event_time, expand
+from consumers.pipelines.sensors.intake import ReadingRejected, check_channels, check_event_time, expand
 from schemas.messages import SampleBlock, SensorReading
 from schemas.settings import SensorRule, SensorSettings
 

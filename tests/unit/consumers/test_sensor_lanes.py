@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from consumers.sensors.lanes import SensorLane, default_model_rules
+from consumers.pipelines.sensors.lanes import SensorLane, default_model_rules
 from models.registry import load_model
 from models.sensors.synthetic import normal_machines, runs_to_failure
 from models.sensors.training import SensorTraining, train_sensor_model

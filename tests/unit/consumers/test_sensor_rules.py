@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consumers.sensors.rules import RuleState, SensorRule
+from consumers.pipelines.sensors.rules import RuleState, SensorRule
 from models.alert_policy import AlertPolicy
 from schemas.settings import AlertRule
 

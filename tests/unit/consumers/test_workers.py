@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 
-from consumers.vision.workers import WorkerPool
+from consumers.pipelines.vision.workers import WorkerPool
 from tests.kafka_helpers import wait_for
 
 

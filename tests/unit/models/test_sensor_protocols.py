@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from consumers.ops.cli import main
+from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.records import InboundRecord, Work
-from consumers.sensors.stage import SensorStage
 from models.registry import load_model
 from models.sensors.life import evaluate_life, nasa_score
 from models.sensors.pointwise import EVERYTHING, MODEL, PCA, Confusion, evaluate_pointwise

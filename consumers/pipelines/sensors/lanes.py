@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from consumers.batcher import Deliver, MicroBatcher, model_batcher
+from consumers.pipelines.batcher import Deliver, MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from models.engine import InferenceEngine
 from models.registry import LoadedModel

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consumers.alerts.messages import build_alert
+from consumers.pipelines.alerts import build_alert
+from consumers.pipelines.sensors.intake import Sample
+from consumers.pipelines.sensors.lanes import WindowScores
 from consumers.runtime.records import Output, Work
-from consumers.sensors.intake import Sample
-from consumers.sensors.lanes import WindowScores
 from models.alert_policy import Transition
 from models.sensors.windows import ReadyWindow
 from schemas.common import Evidence, ModelRef

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from consumers.sensors.rules import RuleState
+from consumers.pipelines.sensors.rules import RuleState
 from models.alert_policy import AlertPolicy
 from models.sensors.windows import AssetWindow
 from schemas.settings import SensorRule

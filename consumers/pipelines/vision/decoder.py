@@ -51,7 +51,7 @@ def _fork_server() -> Any:
     with _context_lock:
         if _context is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["consumers.vision.decoder"])
+            context.set_forkserver_preload(["consumers.pipelines.vision.decoder"])
             _context = context
         return _context
 

@@ -28,14 +28,20 @@ from typing import NamedTuple
 
 import torch
 
+from consumers.pipelines.sensors.history import read_back
+from consumers.pipelines.sensors.intake import (
+    ReadingRejected,
+    Sample,
+    check_channels,
+    check_event_time,
+    expand,
+)
+from consumers.pipelines.sensors.lanes import SensorLane
+from consumers.pipelines.sensors.outputs import SensorOutputs, at
+from consumers.pipelines.sensors.partition import PartitionState, stale_interval
 from consumers.runtime.decoding import decode_record
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
-from consumers.sensors.history import read_back
-from consumers.sensors.intake import ReadingRejected, Sample, check_channels, check_event_time, expand
-from consumers.sensors.lanes import SensorLane
-from consumers.sensors.outputs import SensorOutputs, at
-from consumers.sensors.partition import PartitionState, stale_interval
 from models.alert_policy import AlertPolicy
 from models.registry import ModelLoader, registry_loader
 from models.sensors.windowing import window_spec

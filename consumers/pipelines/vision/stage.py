@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from consumers.alerts.messages import build_alert
-from consumers.batcher import MicroBatcher, model_batcher
+from consumers.pipelines.alerts import build_alert
+from consumers.pipelines.batcher import MicroBatcher, model_batcher
+from consumers.pipelines.vision.decoder import IsolatedDecoder
+from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
+from consumers.pipelines.vision.workers import WorkerPool
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
-from consumers.vision.decoder import IsolatedDecoder
-from consumers.vision.fetch import FetchError, FrameFetcher
-from consumers.vision.workers import WorkerPool
 from models.alert_policy import AlertPolicy
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumers.pipelines.passthrough import passthrough_stage
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.stage import ProcessingStage
-from consumers.stages.passthrough import passthrough_stage
 from schemas.common import Message
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
@@ -30,13 +30,13 @@ def _passthrough(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline
 
 
 def _vision(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
-    from consumers.vision.stage import VisionStage  # torch loads only for pipelines that need it
+    from consumers.pipelines.vision.stage import VisionStage  # torch loads only for pipelines that need it
 
     return Pipeline({settings.topics.frames.name: FrameRef}, VisionStage(settings, observer=observer))
 
 
 def _sensors(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
-    from consumers.sensors.stage import SensorStage
+    from consumers.pipelines.sensors.stage import SensorStage
 
     return Pipeline({settings.topics.sensors.name: SensorReading}, SensorStage(settings, observer=observer))
 

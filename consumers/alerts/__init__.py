@@ -1,1 +1,0 @@
-"""Alert policy and alert messages, shared by the vision and sensor pipelines."""

@@ -1,1 +1,0 @@
-"""Processing stages that plug into the runtime."""
