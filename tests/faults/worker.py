@@ -41,8 +41,8 @@ class KillBeforeCommitRuntime(StreamRuntime):
     def _poll_once(self) -> None:
         super()._poll_once()
         if self._processed >= self._kill_after:
-            assert self._producer is not None
-            self._producer.flush(timeout=30)
+            assert self.checkpoint is not None
+            self.checkpoint.flush(30)
             print(f"KILLING after {self._processed} processed", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 

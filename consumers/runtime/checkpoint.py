@@ -1,0 +1,271 @@
+"""The checkpoint: what has been read, what has left through the sinks, and what may be committed.
+
+It owns the offset tracker, the delivery ledger, the sinks and (exactly-once) the
+transaction, and runs the commit procedure:
+a. (at shutdown, on rebalance, and always in exactly-once mode) flush every sink;
+b. settle the ledger: an input whose outputs every sink has acknowledged is complete; a
+   failed delivery raises, nothing is committed past it and a restart re-processes it;
+c. commit, per partition, the highest contiguous completed offset + 1.
+In exactly-once mode outcomes are held and sent in offset order, and the outputs and the
+offsets commit together in one Kafka transaction (other sinks deliver at least once).
+
+A commit that fails for broker reasons, or while the group rebalances, is skipped
+(``CommitResult.done`` is False) and retried by the next one; only a broker outage longer
+than ``outage_budget_s`` raises. The runtime drives it; the checkpoint never polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer
+from kafka import errors as Errors
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from consumers.runtime.dead_letters import dead_letter_output
+from consumers.runtime.deliveries import DeliveryLedger, RecordKey
+from consumers.runtime.kafka_clients import make_producer
+from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.offsets import OffsetTracker
+from consumers.runtime.outage import BrokerOutage, is_broker_trouble
+from consumers.runtime.records import InboundRecord, Outcome, Output
+from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
+from consumers.sinks.base import Sink
+from consumers.sinks.kafka import KafkaTopicSink
+from schemas.settings import VigilSettings
+
+log = logging.getLogger(__name__)
+
+REBALANCING = (
+    Errors.CommitFailedError,
+    Errors.RebalanceInProgressError,
+    Errors.UnknownMemberIdError,
+    Errors.IllegalGenerationError,
+)
+"""Commit errors that mean 'the group is rebalancing', not 'the runtime is broken'."""
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What one commit did: the offsets committed, whether it went through, and (exactly-once)
+    whether the transaction was lost, so everything since the last commit must be processed again."""
+
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    done: bool = True
+    lost: bool = False
+
+
+class Checkpoint:
+    """Offsets, deliveries and commits of one runtime; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: VigilSettings,
+        consumer: KafkaConsumer,
+        observer: RuntimeObserver,
+        transactional_id: str | None = None,
+        sinks: Sequence[Sink] = (),
+        dead_letter_limit: int | None = None,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._observer = observer
+        self._timeout_s = settings.kafka.request_timeout_ms / 1000
+        self._dlq_topic = settings.topics.dlq.name
+        self._dlq_limit = dead_letter_limit or settings.kafka.max_request_size
+        self.outage = BrokerOutage(settings.runtime.outage_budget_s)
+        self.transactions: TransactionalProducer | None = None
+        if transactional_id is not None:
+            self.transactions = TransactionalProducer(
+                lambda: make_producer(settings.kafka, transactional_id), self._timeout_s
+            )
+            transactions = self.transactions
+            self.kafka = KafkaTopicSink(lambda: transactions.producer)
+        else:
+            producer = make_producer(settings.kafka)
+            self.kafka = KafkaTopicSink(lambda: producer)
+        self.sinks: list[Sink] = [self.kafka, *sinks]
+        self._tracker = OffsetTracker()
+        self._ledger = DeliveryLedger()
+        self._held: dict[RecordKey, Outcome] = {}
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def receive(self, record: InboundRecord) -> bool:
+        """Track a record just read; False when it is still in flight from before a rebalance
+        (re-delivered to the same member: it will finish, and must not be processed twice)."""
+        key = (record.topic, record.partition, record.offset)
+        if self._ledger.holds(key):
+            return False
+        self._tracker.track(TopicPartition(record.topic, record.partition), record.offset)
+        self._ledger.receive(record)
+        return True
+
+    def emit(self, outcome: Outcome) -> None:
+        """Send an outcome's outputs (a failure as its dead letter) through the sinks that want
+        them; in exactly-once mode hold it for the next commit's transaction."""
+        record = outcome.record
+        key = (record.topic, record.partition, record.offset)
+        if not self._ledger.holds(key) or self._ledger.is_processed(key) or key in self._held:
+            return  # its partition was revoked (the new owner re-processes it), or a stale duplicate
+        if self.transactions is not None:
+            self._held[key] = outcome  # sent in offset order at the next commit (see _release_in_order)
+            return
+        self._send(key, outcome)
+
+    def _send(self, key: RecordKey, outcome: Outcome) -> None:
+        outputs: tuple[Output, ...] = outcome.outputs
+        if outcome.failure is not None:
+            outputs = (dead_letter_output(outcome.record, outcome.failure, self._dlq_topic, self._dlq_limit),)
+            self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
+        for output in outputs:
+            for sink in self.sinks:
+                if sink.wants(output):
+                    label = output.topic if sink is self.kafka else f"sink:{sink.name}"
+                    self._ledger.expect(key, label, sink.send(output))
+        self._ledger.processed(key)
+
+    def _release_in_order(self) -> None:
+        """Exactly-once: send held outcomes below each partition's first input still in the stage.
+
+        A transaction then holds exactly the outputs of the offsets it commits: an output whose
+        input lies above the commit point (completions out of order) would otherwise be
+        committed, and produced again when a lost transaction or a restart re-processes it.
+        """
+        assert self.transactions is not None
+        if not self._held:
+            return
+        boundary: dict[tuple[str, int], int] = {}
+        for topic, partition, offset in self._ledger.waiting():
+            if (topic, partition, offset) not in self._held:
+                boundary.setdefault((topic, partition), offset)
+        ready = sorted(k for k in self._held if k[2] < boundary.get((k[0], k[1]), k[2] + 1))
+        if ready:
+            self.transactions.begin()
+        for key in ready:
+            self._send(key, self._held.pop(key))
+
+    def settle(self) -> None:
+        """Complete the inputs whose outputs are all acknowledged (``DeliveryFailedError`` on a failure)."""
+        for (topic, partition, offset), labels in self._ledger.settle():
+            self._tracker.complete(TopicPartition(topic, partition), offset)
+            for label in labels:
+                self._observer.on_produced(label, 1)
+
+    def outstanding(self) -> int:
+        """Inputs read whose outputs are not all acknowledged yet."""
+        return len(self._ledger)
+
+    def oldest_received(self) -> float | None:
+        """``time.monotonic()`` of the oldest input still outstanding."""
+        return self._ledger.oldest_received()
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The offset last committed for ``tp`` by this member."""
+        return self._tracker.committed(tp)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop everything about partitions given up: their next owner re-processes it."""
+        partitions = set(partitions)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for key in [k for k in self._held if (k[0], k[1]) in gone]:
+            del self._held[key]
+        self._tracker.forget(partitions)
+        self._ledger.forget(partitions)
+
+    # -- the commit procedure --------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every sink acknowledged what it was given."""
+        for sink in self.sinks:
+            sink.flush(self._timeout_s if timeout_s is None else timeout_s)
+
+    def commit(self, flush: bool = True, stopping: bool = False) -> CommitResult:
+        """Settle deliveries, then commit contiguous completed offsets (see the module doc)."""
+        if self.transactions is not None:
+            return self._commit_transaction(stopping)
+        try:
+            if flush:  # a. every output must be acknowledged now
+                self.flush()
+            self.settle()  # b. complete inputs; a failed delivery raises
+            offsets = self._tracker.to_commit()  # c.
+            if offsets:
+                self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except REBALANCING as error:
+            # Nothing is marked committed: the next commit retries what we still own,
+            # and the rebalance listener settles what we lose.
+            log.warning("commit skipped while the group rebalances: %r", error)
+            return CommitResult(done=False)
+        except Errors.KafkaError as error:
+            if not is_broker_trouble(error):
+                raise
+            self.outage.failed("committing offsets", error)
+            return CommitResult(done=False)
+        return self._committed(offsets)
+
+    def _committed(self, offsets: dict[TopicPartition, int]) -> CommitResult:
+        self.outage.succeeded()
+        if offsets:
+            self._tracker.mark_committed(offsets)
+            self._observer.on_committed(offsets)
+        return CommitResult(offsets)
+
+    def _commit_transaction(self, stopping: bool) -> CommitResult:
+        """Exactly-once: outputs and offsets commit together; a lost transaction is re-processed."""
+        assert self.transactions is not None
+        self._release_in_order()
+        try:
+            try:
+                self.flush(self.transactions.step_timeout_s)
+            except Errors.KafkaTimeoutError as error:
+                raise TransactionLostError(
+                    "the transaction's outputs were not acknowledged in time"
+                ) from error
+            self.settle()  # every output sent is acknowledged now: offsets cover exactly what was sent
+            offsets = self._tracker.to_commit()
+            if not offsets and not self.transactions.in_transaction:
+                return self._committed({})
+            self.transactions.commit(offsets, self._consumer.group_metadata())
+        except TransactionLostError as error:
+            self.outage.failed("committing the transaction", error)
+            if stopping:  # leaving anyway: the next owner re-processes from the last commit
+                self.transactions.abort()
+                return CommitResult(done=False)
+            return CommitResult(done=False, lost=True)
+        return self._committed(offsets)
+
+    def restart_transaction(
+        self, held: set[TopicPartition], waiting: Callable[[], None]
+    ) -> dict[TopicPartition, int | None]:
+        """After a lost transaction: fence it with a new producer and return the committed
+        offsets of ``held`` to process again from; retried while the broker is away, within the
+        outage budget (``waiting`` is called between tries)."""
+        assert self.transactions is not None
+        self.forget(held)
+        while True:
+            try:
+                self.transactions.reset()
+                return {tp: self._consumer.committed(tp) for tp in held}
+            except (TransactionLostError, Errors.KafkaError) as error:
+                if isinstance(error, Errors.KafkaError) and not is_broker_trouble(error):
+                    raise
+                self.outage.failed("restarting the transaction", error)
+                waiting()
+                time.sleep(1.0)  # back-off between attempts, bounded by the outage budget
+
+    def abort(self) -> None:
+        """Exactly-once: abort the open transaction (the runtime is failing)."""
+        if self.transactions is not None:
+            self.transactions.abort()
+
+    def close(self, clean: bool) -> None:
+        """Close every sink; what they still hold is sent within 5 s when ``clean``, else dropped
+        (it is uncommitted and will be processed again)."""
+        for sink in self.sinks:
+            try:
+                sink.close(5 if clean else 0)
+            except Exception as error:  # the process is leaving; what is uncommitted is re-processed
+                log.warning("closing the %s sink failed: %r", sink.name, error)

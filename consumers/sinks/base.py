@@ -1,0 +1,101 @@
+"""The sink seam: what the checkpoint needs from anything that takes outputs.
+
+At-least-once holds across sinks: the checkpoint counts, per input record, every sink's
+acknowledgement of every output it was given, and commits the record's offset only when all
+of them have arrived. A sink that reports a failure stops the runtime before any later
+commit, so the record is processed again by the partition's next owner. Sinks other than the
+Kafka topic sink are never part of a Kafka transaction: in exactly-once mode they still
+deliver at least once (the transaction commits only after they acknowledged).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from consumers.runtime.records import Output
+
+
+class Acknowledgement(Protocol):
+    """A pending delivery. kafka-python's send future is one; ``SinkDelivery`` is one for other sinks."""
+
+    def add_callback(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn(*args, result)`` once delivered (at once when already delivered)."""
+
+    def add_errback(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn(*args, error)`` once the delivery failed for good."""
+
+
+class Sink(Protocol):
+    """Takes the outputs it ``wants`` and acknowledges each, possibly later, from any thread."""
+
+    name: str
+
+    def wants(self, output: Output) -> bool:
+        """Whether this sink must have ``output`` before its input's offset may be committed."""
+
+    def send(self, output: Output) -> Acknowledgement:
+        """Start delivering ``output``; must not wait for the acknowledgement."""
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait (bounded) until everything sent so far is acknowledged or failed."""
+
+    def close(self, timeout_s: float) -> None:
+        """Deliver what is pending within ``timeout_s`` and release resources."""
+
+
+class SinkDelivery:
+    """An ``Acknowledgement`` a sink settles with ``succeed`` or ``fail``, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._callbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._errbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    def add_callback(self, fn: Callable[..., Any], *args: Any) -> SinkDelivery:
+        """Call ``fn(*args, None)`` on success."""
+        return self._add(self._callbacks, fn, args, success=True)
+
+    def add_errback(self, fn: Callable[..., Any], *args: Any) -> SinkDelivery:
+        """Call ``fn(*args, error)`` on failure."""
+        return self._add(self._errbacks, fn, args, success=False)
+
+    def _add(
+        self,
+        into: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        success: bool,
+    ) -> SinkDelivery:
+        with self._lock:
+            if not self._done.is_set():
+                into.append((fn, args))
+                return self
+        if success == (self._error is None):
+            fn(*args, self._error)
+        return self
+
+    def succeed(self) -> None:
+        """The output was delivered."""
+        self._settle(None)
+
+    def fail(self, error: BaseException) -> None:
+        """The output could not be delivered (and will not be retried)."""
+        self._settle(error)
+
+    def _settle(self, error: BaseException | None) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._error = error
+            self._done.set()
+            callbacks = self._callbacks if error is None else self._errbacks
+        for fn, args in callbacks:
+            fn(*args, error)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether the delivery settled within ``timeout_s``."""
+        return self._done.wait(timeout_s)

@@ -1,0 +1,42 @@
+"""The Kafka topic sink: every output goes to the topic it names, through one producer.
+
+The producer is the runtime's (transactional in exactly-once mode, and replaced when a lost
+transaction is reset), so the sink is handed a way to reach the current one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kafka import KafkaProducer
+
+from consumers.runtime.records import Output
+from consumers.sinks.base import Acknowledgement
+
+
+class KafkaTopicSink:
+    """``Sink`` for Kafka topics; its acknowledgements are kafka-python's send futures."""
+
+    name = "kafka"
+
+    def __init__(self, producer: Callable[[], KafkaProducer]) -> None:
+        self._producer = producer
+
+    def wants(self, output: Output) -> bool:
+        """Every output names a topic: the Kafka sink takes them all."""
+        return True
+
+    def send(self, output: Output) -> Acknowledgement:
+        """Hand ``output`` to the producer."""
+        future: Acknowledgement = self._producer().send(
+            output.topic, value=output.value, key=output.key, headers=list(output.headers)
+        )
+        return future
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until the broker acknowledged everything sent (``KafkaTimeoutError`` past ``timeout_s``)."""
+        self._producer().flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        """Close the producer, sending what it still holds within ``timeout_s``."""
+        self._producer().close(timeout=timeout_s)
