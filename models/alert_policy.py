@@ -9,11 +9,13 @@ State is kept per (rule, source, label). For each new score of a matching source
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Literal
 
+from schemas.model_card import ModelCard
 from schemas.settings import AlertRule
 
 
@@ -27,6 +29,43 @@ class Transition:
     state: Literal["firing", "resolved"]
     score: float
     at: datetime
+
+
+@dataclass(frozen=True)
+class AlertShape:
+    """An alert rule without its threshold: fire when ``n`` of the last ``m`` scores reach it,
+    resolve when fewer than ``n`` of the last ``m`` reach ``resolve`` times it, and no new
+    alert for ``cooldown_s`` after a resolve. The default is the sensor pipeline's (two of three windows)."""
+
+    n: int = 2
+    m: int = 3
+    resolve: float = 1.0
+    cooldown_s: float = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    def rule(self, label: str, threshold: float, name: str = "evaluation") -> AlertRule:
+        """The alert rule at ``threshold``."""
+        return AlertRule(
+            name=name,
+            label=label,
+            hi=threshold,
+            lo=self.resolve * threshold,
+            n=self.n,
+            m=self.m,
+            cooldown_s=self.cooldown_s,
+            severity=self.severity,
+        )
+
+    def describe(self) -> str:
+        """The rule in words, for reports."""
+        cooldown = f", cooldown {self.cooldown_s:g} s" if self.cooldown_s else ", no cooldown"
+        return f"{self.n} of {self.m} scores over the threshold, resolve below {self.resolve:g}x{cooldown}"
+
+    def card_rules(self, card: ModelCard, thresholds: Mapping[str, float] | None = None) -> list[AlertRule]:
+        """One rule of this shape per thresholded label of ``card`` (``thresholds`` overrides
+        where a label's score is not in the card threshold's units), named ``<model>-<label>``."""
+        chosen = {**card.thresholds, **(thresholds or {})}
+        return [self.rule(label, chosen[label], f"{card.name}-{label}") for label in card.thresholds]
 
 
 @dataclass

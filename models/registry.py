@@ -13,6 +13,7 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
@@ -26,9 +27,23 @@ CARD_FILE = "card.json"
 
 ModuleBuilder = Callable[[ModelCard, dict[str, torch.Tensor]], nn.Module]
 _BUILDERS: dict[str, ModuleBuilder] = {}
-_SERVING_MODULES = ("models.vision.serving", "models.sensors.serving")
-"""Where the builders of Vigil's own tasks register themselves; imported on first need, so
-whoever calls ``load_model`` can load any entry without importing them first."""
+BUILDER_ENTRY_POINTS = "vigil.model_builders"
+
+
+def _discover_builders() -> None:
+    """Import every ``models/<family>/serving.py`` and ``vigil.model_builders`` entry point: each
+    registers the builders of its tasks. Done on first need, so whoever calls ``load_model``
+    can load any entry without importing them first."""
+    for serving in sorted(Path(__file__).parent.glob("*/serving.py")):
+        importlib.import_module(f"{__package__}.{serving.parent.name}.serving")
+    for point in entry_points(group=BUILDER_ENTRY_POINTS):
+        point.load()
+
+
+def known_tasks() -> list[str]:
+    """Every task a builder is registered for."""
+    _discover_builders()
+    return sorted(_BUILDERS)
 
 
 class ProbabilitiesFromLogits(nn.Module):
@@ -170,8 +185,7 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
             module = ProbabilitiesFromLogits(module)
     else:
         if card.task not in _BUILDERS:
-            for module_name in _SERVING_MODULES:
-                importlib.import_module(module_name)
+            _discover_builders()
         if card.task not in _BUILDERS:
             raise ValueError(f"no builder for task {card.task!r}; known: {', '.join(sorted(_BUILDERS))}")
         module = _BUILDERS[card.task](card, load_file(str(weights)))

@@ -21,6 +21,7 @@ from schemas.common import (
     Timestamp,
 )
 
+PipelineName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 ALLOWED_URI_SCHEMES = ("file://", "s3://", "http://", "https://")
 MAX_CHANNELS = 64
 MAX_BLOCK_SAMPLES = 4096
@@ -159,7 +160,8 @@ class InferenceResult(Message):
     """The scores of one input item, whether or not an alert fired."""
 
     result_id: Identifier
-    pipeline: Literal["vision", "sensors", "passthrough"]
+    pipeline: PipelineName
+    """The kind of stream that scored it: ``vision``, ``sensors``, ``passthrough``, or a kind added since."""
     source_id: Identifier
     outcome: Literal["scored", "late", "duplicate"] = "scored"
     model: ModelRef | None = None

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas.common import ChannelName, FiniteFloat, Identifier, ModelName, Sha256Hex, ShortText, Timestamp
 
-ModelTask = Literal[
-    "defect_classification",
-    "visual_anomaly",
-    "sensor_autoencoder",
-    "sensor_forecast",
-    "sensor_rul",
-    "passthrough",
-]
+ModelTask = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+"""What a model does, e.g. ``defect_classification``, ``visual_anomaly``, ``sensor_autoencoder``,
+``sensor_forecast``, ``sensor_rul``; a pipeline kind may add its own. The registry refuses to
+load a task no builder is registered for."""
 
 
 class CardSection(BaseModel):
@@ -54,6 +50,27 @@ class SeriesInputSpec(CardSection):
     pad: Literal["none", "edge"] = "none"
     """``edge``: an asset's first windows are scored before ``window`` samples have arrived,
     the missing history filled with its first sample (models trained on short runs)."""
+
+
+class TensorInputSpec(CardSection):
+    """A fixed-shape input (pipeline kinds beyond images and series, e.g. spectra): the item's
+    ``shape`` with ``names`` along its first axis, normalised per first-axis entry by ``mean``
+    and ``std``."""
+
+    kind: Literal["tensor"] = "tensor"
+    shape: Annotated[list[Annotated[int, Field(gt=0, le=1_000_000)]], Field(min_length=1, max_length=4)]
+    names: list[ChannelName]
+    mean: list[FiniteFloat]
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    transform: Literal["none", "log1p"] = "none"
+    """Applied to the raw values before normalising (``log1p``: magnitudes spanning decades)."""
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Self:
+        first = self.shape[0]
+        if not len(self.names) == len(self.mean) == len(self.std) == first:
+            raise ValueError(f"names, mean and std need one entry per first-axis entry ({first})")
+        return self
 
 
 class ThresholdRule(CardSection):
@@ -103,7 +120,7 @@ class ModelCard(CardSection):
     version: ModelName
     task: ModelTask
     architecture: Identifier
-    input: ImageInputSpec | SeriesInputSpec = Field(discriminator="kind")
+    input: ImageInputSpec | SeriesInputSpec | TensorInputSpec = Field(discriminator="kind")
     labels: list[ShortText] = Field(default_factory=list)
     normal_label: ShortText | None = None
     """The class (or, for anomaly scorers, the training folder) that means 'no defect'."""

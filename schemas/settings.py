@@ -11,7 +11,7 @@ import hashlib
 from contextvars import ContextVar
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -199,22 +199,45 @@ class AlertRule(Section):
         return self.hi if self.lo is None else self.lo
 
 
-class VisionSettings(Section):
-    """The visual inspection pipeline."""
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class ModelServingSettings(Section):
+    """What every model pipeline's section has: where its models come from, where they run, how
+    items are batched, and the alert rules on model outputs."""
 
     registry: str = "~/.local/share/vigil/models"
+    device: Device = "auto"
+    precision: Precision = "auto"
+    batching: BatchingSettings = BatchingSettings()
+    alert_rules: list[AlertRule] = Field(default_factory=list)
+    """Alert rules on model scores; when empty, the card's thresholds in the pipeline's default shape."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_rules(cls, data: object) -> object:
+        """Configurations written before ``alert_rules`` name them ``rules`` (vision) or
+        ``model_rules`` (sensors)."""
+        old = getattr(cls, "_OLD_RULES_KEY", None)
+        if isinstance(data, dict) and old and old in data:
+            if "alert_rules" in data:
+                raise ValueError(f"set alert_rules or its old name {old}, not both")
+            data = {("alert_rules" if k == old else k): v for k, v in data.items()}
+        return data
+
+
+class VisionSettings(ModelServingSettings):
+    """The visual inspection pipeline."""
+
+    _OLD_RULES_KEY: ClassVar[str] = "rules"
     model: ModelName = "demo-defects"
     model_version: ModelName | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     compile: bool = False
     gpu_decode: bool = True
     fetch: FetchSettings = FetchSettings()
     decode: DecodeSettings = DecodeSettings()
-    batching: BatchingSettings = BatchingSettings()
-    rules: list[AlertRule] = Field(default_factory=list)
-    """Alert rules; when empty, one rule per thresholded label of the model card."""
 
 
 class SensorModelBinding(Section):
@@ -269,13 +292,12 @@ class SensorRule(Section):
         )
 
 
-class SensorSettings(Section):
+class SensorSettings(ModelServingSettings):
     """The sensor pipeline: windows, models, rules and bad-input handling."""
 
-    registry: str = "~/.local/share/vigil/models"
+    _OLD_RULES_KEY: ClassVar[str] = "model_rules"
     models: list[SensorModelBinding] = Field(default_factory=list)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     batching: BatchingSettings = BatchingSettings(max_batch_size=256, max_wait_ms=20.0, max_queue=8192)
     lateness_s: Annotated[float, Field(ge=0)] = 0.0
     """Events up to this much older than an asset's newest are put back in order; older ones are late."""
@@ -290,8 +312,6 @@ class SensorSettings(Section):
     unknown_channels: Literal["dead_letter", "ignore"] = "dead_letter"
     """A channel that neither the asset's model nor any of its rules knows: dead-letter the
     reading, or drop the channel and count it."""
-    model_rules: list[AlertRule] = Field(default_factory=list)
-    """Alert rules on model scores; when empty, 2 of 3 windows above each card threshold."""
     rules: list[SensorRule] = Field(default_factory=list)
     rebuild_history_s: Annotated[float, Field(ge=0)] = 3_600.0
     """On assignment, a partition's windows and alert state are rebuilt from this much of its
@@ -332,6 +352,11 @@ class VigilSettings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     vision: VisionSettings = VisionSettings()
     sensors: SensorSettings = SensorSettings()
+    pipelines: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], dict[str, Any]] = Field(
+        default_factory=dict
+    )
+    """Sections of the pipeline kinds added beside vision and sensors, by kind name; each is
+    checked against its kind's own section when the pipeline is built (``PipelineKind.section``)."""
     metrics: MetricsSettings = MetricsSettings()
 
     @classmethod

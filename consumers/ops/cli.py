@@ -119,9 +119,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
+    from consumers.pipelines import message_types
     from schemas.export import export_json_schemas
 
-    for path in export_json_schemas(args.directory):
+    for path in export_json_schemas(args.directory, message_types()):
         console.print(str(path))
     return 0
 
@@ -180,8 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(func=cmd_topics)
 
     run = with_config(sub.add_parser("run", help="consume, infer, publish"))
+    from consumers.pipelines import pipeline_kinds
+
+    kinds = pipeline_kinds()
     run.add_argument(
-        "--pipeline", default="passthrough", help="vision, sensors or passthrough; several comma-separated"
+        "--pipeline",
+        default="passthrough",
+        help="one or more of, comma-separated: "
+        + "; ".join(f"{name}: {kind.summary}" for name, kind in kinds.items()),
     )
     run.set_defaults(func=cmd_run)
 

@@ -169,7 +169,7 @@ def _histories(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_eval_sensor(args: argparse.Namespace) -> int:
-    from models.sensors.scoring import AlertShape
+    from models.alert_policy import AlertShape
 
     shape = AlertShape(args.alert_n, args.alert_m, args.alert_resolve, args.alert_cooldown_s)
     if args.protocol == "nab":

@@ -15,7 +15,7 @@ import torch
 
 from consumers.ops.health import MetricsServer
 from consumers.ops.metrics import PrometheusObserver, VigilMetrics
-from consumers.pipelines import build_pipeline
+from consumers.pipelines import build_pipeline, pipeline_kinds
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.signals import drain_on_signals
 from models.engine import default_torch_threads
@@ -34,7 +34,11 @@ class Service:
         default_group = (lambda name: group) if len(names) == 1 else (lambda name: f"{group}.{name}")
         group_of = group_of or default_group
         self.settings = settings
-        models = sum(1 for name in names if name != "passthrough")
+        kinds = pipeline_kinds()
+        unknown = [name for name in names if name not in kinds]
+        if unknown:
+            raise KeyError(f"unknown pipeline {', '.join(map(repr, unknown))}; known: {', '.join(kinds)}")
+        models = sum(1 for name in names if kinds[name].serves_models)
         threads = settings.runtime.torch_threads or default_torch_threads(models)
         torch.set_num_threads(threads)  # process-wide: the pipelines' lanes share one pool
         log.info("torch uses %d threads for %d model pipelines", threads, models)

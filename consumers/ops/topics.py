@@ -1,4 +1,5 @@
-"""Create the configured topics (idempotent: existing topics are left as they are)."""
+"""Create the configured topics, every pipeline kind's own included (idempotent: existing
+topics are left as they are)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from schemas.settings import TopicSpec, VigilSettings
 
 def create_topics(settings: VigilSettings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create each topic that does not exist yet; return the names created."""
-    wanted = specs if specs is not None else settings.topics.all()
+    from consumers.pipelines import all_topics
+
+    wanted = specs if specs is not None else all_topics(settings)
     admin = make_admin(settings.kafka)
     try:
         existing = set(admin.list_topics())

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from models.alert_policy import AlertShape
 from models.sensors.classical import rolling_zscore
-from models.sensors.scoring import AlertShape, replay_alerts, score_series
+from models.sensors.scoring import replay_alerts, score_series
 from models.sensors.series import Series
 from schemas.model_card import ModelCard, SeriesInputSpec
 

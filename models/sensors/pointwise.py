@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.alert_policy import AlertShape
 from models.sensors.classical import PcaDetector
-from models.sensors.scoring import AlertShape, replay_alerts, score_series
+from models.sensors.scoring import replay_alerts, score_series
 from models.sensors.series import Series, normal_rows
 from models.sensors.training import SensorTraining, train_sensor_model
 from models.sensors.windowing import rows_at

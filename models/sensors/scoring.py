@@ -59,35 +59,6 @@ def score_series(
 
 
 @dataclass(frozen=True)
-class AlertShape:
-    """An alert rule without its threshold: fire when ``n`` of the last ``m`` scores reach it,
-    resolve when fewer than ``n`` of the last ``m`` reach ``resolve`` times it, and no new
-    alert for ``cooldown_s`` after a resolve. The default is the service's default model rule."""
-
-    n: int = 2
-    m: int = 3
-    resolve: float = 1.0
-    cooldown_s: float = 0.0
-
-    def rule(self, label: str, threshold: float, name: str = "evaluation") -> AlertRule:
-        """The alert rule at ``threshold``."""
-        return AlertRule(
-            name=name,
-            label=label,
-            hi=threshold,
-            lo=self.resolve * threshold,
-            n=self.n,
-            m=self.m,
-            cooldown_s=self.cooldown_s,
-        )
-
-    def describe(self) -> str:
-        """The rule in words, for reports."""
-        cooldown = f", cooldown {self.cooldown_s:g} s" if self.cooldown_s else ", no cooldown"
-        return f"{self.n} of {self.m} scores over the threshold, resolve below {self.resolve:g}x{cooldown}"
-
-
-@dataclass(frozen=True)
 class AlertReplay:
     """The policy replayed over scores: firing after each score, and when it started firing."""
 

@@ -39,7 +39,7 @@ def sensor_settings(bootstrap: str, models: SensorModels) -> VigilSettings:
         models=[SensorModelBinding(assets="machine-*", sensor_kind="machine", model=models.autoencoder)],
         batching=BatchingSettings(max_batch_size=16, max_wait_ms=10.0, max_queue=1024),
         # Configured, not the card's default: a drift scores tens, healthy windows about 1.
-        model_rules=[AlertRule(name="machine-anomaly", label="anomaly", hi=4.0, lo=2.0, n=2, m=3)],
+        alert_rules=[AlertRule(name="machine-anomaly", label="anomaly", hi=4.0, lo=2.0, n=2, m=3)],
         rules=[
             SensorRule(
                 name="pm25-10min",
@@ -261,7 +261,7 @@ def test_a_machine_running_out_of_life_raises_a_low_rul_alert_naming_channels(
 ) -> None:
     settings = sensor_settings(kafka_bootstrap, sensor_models)
     binding = SensorModelBinding(assets="pump-*", sensor_kind="machine", model=sensor_models.rul)
-    sensors = settings.sensors.model_copy(update={"models": [binding], "model_rules": [], "rules": []})
+    sensors = settings.sensors.model_copy(update={"models": [binding], "alert_rules": [], "rules": []})
     settings = settings.model_copy(update={"sensors": sensors})
     create_topics(settings)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=8)

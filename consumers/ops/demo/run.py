@@ -45,7 +45,7 @@ __all__ = ["DemoSummary", "demo_settings", "run_demo"]
 
 def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
     """The demo's models, frame store and alert rules, where the configuration names none."""
-    vision_rules = settings.vision.rules or [
+    vision_rules = settings.vision.alert_rules or [
         AlertRule(
             name=f"demo-{label}", label=label, hi=0.7, lo=0.4, n=2, m=3, cooldown_s=5, severity="critical"
         )
@@ -55,7 +55,7 @@ def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
         update={
             "model": DEMO_VISION_MODEL,
             "model_version": DEMO_VISION_VERSION,
-            "rules": vision_rules,
+            "alert_rules": vision_rules,
             "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{store}/"]}),
         }
     )
@@ -75,7 +75,7 @@ def demo_settings(settings: VigilSettings, store: Path) -> VigilSettings:
                         version=DEMO_SENSOR_VERSION,
                     )
                 ],
-                "model_rules": [
+                "alert_rules": [
                     AlertRule(
                         name="press-anomaly",
                         label="anomaly",

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from consumers.pipelines.batcher import Deliver, MicroBatcher, model_batcher
+from consumers.pipelines.batcher import Deliver
+from consumers.pipelines.lane import ModelLane
 from consumers.runtime.observer import RuntimeObserver
-from models.engine import InferenceEngine
+from models.alert_policy import AlertShape
 from models.registry import LoadedModel
-from models.sensors.scoring import AlertShape, window_scores
+from models.sensors.scoring import window_scores
 from schemas.model_card import SeriesInputSpec
-from schemas.settings import AlertRule, SensorSettings
+from schemas.settings import SensorSettings
 
 T = TypeVar("T")
 
@@ -36,16 +37,11 @@ class WindowScores:
     """What a life estimate is counted in (cards from before life units: hours)."""
 
 
-def default_model_rules(model: LoadedModel) -> list[AlertRule]:
-    """``AlertShape``'s default (two of three windows) past each card threshold, resolving
-    when that no longer holds; offline evaluation replays the same rule."""
-    return [
-        AlertShape().rule(label, 1.0 if label == "low_rul" else threshold, f"{model.card.name}-{label}")
-        for label, threshold in model.card.thresholds.items()
-    ]
+SENSOR_ALERTS = AlertShape()
+"""The sensor default: two of three windows past a card threshold (offline evaluation replays it)."""
 
 
-class SensorLane(Generic[T]):
+class SensorLane(ModelLane[T]):
     """Serves one registry model to windows of shape (window, channels)."""
 
     def __init__(
@@ -57,45 +53,35 @@ class SensorLane(Generic[T]):
     ) -> None:
         if not isinstance(model.card.input, SeriesInputSpec):
             raise ValueError(f"model {model.card.name} does not take sensor windows")
-        self.model = model
         self.spec: SeriesInputSpec = model.card.input
         self.channels = tuple(self.spec.channels)
-        self.ref = model.ref
-        self.rules = settings.model_rules or default_model_rules(model)
         self._mean = np.asarray(self.spec.mean, dtype=np.float32)
         self._std = np.asarray(self.spec.std, dtype=np.float32)
-        self.engine = InferenceEngine(model.module, settings.device, settings.precision, channels_last=False)
         example = torch.zeros(self.spec.window, len(self.channels))
-        self.engine.warm_up(example, sorted({1, settings.batching.max_batch_size}))
-        self.batcher: MicroBatcher[T, torch.Tensor] = model_batcher(
+        # a life score reaches 1.0 as the life left falls to the card's threshold (``window_scores``)
+        thresholds = {"low_rul": 1.0} if "low_rul" in model.card.thresholds else None
+        super().__init__(
             "sensors",
-            model.card,
-            str(self.engine.device),
-            settings.batching,
-            self._prepare,
-            self._execute,
+            model,
+            settings,
             deliver,
             observer or RuntimeObserver(),
+            example,
+            SENSOR_ALERTS,
+            thresholds,
         )
 
     def tensor(self, windows: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalised windows stacked into a host batch (N, window, channels)."""
         return torch.from_numpy((np.stack(windows) - self._mean) / self._std)
 
-    def _prepare(self, batch: Sequence[Any]) -> torch.Tensor:
+    def prepare(self, batch: Sequence[Any]) -> torch.Tensor:
+        """The batch's windows, normalised, on the device."""
         return self.engine.prepare(self.tensor([item.window.values for item in batch]))
-
-    def _execute(self, batch: Sequence[Any], prepared: torch.Tensor) -> list[torch.Tensor | BaseException]:
-        return self.engine.run_splitting(prepared)
 
     def score_now(self, windows: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Outputs for ``windows`` at once, in this thread (state rebuilds)."""
-        outputs: list[torch.Tensor] = []
-        for start in range(0, len(windows), 1024):
-            outputs.extend(
-                self.engine.run(self.engine.prepare(self.tensor(windows[start : start + 1024]))).unbind(0)
-            )
-        return outputs
+        return self.run_now(self.tensor(windows)) if windows else []
 
     def scores(self, output: torch.Tensor) -> WindowScores:
         """The scores of one window's model output (``window_scores``, as offline scoring)."""
@@ -124,7 +110,3 @@ class SensorLane(Generic[T]):
         taken = [max(0.0, life - lives[0]) for life in lives[1:]]
         total = sum(taken)
         return {c: (t / total if total > 0 else 0.0) for c, t in zip(self.channels, taken, strict=True)}
-
-    def close(self) -> None:
-        """Finish queued batches and stop the batcher's threads."""
-        self.batcher.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consumers.pipelines.alerts import build_alert
+from consumers.pipelines.outputs import PipelineOutputs
 from consumers.pipelines.sensors.intake import Sample
 from consumers.pipelines.sensors.lanes import WindowScores
 from consumers.runtime.records import Output, Work
@@ -37,18 +37,11 @@ def _evidence(work: Work, window: ReadyWindow | None = None) -> Evidence:
     )
 
 
-class SensorOutputs:
+class SensorOutputs(PipelineOutputs):
     """Builds the stage's output records for the configured topics."""
 
     def __init__(self, settings: VigilSettings) -> None:
-        self._alerts = settings.topics.alerts.name
-        self._results = settings.topics.inferences.name
-        self._publish_results = settings.runtime.publish_inferences
-        self._config_hash = settings.config_hash()
-
-    def alert(self, alert: Alert) -> Output:
-        """The record of an alert, keyed by its source."""
-        return Output(self._alerts, alert.source_id.encode(), alert.to_json_bytes())
+        super().__init__(settings, "sensors")
 
     def window_alert(
         self,
@@ -62,15 +55,13 @@ class SensorOutputs:
     ) -> Alert:
         """A model's alert on one window, with the channels that drove it."""
         kind: AlertKind = "low_rul" if transition.label == "low_rul" else "sensor_anomaly"
-        end = at(window.end_s)
-        return build_alert(
+        return self.transition_alert(
             transition,
             kind,
             _evidence(work, window),
-            end,
+            at(window.end_s),
             work.received_at,
             inferred_at,
-            self._config_hash,
             model=model,
             site=_reading(work).site,
             explanation=explanation,
@@ -88,36 +79,30 @@ class SensorOutputs:
         inferred_at: datetime,
     ) -> list[Output]:
         """The scores of one window for ``vigil.inferences`` (none when results are not published)."""
-        if not self._publish_results:
-            return []
         record = work.record
-        result = InferenceResult(
-            result_id=f"{record.topic}-{record.partition}-{record.offset}-w{index}",
-            pipeline="sensors",
-            source_id=asset_id,
-            model=model,
-            label=scored.label,
-            score=scored.scores[scored.label],
-            scores={**scored.scores, **{f"share:{c}": v for c, v in scored.explanation.items()}},
-            evidence=_evidence(work, window),
-            captured_at=at(window.end_s),
-            inferred_at=inferred_at,
+        return self.result(
+            f"{record.topic}-{record.partition}-{record.offset}-w{index}",
+            asset_id,
+            model,
+            scored.label,
+            {**scored.scores, **{f"share:{c}": v for c, v in scored.explanation.items()}},
+            _evidence(work, window),
+            at(window.end_s),
+            inferred_at,
         )
-        return [Output(self._results, asset_id.encode(), result.to_json_bytes())]
 
     def rule_alert(
         self, transition: Transition, kind: AlertKind, work: Work, values: dict[str, float], own: bool = True
     ) -> Alert:
         """A rule's alert; ``own`` is False when the reading of another asset made it (stale sources)."""
         explanation = {transition.label: values[transition.label]} if transition.label in values else {}
-        return build_alert(
+        return self.transition_alert(
             transition,
             kind,
             _evidence(work),
             transition.at,
             work.received_at,
             datetime.now(UTC),
-            self._config_hash,
             site=_reading(work).site if own else None,
             explanation=explanation,
         )
@@ -134,7 +119,7 @@ class SensorOutputs:
             captured_at=at(sample.time_s),
             inferred_at=datetime.now(UTC),
         )
-        return Output(self._results, reading.asset_id.encode(), result.to_json_bytes())
+        return Output(self.results_topic, reading.asset_id.encode(), result.to_json_bytes())
 
 
 def _model_message(transition: Transition, explanation: dict[str, float], scored: WindowScores) -> str:

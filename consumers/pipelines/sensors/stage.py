@@ -18,7 +18,6 @@ the same input gives the same alerts whether or not the consumer restarted.
 from __future__ import annotations
 
 import logging
-import queue
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 
+from consumers.pipelines.lane import ScoredItems
 from consumers.pipelines.sensors.history import read_back
 from consumers.pipelines.sensors.intake import (
     ReadingRejected,
@@ -102,9 +102,11 @@ class SensorStage:
         self.observer = observer or RuntimeObserver()
         sensors = settings.sensors
         load = loader or registry_loader(sensors.registry)
-        self._scored: queue.Queue[tuple[_Window, torch.Tensor | BaseException]] = queue.Queue()
+        self._scored: ScoredItems[_Window] = ScoredItems()
         self._lanes = [
-            SensorLane[_Window](load(binding.model, binding.version), sensors, self._deliver, self.observer)
+            SensorLane[_Window](
+                load(binding.model, binding.version), sensors, self._scored.deliver, self.observer
+            )
             for binding in sensors.models
         ]
         self._value_rules = [rule for rule in sensors.rules if rule.kind != "stale"]
@@ -158,13 +160,8 @@ class SensorStage:
 
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call; window results and alerts are built here."""
-        try:
-            first = self._scored.get(timeout=timeout_s) if timeout_s > 0 else self._scored.get_nowait()
-            self._scored_window(*first)
-            while True:
-                self._scored_window(*self._scored.get_nowait())
-        except queue.Empty:
-            pass
+        for item, result in self._scored.drain(timeout_s):
+            self._scored_window(item, result)
         done, self._done = self._done, []
         self._in_flight -= len(done)
         return done
@@ -346,10 +343,6 @@ class SensorStage:
                     self._window_outputs(ready, output)
 
     # -- outcomes --------------------------------------------------------------------------
-
-    def _deliver(self, item: _Window, result: torch.Tensor | BaseException) -> None:
-        """Called by a lane's executor thread: hand the score over."""
-        self._scored.put((item, result))
 
     def _scored_window(self, item: _Window, result: torch.Tensor | BaseException) -> None:
         record = item.work.record

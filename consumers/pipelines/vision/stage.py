@@ -20,15 +20,16 @@ from typing import Any
 
 import torch
 
-from consumers.pipelines.alerts import build_alert
-from consumers.pipelines.batcher import MicroBatcher, model_batcher
+from consumers.pipelines.batcher import Deliver
+from consumers.pipelines.lane import ModelLane, ScoredItems
+from consumers.pipelines.outputs import PipelineOutputs
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
-from models.alert_policy import AlertPolicy
-from models.engine import InferenceEngine, single_torch_thread
+from models.alert_policy import AlertPolicy, AlertShape
+from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vision.anomaly import LOCATION_COLUMNS
 from models.vision.image_header import ImageRefused, check_header
@@ -42,9 +43,9 @@ from models.vision.preprocess import (
     to_image_point,
 )
 from schemas.common import Evidence, ImageRegion
-from schemas.messages import AlertKind, FrameRef, InferenceResult
+from schemas.messages import AlertKind, FrameRef
 from schemas.model_card import ImageInputSpec
-from schemas.settings import AlertRule, VigilSettings
+from schemas.settings import VigilSettings, VisionSettings
 
 log = logging.getLogger(__name__)
 STAGE = "vision"
@@ -61,45 +62,40 @@ class _Frame:
     """Of the image the model saw: the region of interest, else the whole frame."""
 
 
-def default_rules(model: LoadedModel) -> list[AlertRule]:
-    """One rule per thresholded label of the model card."""
-    return [
-        AlertRule(name=f"{model.card.name}-{label}", label=label, hi=threshold, severity="warning")
-        for label, threshold in model.card.thresholds.items()
-    ]
+VISION_ALERTS = AlertShape(n=1, m=1)
+"""The vision default: an alert on the first frame past a card threshold."""
 
 
-class ModelLane:
-    """One model's engine, micro-batcher and alert policy."""
+class VisionLane(ModelLane[_Frame]):
+    """One image model: engine, micro-batcher and alert policy."""
 
-    def __init__(self, stage: VisionStage, model: LoadedModel) -> None:
-        vision = stage.settings.vision
+    def __init__(
+        self,
+        vision: VisionSettings,
+        model: LoadedModel,
+        deliver: Deliver[_Frame, torch.Tensor],
+        observer: RuntimeObserver,
+    ) -> None:
         if not isinstance(model.card.input, ImageInputSpec):
             raise ValueError(f"model {model.card.name} does not take images")
-        self.model = model
         self.spec: ImageInputSpec = model.card.input
-        self.engine = InferenceEngine(
-            model.module, vision.device, vision.precision, vision.channels_last, vision.compile
+        example = torch.zeros(self.spec.channels, self.spec.height, self.spec.width)
+        super().__init__(
+            STAGE,
+            model,
+            vision,
+            deliver,
+            observer,
+            example,
+            VISION_ALERTS,
+            channels_last=vision.channels_last,
+            compile=vision.compile,
         )
         self.gpu_decode = vision.gpu_decode and self.engine.device.type == "cuda"
         self.kind: AlertKind = "visual_anomaly" if model.card.task == "visual_anomaly" else "visual_defect"
-        self.ref = model.ref
-        self.policy = AlertPolicy(vision.rules or default_rules(model))
-        self._stage = stage
-        example = torch.zeros(self.spec.channels, self.spec.height, self.spec.width)
-        self.engine.warm_up(example, sorted({1, vision.batching.max_batch_size}))
-        self.batcher: MicroBatcher[_Frame, torch.Tensor] = model_batcher(
-            STAGE,
-            model.card,
-            str(self.engine.device),
-            vision.batching,
-            self._prepare,
-            self._execute,
-            stage._deliver,
-            stage.observer,
-        )
+        self.policy = AlertPolicy(self.rules)
 
-    def _prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
+    def prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
         if not self.gpu_decode:
             return self.engine.prepare(torch.stack([f.pixels for f in batch])), [None] * len(batch)  # type: ignore[misc]
         rois = [_roi(f.frame) for f in batch]
@@ -109,7 +105,7 @@ class ModelLane:
         stacked = self.engine.prepare(torch.stack(good)) if good else None
         return stacked, errors
 
-    def _execute(self, batch: Sequence[_Frame], prepared: Any) -> list[torch.Tensor | BaseException]:
+    def execute(self, batch: Sequence[_Frame], prepared: Any) -> list[torch.Tensor | BaseException]:
         stacked, errors = prepared
         outputs = iter(self.engine.run_splitting(stacked) if stacked is not None else [])
         return [error if error is not None else next(outputs) for error in errors]
@@ -179,20 +175,21 @@ class VisionStage:
 
         self._pool = WorkerPool(vision.fetch.workers, "vision-fetch", initializer=start_worker)
         self._done: queue.Queue[Outcome] = queue.Queue()
-        self._scored: queue.Queue[tuple[_Frame, torch.Tensor | BaseException]] = queue.Queue()
+        self._scored: ScoredItems[_Frame] = ScoredItems()
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._lanes: dict[str, ModelLane] = {}
-        self._config_hash = settings.config_hash()
-        self._inferences = settings.topics.inferences.name if settings.runtime.publish_inferences else None
-        self._alerts = settings.topics.alerts.name
+        self._lanes: dict[str, VisionLane] = {}
+        self._outputs = PipelineOutputs(settings, STAGE)
         self.default_lane = self.lane(vision.model, vision.model_version)
 
-    def lane(self, name: str, version: str | None = None) -> ModelLane:
+    def lane(self, name: str, version: str | None = None) -> VisionLane:
         """The lane of model ``name``, loaded (and warmed up) on first use."""
         with self._lock:
             if name not in self._lanes:
-                self._lanes[name] = ModelLane(self, self._loader(name, version))
+                model = self._loader(name, version)
+                self._lanes[name] = VisionLane(
+                    self.settings.vision, model, self._scored.deliver, self.observer
+                )
             return self._lanes[name]
 
     # -- ProcessingStage -------------------------------------------------------------------
@@ -206,13 +203,8 @@ class VisionStage:
 
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call (results and alerts are built here, in the caller's thread)."""
-        try:
-            first = self._scored.get(timeout=timeout_s) if timeout_s > 0 else self._scored.get_nowait()
-            self._guarded_outcome(*first)
-            while True:
-                self._guarded_outcome(*self._scored.get_nowait())
-        except queue.Empty:
-            pass
+        for item, result in self._scored.drain(timeout_s):
+            self._guarded_outcome(item, result)
         outcomes = []
         try:
             while True:
@@ -237,7 +229,7 @@ class VisionStage:
         self._stop.set()
         self._pool.shutdown(deadline_s=self.settings.vision.fetch.timeout_s)
         for lane in self._lanes.values():
-            lane.batcher.close()
+            lane.close()
         for decoder in self._decoders:
             decoder.close()
 
@@ -296,10 +288,6 @@ class VisionStage:
         decoder: IsolatedDecoder = self._worker_state.decoder
         return decoder.preprocess(data, spec, roi)
 
-    def _deliver(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
-        """Called by a lane's executor thread: hand the output over and get back to the device."""
-        self._scored.put((item, result))
-
     def _guarded_outcome(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
         try:
             self._outcome(item, result)
@@ -329,37 +317,31 @@ class VisionStage:
             frame_sha256=item.sha256,
             region=lane.region(result, item),
         )
-        key = frame.camera_id.encode()
         outputs: list[Output] = []
         for transition in lane.policy.observe(frame.camera_id, scores, frame.captured_at):
-            alert = build_alert(
+            alert = self._outputs.transition_alert(
                 transition,
                 lane.kind,
                 evidence,
                 frame.captured_at,
                 work.received_at,
                 inferred_at,
-                self._config_hash,
                 model=lane.ref,
                 site=frame.site,
                 explanation=scores,
             )
-            outputs.append(Output(self._alerts, key, alert.to_json_bytes()))
+            outputs.append(self._outputs.alert(alert))
             self.observer.on_alert(alert.kind, alert.severity, alert.state)
         self.observer.on_scored(STAGE, frame.captured_at)
-        if self._inferences is not None:
-            result_message = InferenceResult(
-                result_id=f"{record.topic}-{record.partition}-{record.offset}",
-                pipeline="vision",
-                source_id=frame.camera_id,
-                model=lane.ref,
-                label=label,
-                score=scores[label],
-                scores=scores,
-                evidence=evidence,
-                captured_at=frame.captured_at,
-                inferred_at=inferred_at,
-            )
-            outputs.append(Output(self._inferences, key, result_message.to_json_bytes()))
+        outputs += self._outputs.result(
+            f"{record.topic}-{record.partition}-{record.offset}",
+            frame.camera_id,
+            lane.ref,
+            label,
+            scores,
+            evidence,
+            frame.captured_at,
+            inferred_at,
+        )
         self._done.put(Outcome(record, tuple(outputs)))
         return None

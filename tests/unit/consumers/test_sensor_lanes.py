@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from consumers.pipelines.sensors.lanes import SensorLane, default_model_rules
+from consumers.pipelines.sensors.lanes import SensorLane
 from models.registry import load_model
 from models.sensors.synthetic import normal_machines, runs_to_failure
 from models.sensors.training import SensorTraining, train_sensor_model
@@ -46,7 +46,7 @@ def test_an_anomaly_score_is_the_mean_channel_error_and_names_the_channels(regis
         scored = ae.scores(torch.tensor([3.0, 1.0]))
         assert scored.label == "anomaly" and scored.scores == {"anomaly": 2.0}
         assert scored.explanation == {"temp_c": 0.75, "vibration_mm_s": 0.25}
-        [rule] = default_model_rules(ae.model)
+        [rule] = ae.rules
         assert (rule.label, rule.n, rule.m) == ("anomaly", 2, 3) and rule.hi == ae.model.card.thresholds[
             "anomaly"
         ]
@@ -62,7 +62,7 @@ def test_low_rul_reaches_one_when_the_life_left_falls_to_the_card_threshold(regi
     try:
         assert rul.scores(torch.tensor([4.0])).scores == {"rul": 4.0, "low_rul": 0.5}
         assert rul.scores(torch.tensor([2.0])).scores["low_rul"] == 1.0
-        [rule] = default_model_rules(rul.model)
+        [rule] = rul.rules
         assert (rule.label, rule.hi) == ("low_rul", 1.0)
     finally:
         rul.close()

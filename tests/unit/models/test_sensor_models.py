@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from consumers.ops.cli import build_parser, main
+from models.alert_policy import AlertShape
 from models.engine import default_torch_threads
 from models.registry import load_model
 from models.sensors.nab import compare, labelled_windows, report
 from models.sensors.networks import GruAutoencoder, GruForecaster, build_sensor_model
-from models.sensors.scoring import AlertShape, score_series
+from models.sensors.scoring import score_series
 from models.sensors.series import load_history
 from models.sensors.synthetic import normal_machines, runs_to_failure
 from models.sensors.training import SensorTraining, train_sensor_model

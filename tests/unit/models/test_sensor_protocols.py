@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from consumers.ops.cli import main
 from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.records import InboundRecord, Work
+from models.alert_policy import AlertShape
 from models.registry import load_model
 from models.sensors.life import evaluate_life, nasa_score
 from models.sensors.pointwise import EVERYTHING, MODEL, PCA, Confusion, evaluate_pointwise
-from models.sensors.scoring import AlertShape, replay_alerts, score_series
+from models.sensors.scoring import replay_alerts, score_series
 from models.sensors.series import Series, TableFormat, load_history
 from models.sensors.synthetic import fault_profile, machine_values, runs_to_failure
 from models.sensors.training import SensorTraining, train_sensor_model

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+from consumers.pipelines.contract import Pipeline, PipelineKind
+from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Outcome, Output, Work
 from consumers.runtime.stage import SyncStage
-from schemas.common import Evidence
+from schemas.common import Evidence, Message
 from schemas.messages import FrameRef, InferenceResult, SensorReading
+from schemas.settings import VigilSettings
 
 
 def result_for(work: Work, inferences_topic: str) -> Output:
@@ -48,3 +52,18 @@ def passthrough_stage(inferences_topic: str) -> SyncStage:
         return [Outcome(w.record, (result_for(w, inferences_topic),)) for w in batch]
 
     return SyncStage("passthrough", process)
+
+
+def _build(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
+    inputs: dict[str, type[Message]] = {
+        settings.topics.frames.name: FrameRef,
+        settings.topics.sensors.name: SensorReading,
+    }
+    return Pipeline(inputs, passthrough_stage(settings.topics.inferences.name))
+
+
+PIPELINE: PipelineKind[Any] = PipelineKind(
+    name="passthrough",
+    summary="validate frames and readings and publish one result each, without models (smoke tests)",
+    build=_build,
+)

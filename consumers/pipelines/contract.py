@@ -1,0 +1,93 @@
+"""The pipeline contract: what a kind of stream declares so that Vigil can run it.
+
+A kind is one ``PipelineKind`` object named ``PIPELINE`` in a module or package under
+``consumers/pipelines/`` (or exposed by another distribution's ``vigil.pipelines`` entry
+point). From it come the ``vigil run --pipeline`` choices, the topics ``vigil topics create``
+makes, the message types ``vigil schemas export`` writes, the model tasks it serves, and its
+lane in ``vigil demo``. Nothing else lists the kinds.
+
+What a kind builds is a ``Pipeline``: its input topics with their message types, and a
+``ProcessingStage`` (``consumers.runtime.stage``) that turns each validated input into one
+outcome. Model-serving stages build on ``consumers.pipelines.lane.ModelLane`` and
+``consumers.pipelines.outputs.PipelineOutputs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.stage import ProcessingStage
+from schemas.common import Message, describe_errors
+from schemas.settings import ConfigurationError, TopicSpec, VigilSettings
+
+S = TypeVar("S", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Input topics with their message types, and the processing stage."""
+
+    inputs: dict[str, type[Message]]
+    stage: ProcessingStage
+
+
+class DemoSource(Protocol):
+    """Publishes a kind's simulated inputs during ``vigil demo``."""
+
+    def due(self, elapsed_s: float, duration_s: float) -> list[tuple[str, bytes, bytes]]:
+        """The (topic, key, value) records due ``elapsed_s`` into a demo of ``duration_s``."""
+
+
+@dataclass(frozen=True)
+class DemoLane:
+    """A kind's part in ``vigil demo``: ``prepare`` trains its demo model once (into the
+    registry) and returns the settings that serve it; ``source`` makes its input records."""
+
+    prepare: Callable[[VigilSettings, Callable[[str], None]], VigilSettings]
+    source: Callable[[VigilSettings], DemoSource]
+
+
+@dataclass(frozen=True)
+class PipelineKind(Generic[S]):
+    """A kind of stream; see the module docstring."""
+
+    name: str
+    summary: str
+    """One line for ``vigil run --help``."""
+    build: Callable[[VigilSettings, RuntimeObserver], Pipeline]
+    messages: tuple[type[Message], ...] = ()
+    """The kind's own message types (inputs), beside Vigil's core ones."""
+    model_tasks: tuple[str, ...] = ()
+    """Registry tasks its stage serves; empty for a kind without models."""
+    section: type[S] | None = None
+    """Its settings section, read from ``pipelines.<name>`` of the configuration (the built-in
+    vision and sensor sections are top-level ones and leave this None)."""
+    topics: Callable[[VigilSettings], list[TopicSpec]] = field(default=lambda settings: [])
+    """Its own topics, beyond the shared ones of ``settings.topics``, for ``vigil topics create``."""
+    demo: DemoLane | None = None
+
+    @property
+    def serves_models(self) -> bool:
+        """Whether the stage runs models (torch threads are shared between such pipelines)."""
+        return bool(self.model_tasks)
+
+    def settings(self, settings: VigilSettings) -> S:
+        """This kind's section of ``settings`` (``pipelines.<name>``), validated."""
+        if self.section is None:
+            raise TypeError(f"pipeline {self.name!r} has no section under pipelines")
+        try:
+            return self.section.model_validate(settings.pipelines.get(self.name, {}))
+        except ValidationError as error:
+            raise ConfigurationError(
+                f"invalid configuration in pipelines.{self.name}: {describe_errors(error, limit=10)}"
+            ) from None
+
+    def with_settings(self, settings: VigilSettings, section: S) -> VigilSettings:
+        """``settings`` with this kind's section replaced by ``section``."""
+        pipelines = {**settings.pipelines, self.name: section.model_dump(mode="json")}
+        return settings.model_copy(update={"pipelines": pipelines})
