@@ -37,7 +37,9 @@ class Pipeline:
 
 
 class DemoSource(Protocol):
-    """Publishes a kind's simulated inputs during ``vigil demo``."""
+    """Publishes a kind's simulated inputs (to ``topic``) during ``vigil demo``."""
+
+    topic: str
 
     def due(self, elapsed_s: float, duration_s: float) -> list[tuple[str, bytes, bytes]]:
         """The (topic, key, value) records due ``elapsed_s`` into a demo of ``duration_s``."""

@@ -1,8 +1,9 @@
-"""``vigil demo``: the plant and the city district through both of Vigil's pipelines, live.
+"""``vigil demo``: the plant and the city district through Vigil's pipelines, live.
 
 The world (``world.py``) publishes in real time: frames from the press line's cameras,
 10 Hz readings from the machines, and air quality once a second from the city's sensors;
-now and then a malformed record shows the dead-letter path. The vision and sensor
+now and then a malformed record shows the dead-letter path. Every pipeline kind that
+declares a demo lane adds its own simulated inputs (the fans' vibration spectra). The
 pipelines run here, each its own runtime and consumer group, sharing one metrics registry
 (served on the configured metrics address). The live view shows throughput, latency
 percentiles, batch sizes, lag and the alert feed; the summary closes the run.
@@ -35,6 +36,7 @@ from consumers.ops.service import Service
 from consumers.ops.simulate import publish
 from consumers.ops.tail import describe
 from consumers.ops.topics import create_topics
+from consumers.pipelines import pipeline_kinds
 from consumers.runtime.kafka_clients import consumer_config, make_producer
 from models.registry import read_card
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult
@@ -118,13 +120,17 @@ def run_demo(
     ensure_demo_models(settings.vision.registry, console)
     store = Path(real_images) if real_images else Path(tempfile.mkdtemp(prefix="vigil-demo-frames-"))
     settings = demo_settings(settings, store)
+    lanes = {name: kind.demo for name, kind in pipeline_kinds().items() if kind.demo is not None}
+    for lane in lanes.values():
+        settings = lane.prepare(settings, lambda text: console.print(f"[bold]{text}[/bold]"))
+    sources = {name: lane.source(settings) for name, lane in lanes.items()}
     create_topics(settings)
-    service = Service(settings, ["vision", "sensors"], group_of=lambda name: f"vigil-demo-{name}")
+    service = Service(settings, ["vision", "sensors", *lanes], group_of=lambda name: f"vigil-demo-{name}")
     metrics = service.metrics
     server = _serve_metrics(service, console)
     service.start()
-    summary = DemoSummary()
-    topics = {"vision": settings.topics.frames.name, "sensors": settings.topics.sensors.name}
+    summary = DemoSummary(lanes={name: source.topic for name, source in sources.items()})
+    topics = {"vision": settings.topics.frames.name, "sensors": settings.topics.sensors.name, **summary.lanes}
     where_metrics = (
         f"metrics http://{settings.metrics.host}:{server.port}/metrics" if server else "metrics off"
     )
@@ -163,6 +169,11 @@ def run_demo(
                     )
                     summary.frames += len(frames)
                     summary.readings += len(readings)
+                    for name, source in sources.items():
+                        due = source.due(time.monotonic() - started, duration_s)
+                        for topic, key, value in due:
+                            producer.send(topic, key=key, value=value)
+                        summary.sent[name] += len(due)
                 _poll(outputs, settings, summary, view, console, timeout_ms=100)
             producer.flush()
             # Inputs stop here; let the pipelines catch up so the summary covers all that was sent.
@@ -204,6 +215,7 @@ def _drained(summary: DemoSummary, metrics: VigilMetrics, topics: dict[str, str]
     return (
         summary.results["vision"] >= summary.frames
         and _consumed(metrics, topics["sensors"]) >= summary.readings
+        and all(_consumed(metrics, topics[name]) >= sent for name, sent in summary.sent.items())
     )
 
 
@@ -229,13 +241,13 @@ def _show(
         summary.dead_letters[letter.reason] += 1
     elif record.topic == topics.alerts.name:
         alert = Alert.from_json_bytes(record.value)
-        summary.alerts[(where(alert), alert.state)] += 1
+        summary.alerts[(where(alert, summary.lanes), alert.state)] += 1
         view.alert(alert)
         colour = "bold red" if alert.state == "firing" else "bold green"
         console.print(f"[{colour}]{describe(alert)}[/{colour}]", highlight=False)
     else:
         result = InferenceResult.from_json_bytes(record.value)
-        if result.outcome == "scored" and result.pipeline in ("vision", "sensors"):
+        if result.outcome == "scored" and result.pipeline != "passthrough":
             summary.results[result.pipeline] += 1
             summary.latencies_s[result.pipeline].append(
                 (datetime.now(UTC) - result.captured_at).total_seconds()

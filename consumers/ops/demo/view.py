@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +15,8 @@ from rich.text import Text
 
 from schemas.messages import Alert
 
-PIPELINES = ("vision", "sensors")
+PLACES = ("plant cameras", "plant machines", "city")
+"""Where the built-in world's alerts come from; added kinds' demo lanes are places of their own."""
 
 
 @dataclass
@@ -24,11 +25,15 @@ class DemoSummary:
 
     frames: int = 0
     readings: int = 0
+    sent: Counter[str] = field(default_factory=Counter)
+    """Inputs sent by added kinds' demo lanes, by kind."""
+    lanes: dict[str, str] = field(default_factory=dict)
+    """The input topic of each added kind's demo lane, by kind."""
     results: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(where, state): where is the plant's cameras, the plant's machines or the city."""
     dead_letters: Counter[str] = field(default_factory=Counter)
-    latencies_s: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PIPELINES})
+    latencies_s: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def percentile(self, pipeline: str, q: int, last: int | None = None) -> float:
         """A capture → result latency percentile in seconds (0 when nothing was measured)."""
@@ -38,8 +43,11 @@ class DemoSummary:
         return statistics.quantiles(values, n=100)[q - 1]
 
 
-def where(alert: Alert) -> str:
-    """Which part of the demo world an alert belongs to."""
+def where(alert: Alert, lanes: dict[str, str] | None = None) -> str:
+    """Which part of the demo world an alert belongs to (an added kind's lane: its name)."""
+    for kind, topic in (lanes or {}).items():
+        if alert.evidence.topic == topic:
+            return kind
     if alert.kind.startswith("visual"):
         return "plant cameras"
     return "plant machines" if alert.site == "plant-a" or alert.source_id.startswith("press") else "city"
@@ -57,14 +65,14 @@ class LiveView:
         self.header = header
         self.feed: deque[Text] = deque(maxlen=10)
         self._started = time.monotonic()
-        self._rates: dict[str, deque[tuple[float, int]]] = {p: deque(maxlen=20) for p in PIPELINES}
+        self._rates: dict[str, deque[tuple[float, int]]] = {p: deque(maxlen=20) for p in topics}
 
     def alert(self, alert: Alert) -> None:
         """Add an alert to the feed."""
         colour = "bold red" if alert.state == "firing" else "bold green"
         line = (
             f"{time.strftime('%H:%M:%S')} {alert.state:8} {alert.kind:14} {alert.source_id:9} "
-            f"{alert.label[:14]:14} score={alert.score:.2f} ({where(alert)})"
+            f"{alert.label[:14]:14} score={alert.score:.2f} ({where(alert, self.summary.lanes)})"
         )
         self.feed.appendleft(Text(line, style=colour))
 
@@ -74,7 +82,7 @@ class LiveView:
         table = Table(expand=True)
         for column in ("pipeline", "results/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "lag"):
             table.add_column(column, justify="right" if column != "pipeline" else "left")
-        for pipeline in PIPELINES:
+        for pipeline in self.topics:
             history = self._rates[pipeline]
             history.append((now, self.summary.results[pipeline]))
             span = history[-1][0] - history[0][0]
@@ -120,10 +128,14 @@ def summary_table(summary: DemoSummary, consumed: int, elapsed_s: float) -> Tabl
     table.add_column("value", justify="right")
     table.add_row("frames / readings sent", f"{summary.frames} / {summary.readings}")
     table.add_row("inputs consumed by the runtimes", str(consumed))
+    for kind, sent in summary.sent.items():
+        table.add_row(f"{kind} inputs sent", str(sent))
     table.add_row(
         "results: vision / sensor windows", f"{summary.results['vision']} / {summary.results['sensors']}"
     )
-    for place in ("plant cameras", "plant machines", "city"):
+    for kind in summary.lanes:
+        table.add_row(f"results: {kind}", str(summary.results[kind]))
+    for place in (*PLACES, *summary.lanes):
         table.add_row(
             f"alerts firing / resolved: {place}",
             f"{summary.alerts[(place, 'firing')]} / {summary.alerts[(place, 'resolved')]}",
@@ -131,7 +143,7 @@ def summary_table(summary: DemoSummary, consumed: int, elapsed_s: float) -> Tabl
     table.add_row(
         "dead letters by reason", ", ".join(f"{k}={v}" for k, v in summary.dead_letters.items()) or "-"
     )
-    for pipeline in PIPELINES:
+    for pipeline in ("vision", "sensors", *summary.lanes):
         table.add_row(
             f"capture → result p50 / p95 / p99, {pipeline}",
             " / ".join(f"{summary.percentile(pipeline, q) * 1000:.0f}" for q in (50, 95, 99)) + " ms",
