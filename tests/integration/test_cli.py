@@ -80,6 +80,7 @@ def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str,
     config = tmp_path / "vigil.yaml"
     document = json.loads(settings.model_dump_json())
     document["vision"]["registry"] = str(tmp_path / "registry")
+    document["pipelines"] = {"vibration": {"input": {"name": f"{settings.topics.sensors.name}.vibration"}}}
     config.write_text(json.dumps(document))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "200"}
     demo = subprocess.run(
@@ -105,6 +106,7 @@ def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str,
     assert any("sensor_anomaly" in line and "press-2" in line for line in firing), demo.stdout[-3000:]
     assert any("threshold" in line and "aq-2" in line for line in firing), demo.stdout[-3000:]
     assert any("stale_source" in line for line in firing), demo.stdout[-3000:]
+    assert any("sensor_anomaly" in line and "fan-3" in line for line in firing), demo.stdout[-3000:]
     assert "Vigil demo summary" in demo.stdout
 
 

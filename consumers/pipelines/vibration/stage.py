@@ -1,0 +1,194 @@
+"""The vibration stage: spectrum → checked against the model's axes and bins → micro-batched
+1-D CNN autoencoder → result and alerts.
+
+Each spectrum is scored alone (no windows), so the stage keeps no partition state beyond
+the alert policy's N-of-M memory per asset, which starts afresh after a rebalance. A
+spectrum the model cannot take (an axis it needs is missing, another number of bins) is a
+dead letter with the reason; an axis it does not know is ``unknown_channel``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+
+from consumers.pipelines.batcher import Deliver
+from consumers.pipelines.lane import ModelLane, ScoredItems
+from consumers.pipelines.outputs import PipelineOutputs
+from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.records import Failure, Outcome, Output, Work
+from models.alert_policy import AlertPolicy, AlertShape
+from models.registry import LoadedModel, ModelLoader, registry_loader
+from models.vibration.serving import normalised
+from schemas.common import Evidence
+from schemas.model_card import TensorInputSpec
+from schemas.settings import VigilSettings
+from schemas.vibration import VibrationSettings, VibrationSpectrum
+
+log = logging.getLogger(__name__)
+STAGE = "vibration"
+VIBRATION_ALERTS = AlertShape(n=2, m=3)
+"""The default: two of an asset's last three spectra past the card threshold."""
+
+
+class SpectrumRefused(ValueError):
+    """The spectrum does not fit the model; ``reason`` is its dead-letter reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Spectrum:
+    work: Work
+    values: np.ndarray
+    """(axes, bins) in the model's axis order."""
+
+
+class SpectrumLane(ModelLane[_Spectrum]):
+    """One spectrum model: engine, micro-batcher and alert policy."""
+
+    def __init__(
+        self,
+        section: VibrationSettings,
+        model: LoadedModel,
+        deliver: Deliver[_Spectrum, torch.Tensor],
+        observer: RuntimeObserver,
+    ) -> None:
+        spec = model.card.input
+        if not isinstance(spec, TensorInputSpec) or len(spec.shape) != 2:
+            raise ValueError(f"model {model.card.name} does not take (axes, bins) spectra")
+        self.spec = spec
+        super().__init__(STAGE, model, section, deliver, observer, torch.zeros(*spec.shape), VIBRATION_ALERTS)
+        self.policy = AlertPolicy(self.rules)
+
+    def values(self, spectrum: VibrationSpectrum) -> np.ndarray:
+        """The spectrum as the model's (axes, bins) item; ``SpectrumRefused`` when it does not fit."""
+        axes, bins = self.spec.names, self.spec.shape[1]
+        if unknown := sorted(set(spectrum.axes) - set(axes)):
+            raise SpectrumRefused(
+                "unknown_channel", f"model {self.ref.name} knows no axis {', '.join(unknown)}"
+            )
+        if missing := [axis for axis in axes if axis not in spectrum.axes]:
+            raise SpectrumRefused("invalid_value", f"model {self.ref.name} needs axis {', '.join(missing)}")
+        if spectrum.bins != bins:
+            raise SpectrumRefused(
+                "invalid_value", f"model {self.ref.name} takes {bins} bins, got {spectrum.bins}"
+            )
+        return np.asarray([spectrum.axes[axis] for axis in axes], dtype=np.float32)
+
+    def prepare(self, batch: Sequence[_Spectrum]) -> torch.Tensor:
+        """The batch, ``log1p``-normalised, on the device."""
+        return self.engine.prepare(normalised(np.stack([item.values for item in batch]), self.spec))
+
+
+class VibrationStage:
+    """``ProcessingStage`` for ``VibrationSpectrum`` inputs; see the module docstring."""
+
+    name = STAGE
+
+    def __init__(
+        self,
+        settings: VigilSettings,
+        section: VibrationSettings,
+        loader: ModelLoader | None = None,
+        observer: RuntimeObserver | None = None,
+    ) -> None:
+        self.observer = observer or RuntimeObserver()
+        load = loader or registry_loader(section.registry)
+        self._scored: ScoredItems[_Spectrum] = ScoredItems()
+        self.lane = SpectrumLane(
+            section, load(section.model, section.model_version), self._scored.deliver, self.observer
+        )
+        self._outputs = PipelineOutputs(settings, STAGE)
+        self._done: list[Outcome] = []
+        self._in_flight = 0
+
+    def submit(self, work: Sequence[Work]) -> None:
+        """Queue each spectrum for its model; one that does not fit fails at once."""
+        for item in work:
+            self._in_flight += 1
+            spectrum = item.message
+            assert isinstance(spectrum, VibrationSpectrum)
+            try:
+                values = self.lane.values(spectrum)
+            except SpectrumRefused as error:
+                failure = Failure(error.reason, STAGE, type(error).__name__, str(error))
+                self._done.append(Outcome(item.record, failure=failure))
+                continue
+            self.lane.batcher.put(_Spectrum(item, values))
+
+    def collect(self, timeout_s: float) -> list[Outcome]:
+        """Outcomes finished since the last call (results and alerts are built here)."""
+        for item, result in self._scored.drain(timeout_s):
+            try:
+                self._done.append(self._outcome(item, result))
+            except Exception as error:  # a result that cannot be built fails its spectrum alone
+                log.exception("building the outcome of %s failed", item.work.record)
+                failure = Failure.from_exception("processing_error", STAGE, error)
+                self._done.append(Outcome(item.work.record, failure=failure))
+        done, self._done = self._done, []
+        self._in_flight -= len(done)
+        return done
+
+    def in_flight(self) -> int:
+        """Spectra submitted whose outcome has not been collected."""
+        return self._in_flight
+
+    def on_assignment(self, held: set[tuple[str, int]]) -> None:
+        """Spectra are scored alone: no partition state to drop or rebuild."""
+
+    def close(self) -> None:
+        """Finish queued batches and stop the lane."""
+        self.lane.close()
+
+    def _outcome(self, item: _Spectrum, result: torch.Tensor | BaseException) -> Outcome:
+        record = item.work.record
+        if isinstance(result, BaseException):
+            return Outcome(record, failure=Failure.from_exception("inference_failed", STAGE, result))
+        spectrum = item.work.message
+        assert isinstance(spectrum, VibrationSpectrum)
+        errors = result.float().tolist()
+        total = sum(errors)
+        share = {
+            axis: (e / total if total > 0 else 0.0)
+            for axis, e in zip(self.lane.spec.names, errors, strict=True)
+        }
+        scores = {"anomaly": total / len(errors)}
+        evidence = Evidence(topic=record.topic, partition=record.partition, offset=record.offset)
+        inferred_at = datetime.now(UTC)
+        outputs: list[Output] = []
+        for transition in self.lane.policy.observe(spectrum.asset_id, scores, spectrum.measured_at):
+            top = ", ".join(f"{axis} {s:.0%}" for axis, s in sorted(share.items(), key=lambda kv: -kv[1]))
+            alert = self._outputs.transition_alert(
+                transition,
+                "sensor_anomaly",
+                evidence,
+                spectrum.measured_at,
+                item.work.received_at,
+                inferred_at,
+                model=self.lane.ref,
+                site=spectrum.site,
+                explanation=share,
+                message=f"vibration anomaly {transition.state} on {spectrum.asset_id}; axes: {top}",
+            )
+            outputs.append(self._outputs.alert(alert))
+            self.observer.on_alert(alert.kind, alert.severity, alert.state)
+        self.observer.on_scored(STAGE, spectrum.measured_at)
+        outputs += self._outputs.result(
+            f"{record.topic}-{record.partition}-{record.offset}",
+            spectrum.asset_id,
+            self.lane.ref,
+            "anomaly",
+            {**scores, **{f"share:{axis}": s for axis, s in share.items()}},
+            evidence,
+            spectrum.measured_at,
+            inferred_at,
+        )
+        return Outcome(record, tuple(outputs))
