@@ -15,11 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from schemas.messages import SensorReading
 from schemas.settings import SensorRule, SensorSettings
+
+
+def at(time_s: float) -> datetime:
+    """An event time (seconds since the epoch) as a UTC timestamp."""
+    return datetime.fromtimestamp(time_s, UTC)
 
 
 @dataclass(frozen=True, slots=True)

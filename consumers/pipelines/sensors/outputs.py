@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import torch
+
 from consumers.pipelines.outputs import PipelineOutputs
-from consumers.pipelines.sensors.intake import Sample
+from consumers.pipelines.sensors.intake import Sample, at
 from consumers.pipelines.sensors.lanes import WindowScores
+from consumers.pipelines.sensors.tally import Tally
+from consumers.pipelines.sensors.windows import WindowItem
 from consumers.runtime.records import Output, Work
 from models.alert_policy import Transition
 from models.sensors.windows import ReadyWindow
 from schemas.common import Evidence, ModelRef
 from schemas.messages import Alert, AlertKind, InferenceResult, SensorReading
 from schemas.settings import VigilSettings
-
-
-def at(time_s: float) -> datetime:
-    """An event time (seconds since the epoch) as a UTC timestamp."""
-    return datetime.fromtimestamp(time_s, UTC)
 
 
 def _reading(work: Work) -> SensorReading:
@@ -90,6 +89,27 @@ class SensorOutputs(PipelineOutputs):
             at(window.end_s),
             inferred_at,
         )
+
+    def scored_window(self, item: WindowItem, output: torch.Tensor, tally: Tally) -> list[Output]:
+        """Feed a window's score to its asset's alert policy; the alerts and the result to publish."""
+        lane, window, work = item.lane, item.window, item.work
+        scored = lane.scores(output)
+        transitions = item.state.model_policies[lane.ref.name].observe(
+            item.asset_id, {scored.label: scored.scores[scored.label]}, at(window.end_s)
+        )
+        explanation = scored.explanation
+        if transitions and not explanation and lane.model.card.task == "sensor_rul":
+            explanation = lane.explain(window.values)
+        inferred_at = datetime.now(UTC)
+        alerts = [
+            self.window_alert(t, work, lane.ref, window, scored, explanation, inferred_at)
+            for t in transitions
+        ]
+        tally.scored(at(window.end_s))
+        for alert in alerts:
+            tally.alert(alert)
+        result = self.window_result(work, item.index, item.asset_id, lane.ref, window, scored, inferred_at)
+        return [self.alert(alert) for alert in alerts] + result
 
     def rule_alert(
         self, transition: Transition, kind: AlertKind, work: Work, values: dict[str, float], own: bool = True

@@ -10,11 +10,14 @@ Each condition scores 1.0 while it holds and 0.0 otherwise, so the shared ``Aler
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 
+from consumers.pipelines.sensors.intake import at
+from models.alert_policy import AlertPolicy, Transition
 from schemas.settings import SensorRule
 
-__all__ = ["RuleState", "SensorRule"]
+__all__ = ["RuleState", "SensorRule", "stale_transitions", "value_transitions"]
 
 
 class RuleState:
@@ -71,3 +74,38 @@ class RuleState:
             for asset, (seen, kind) in self.last_seen.items()
             if rule.applies(asset, kind)
         }
+
+
+def value_transitions(
+    memory: RuleState,
+    policies: Mapping[str, AlertPolicy],
+    rules: Sequence[SensorRule],
+    asset_id: str,
+    time_s: float,
+    values: dict[str, float],
+) -> list[Transition]:
+    """The alert transitions of ``rules`` on one sample newer than the asset's newest (an
+    older one changes no rule's condition)."""
+    newest = memory.newest(asset_id)
+    if newest is not None and time_s <= newest:
+        return []
+    return [
+        transition
+        for rule in rules
+        for transition in policies[rule.name].observe(
+            asset_id, memory.scores(rule, asset_id, time_s, values), at(time_s)
+        )
+    ]
+
+
+def stale_transitions(
+    memory: RuleState, policies: Mapping[str, AlertPolicy], rules: Sequence[SensorRule], clock_s: float
+) -> list[Transition]:
+    """The alert transitions of the ``stale`` rules at the partition's event-time ``clock_s``."""
+    return [
+        transition
+        for rule in rules
+        if rule.kind == "stale"
+        for asset_id, score in memory.stale(rule, clock_s).items()
+        for transition in policies[rule.name].observe(asset_id, {"stale": score}, at(clock_s))
+    ]

@@ -1,0 +1,135 @@
+"""The sensor stage's steps on their own: routing, windows, rule transitions, and the history
+rebuild that replays readings through the same admission without counting them twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from consumers.pipelines.sensors.admission import Admission
+from consumers.pipelines.sensors.intake import Sample
+from consumers.pipelines.sensors.outputs import SensorOutputs
+from consumers.pipelines.sensors.partition import PartitionState
+from consumers.pipelines.sensors.rebuild import rebuild
+from consumers.pipelines.sensors.routing import Router
+from consumers.pipelines.sensors.rules import RuleState, stale_transitions, value_transitions
+from consumers.pipelines.sensors.tally import Tally
+from consumers.pipelines.sensors.windows import place
+from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.records import InboundRecord, Work
+from models.alert_policy import AlertPolicy
+from schemas.messages import Alert, SensorReading
+from schemas.model_card import SeriesInputSpec
+from schemas.settings import SensorModelBinding, SensorRule, SensorSettings, VigilSettings
+
+HOT = SensorRule(name="hot", kind="threshold", channel="temp_c", sensor_kind="machine", limit=80.0, n=1, m=1)
+SILENT = SensorRule(name="silent", kind="stale", for_s=10.0)
+T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
+
+
+def test_the_first_matching_binding_routes_and_stale_rules_never_ride_on_a_reading() -> None:
+    bindings = [
+        SensorModelBinding(assets="press-*", sensor_kind="machine", model="presses"),
+        SensorModelBinding(assets="*", sensor_kind="machine", model="machines"),
+    ]
+    router = Router(bindings, ["presses-lane", "machines-lane"], [HOT, SILENT])
+    assert router.route("press-1", "machine").lane == "presses-lane"
+    assert router.route("fan-1", "machine").lane == "machines-lane"
+    assert router.route("aq-1", "air_quality").lane is None
+    assert router.route("fan-1", "machine").rules == [HOT]
+    assert router.route("aq-1", "air_quality").rules == []
+    assert router.route("fan-1", "machine") is router.route("fan-1", "machine")  # matched once
+
+
+def policies(*rules: SensorRule) -> dict[str, AlertPolicy]:
+    return {rule.name: AlertPolicy([rule.policy_rule()]) for rule in rules}
+
+
+def test_an_asset_without_a_model_keeps_no_window_but_late_and_duplicate_samples_are_named() -> None:
+    state = PartitionState(model_policies={}, rule_policies={})
+    assert place(state, "aq-1", None, Sample(10.0, {}), None, 0.0).outcome == "accepted"
+    assert place(state, "aq-1", None, Sample(10.0, {}), 10.0, 0.0).outcome == "duplicate"
+    assert place(state, "aq-1", None, Sample(9.0, {}), 10.0, 0.0).outcome == "late"
+    assert state.windows == {}
+
+
+def test_a_model_lanes_window_reorders_within_lateness_and_hands_on_windows_once_they_are_settled() -> None:
+    spec = SeriesInputSpec(channels=["a"], window=3, stride=1, sample_period_s=1.0, mean=[0.0], std=[1.0])
+    lane: Any = SimpleNamespace(spec=spec, channels=("a",))
+    state = PartitionState(model_policies={}, rule_policies={})
+    seen: list[tuple[float, str, bool, list[list[float]]]] = []
+    newest: float | None = None
+    for t in (1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 2.0):
+        placed = place(state, "m-1", lane, Sample(t, {"a": t}), newest, 2.0)
+        seen.append((t, placed.outcome, placed.out_of_order, [r.values[:, 0].tolist() for r in placed.ready]))
+        newest = t if newest is None else max(newest, t)
+    assert seen == [
+        (1.0, "accepted", False, []),
+        (2.0, "accepted", False, []),
+        (4.0, "accepted", False, []),
+        (3.0, "accepted", True, []),  # put back in order: within the 2 s lateness
+        (5.0, "accepted", False, [[1.0, 2.0, 3.0]]),  # settled once nothing can come before it
+        (6.0, "accepted", False, [[2.0, 3.0, 4.0]]),
+        (2.0, "late", False, []),
+    ]
+
+
+def test_value_rules_fire_on_new_samples_only_and_stale_rules_on_the_partition_clock() -> None:
+    memory, rules = RuleState(), policies(HOT, SILENT)
+    fired = value_transitions(memory, rules, [HOT], "fan-1", 100.0, {"temp_c": 90.0})
+    assert [(t.rule.name, t.state) for t in fired] == [("hot", "firing")]
+    memory.remember("fan-1", "machine", 100.0, {"temp_c": 90.0})
+    assert value_transitions(memory, rules, [HOT], "fan-1", 99.0, {"temp_c": 10.0}) == []  # older: no change
+    resolved = value_transitions(memory, rules, [HOT], "fan-1", 101.0, {"temp_c": 10.0})
+    assert [t.state for t in resolved] == ["resolved"]
+    assert stale_transitions(memory, rules, [HOT, SILENT], 105.0) == []
+    assert [(t.source_id, t.state) for t in stale_transitions(memory, rules, [SILENT], 111.0)] == [
+        ("fan-1", "firing")
+    ]
+
+
+class Recording(RuntimeObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def on_alert(self, kind: str, severity: str, state: str) -> None:
+        self.events.append(("alert", kind, state))
+
+    def on_event(self, stage: str, outcome: str, count: int) -> None:
+        self.events.append(("event", outcome))
+
+
+def readings_record(offset: int, value: float, seconds: int) -> InboundRecord:
+    reading = SensorReading(
+        asset_id="fan-1",
+        sensor_id="t",
+        kind="machine",
+        event_time=T0 + timedelta(seconds=seconds),
+        values={"temp_c": value},
+    )
+    return InboundRecord("sensors", 0, offset, b"fan-1", reading.to_json_bytes(), (), None)
+
+
+def test_a_rebuild_replays_history_into_state_silently_and_the_live_stream_carries_on_from_it() -> None:
+    sensors = SensorSettings(rules=[HOT], max_past_s=None)
+    outputs = SensorOutputs(VigilSettings(sensors=sensors))
+    admission = Admission(sensors, Router([], [], sensors.rules), outputs)
+    history = [readings_record(i, 70.0 if i < 3 else 95.0, i) for i in range(6)]  # hot from offset 3
+
+    rebuilt = PartitionState(model_policies={}, rule_policies=policies(HOT))
+    assert rebuild(rebuilt, history, admission, outputs, 1 << 20) == 6
+    live_observer = Recording()
+    counts: Counter[str] = Counter()
+    tally = Tally(live_observer, counts)
+    nxt = readings_record(6, 96.0, 6)
+    work = Work(nxt, SensorReading.from_json_bytes(nxt.value or b""), datetime.now(UTC))
+    assert admission.admit(work, rebuilt, tally).outputs == []  # already firing: no second alert
+
+    fresh = PartitionState(model_policies={}, rule_policies=policies(HOT))
+    alerts = [Alert.from_json_bytes(o.value) for o in admission.admit(work, fresh, tally).outputs]
+    assert [(a.rule, a.state) for a in alerts] == [
+        ("hot", "firing")
+    ]  # without the rebuild it would fire again
+    assert live_observer.events == [("alert", "threshold", "firing")] and not counts
