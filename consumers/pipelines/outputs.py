@@ -1,15 +1,43 @@
-"""The records a model pipeline publishes: per-item results and alerts, with their evidence."""
+"""The records a model pipeline publishes: per-item results and alerts, with their evidence.
+
+``PipelineOutputs.scored`` is the whole path for a pipeline that scores items one by one
+(vision, vibration): the item's scores through its lane's alert policy, alerts and result
+built and counted. Pipelines with more steps (sensor windows) use the pieces.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from consumers.pipelines.alerts import build_alert
-from consumers.runtime.records import Output
-from models.alert_policy import Transition
+from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.records import InboundRecord, Output
+from models.alert_policy import AlertPolicy, Transition
 from schemas.common import Evidence, ModelRef
 from schemas.messages import Alert, AlertKind, InferenceResult
 from schemas.settings import VigilSettings
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One item's scores and what they are about."""
+
+    record: InboundRecord
+    source_id: str
+    model: ModelRef
+    scores: dict[str, float]
+    """What the alert policy sees, by label."""
+    evidence: Evidence
+    captured_at: datetime
+    received_at: datetime
+    kind: AlertKind
+    site: str | None = None
+    explanation: dict[str, float] = field(default_factory=dict)
+    """Per input part (channel, axis), what drove the score; alerts carry it, results as ``share:<part>``."""
+    message: Callable[[Transition], str] | None = None
 
 
 class PipelineOutputs:
@@ -34,24 +62,46 @@ class PipelineOutputs:
         captured_at: datetime,
         received_at: datetime,
         inferred_at: datetime,
-        model: ModelRef | None = None,
-        site: str | None = None,
-        explanation: dict[str, float] | None = None,
-        message: str = "",
+        **details: Any,
     ) -> Alert:
-        """The alert of one transition, stamped with the configuration's hash."""
-        return build_alert(
-            transition,
-            kind,
-            evidence,
-            captured_at,
-            received_at,
+        """The alert of one transition, stamped with the configuration's hash (``details``:
+        ``build_alert``'s model, site, explanation and message)."""
+        times = (captured_at, received_at, inferred_at)
+        return build_alert(transition, kind, evidence, *times, self.config_hash, **details)
+
+    def scored(self, item: ScoredItem, policy: AlertPolicy, observer: RuntimeObserver) -> list[Output]:
+        """An item's alerts (from ``policy``) and result, reported to ``observer``; the result's
+        label is the highest score."""
+        inferred_at = datetime.now(UTC)
+        outputs: list[Output] = []
+        for transition in policy.observe(item.source_id, item.scores, item.captured_at):
+            alert = self.transition_alert(
+                transition,
+                item.kind,
+                item.evidence,
+                item.captured_at,
+                item.received_at,
+                inferred_at,
+                model=item.model,
+                site=item.site,
+                explanation=item.explanation or item.scores,
+                message=item.message(transition) if item.message else "",
+            )
+            outputs.append(self.alert(alert))
+            observer.on_alert(alert.kind, alert.severity, alert.state)
+        observer.on_scored(self.pipeline, item.captured_at)
+        record = item.record
+        label = max(item.scores, key=item.scores.__getitem__)
+        shares = {f"share:{part}": share for part, share in item.explanation.items()}
+        return outputs + self.result(
+            f"{record.topic}-{record.partition}-{record.offset}",
+            item.source_id,
+            item.model,
+            label,
+            {**item.scores, **shares},
+            item.evidence,
+            item.captured_at,
             inferred_at,
-            self.config_hash,
-            model=model,
-            site=site,
-            explanation=explanation,
-            message=message,
         )
 
     def result(

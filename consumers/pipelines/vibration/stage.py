@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import torch
 
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
-from consumers.pipelines.outputs import PipelineOutputs
+from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.runtime.records import Failure, Outcome, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vibration.serving import normalised
@@ -156,39 +155,20 @@ class VibrationStage:
         assert isinstance(spectrum, VibrationSpectrum)
         errors = result.float().tolist()
         total = sum(errors)
-        share = {
-            axis: (e / total if total > 0 else 0.0)
-            for axis, e in zip(self.lane.spec.names, errors, strict=True)
-        }
-        scores = {"anomaly": total / len(errors)}
-        evidence = Evidence(topic=record.topic, partition=record.partition, offset=record.offset)
-        inferred_at = datetime.now(UTC)
-        outputs: list[Output] = []
-        for transition in self.lane.policy.observe(spectrum.asset_id, scores, spectrum.measured_at):
-            top = ", ".join(f"{axis} {s:.0%}" for axis, s in sorted(share.items(), key=lambda kv: -kv[1]))
-            alert = self._outputs.transition_alert(
-                transition,
-                "sensor_anomaly",
-                evidence,
-                spectrum.measured_at,
-                item.work.received_at,
-                inferred_at,
-                model=self.lane.ref,
-                site=spectrum.site,
-                explanation=share,
-                message=f"vibration anomaly {transition.state} on {spectrum.asset_id}; axes: {top}",
-            )
-            outputs.append(self._outputs.alert(alert))
-            self.observer.on_alert(alert.kind, alert.severity, alert.state)
-        self.observer.on_scored(STAGE, spectrum.measured_at)
-        outputs += self._outputs.result(
-            f"{record.topic}-{record.partition}-{record.offset}",
+        axes = self.lane.spec.names
+        share = {axis: (e / total if total > 0 else 0.0) for axis, e in zip(axes, errors, strict=True)}
+        top = ", ".join(f"{axis} {s:.0%}" for axis, s in sorted(share.items(), key=lambda kv: -kv[1]))
+        scored = ScoredItem(
+            record,
             spectrum.asset_id,
             self.lane.ref,
-            "anomaly",
-            {**scores, **{f"share:{axis}": s for axis, s in share.items()}},
-            evidence,
+            {"anomaly": total / len(errors)},
+            Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
             spectrum.measured_at,
-            inferred_at,
+            item.work.received_at,
+            "sensor_anomaly",
+            site=spectrum.site,
+            explanation=share,
+            message=lambda t: f"vibration anomaly {t.state} on {t.source_id}; axes: {top}",
         )
-        return Outcome(record, tuple(outputs))
+        return Outcome(record, tuple(self._outputs.scored(scored, self.lane.policy, self.observer)))

@@ -15,19 +15,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
-from consumers.pipelines.outputs import PipelineOutputs
+from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.runtime.records import Failure, Outcome, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
@@ -305,9 +304,6 @@ class VisionStage:
         if isinstance(result, BaseException):
             return self._fail(work, "inference_failed", result)
         lane = self.lane(frame.model) if frame.model else self.default_lane
-        inferred_at = datetime.now(UTC)
-        scores = lane.scores(result)
-        label = max(scores, key=scores.__getitem__)
         record = work.record
         evidence = Evidence(
             topic=record.topic,
@@ -317,31 +313,17 @@ class VisionStage:
             frame_sha256=item.sha256,
             region=lane.region(result, item),
         )
-        outputs: list[Output] = []
-        for transition in lane.policy.observe(frame.camera_id, scores, frame.captured_at):
-            alert = self._outputs.transition_alert(
-                transition,
-                lane.kind,
-                evidence,
-                frame.captured_at,
-                work.received_at,
-                inferred_at,
-                model=lane.ref,
-                site=frame.site,
-                explanation=scores,
-            )
-            outputs.append(self._outputs.alert(alert))
-            self.observer.on_alert(alert.kind, alert.severity, alert.state)
-        self.observer.on_scored(STAGE, frame.captured_at)
-        outputs += self._outputs.result(
-            f"{record.topic}-{record.partition}-{record.offset}",
+        scored = ScoredItem(
+            record,
             frame.camera_id,
             lane.ref,
-            label,
-            scores,
+            lane.scores(result),
             evidence,
             frame.captured_at,
-            inferred_at,
+            work.received_at,
+            lane.kind,
+            site=frame.site,
         )
+        outputs = self._outputs.scored(scored, lane.policy, self.observer)
         self._done.put(Outcome(record, tuple(outputs)))
         return None
