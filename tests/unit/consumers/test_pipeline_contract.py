@@ -33,6 +33,23 @@ def test_every_model_task_a_kind_serves_has_a_registry_builder() -> None:
     assert tasks <= set(known_tasks())
 
 
+def test_an_entry_of_a_task_nobody_builds_is_refused_with_the_known_ones_named(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from torch import nn
+
+    from models.registry import load_model, save_model
+    from schemas.model_card import ModelCard, TensorInputSpec
+
+    spec = TensorInputSpec(shape=[1, 4], names=["x"], mean=[0.0], std=[1.0])
+    card = ModelCard(
+        name="odd", version="1", task="magic", architecture="linear", input=spec, created_at=datetime.now(UTC)
+    )
+    save_model(tmp_path, card, nn.Linear(4, 1))
+    with pytest.raises(ValueError, match=r"no builder for task 'magic'; known: .*spectrum_autoencoder"):
+        load_model(tmp_path, "odd")
+
+
 def test_the_run_command_names_every_kind() -> None:
     run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
     [pipeline] = [a for a in run._actions if a.dest == "pipeline"]

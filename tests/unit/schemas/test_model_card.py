@@ -38,6 +38,19 @@ def test_card_round_trip() -> None:
 
 def test_card_rejects_bad_specs() -> None:
     with pytest.raises(ValidationError):
-        ModelCard.model_validate(card(task="magic"))
+        ModelCard.model_validate(card(task="Magic Task"))  # tasks are open to new kinds, but names
     with pytest.raises(ValidationError):
         ModelCard.model_validate(card(input={**card()["input"], "std": [0.0, 1.0, 1.0]}))
+
+
+def test_a_tensor_input_needs_one_name_mean_and_deviation_per_first_axis_entry() -> None:
+    spec = {
+        "kind": "tensor",
+        "shape": [3, 128],
+        "names": ["x", "y", "z"],
+        "mean": [0.0] * 3,
+        "std": [1.0] * 3,
+    }
+    assert ModelCard.model_validate(card(task="spectrum_autoencoder", input=spec)).input.kind == "tensor"
+    with pytest.raises(ValidationError, match="one entry per first-axis entry"):
+        ModelCard.model_validate(card(input={**spec, "names": ["x", "y"]}))

@@ -81,6 +81,11 @@ def test_the_example_configuration_loads() -> None:
     settings = load_settings(Path(__file__).parents[3] / "deploy" / "vigil.yaml")
     assert [rule.kind for rule in settings.sensors.rules] == ["threshold", "rate", "range", "stale"]
     assert settings.sensors.models[0].model == "press-ae"
+    assert [rule.name for rule in settings.sensors.alert_rules] == ["press-anomaly", "pump-low-rul"]
+    from schemas.vibration import VibrationSettings
+
+    vibration = VibrationSettings.model_validate(settings.pipelines["vibration"])
+    assert vibration.model == "fan-vibration" and vibration.input.name == "vigil.vibration"
 
 
 def test_settings_with_sensor_rules_survive_a_json_round_trip() -> None:
