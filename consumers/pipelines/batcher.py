@@ -1,9 +1,7 @@
-"""The micro-batcher: one bounded queue per model; a batch never waits for nothing.
+"""The micro-batcher: one bounded queue per model, batches closed by size or by waiting time.
 
-A batch closes at ``max_batch_size`` items; before that, as soon as no item is waiting and
-the model is idle (waiting would only add latency: at low load every item is scored at
-once); and at the latest ``max_wait_ms`` after its first item while the model is busy and
-items keep arriving (at high load batches fill while the previous one runs). Two threads form a pipeline: the assembler closes a batch and runs
+A batch closes at ``max_batch_size`` items or ``max_wait_ms`` after its first item,
+whichever comes first. Two threads form a pipeline: the assembler closes a batch and runs
 ``prepare`` on it (stack, pin, copy to the device) while the executor runs ``execute`` on
 the previous one, so preparing batch k+1 overlaps computing batch k. ``execute`` returns one
 result or one exception per item. When ``prepare`` or ``execute`` fails for the batch as a
@@ -36,9 +34,6 @@ Execute = Callable[[Sequence[T], Any], Sequence[R | BaseException]]
 Deliver = Callable[[T, R | BaseException], None]
 
 _STOP = object()
-IDLE_CHECK_S = 0.002
-"""While the model is busy and no item waits, how often the assembler looks whether it has
-become idle (only then, so an idle batcher never spins)."""
 
 
 class MicroBatcher(Generic[T, R]):
@@ -64,8 +59,6 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait_s = max_wait_ms / 1000
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._ready: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._idle = threading.Event()
-        """Set while the executor waits for a batch and none is prepared."""
         self.batch_sizes: Counter[int] = Counter()
         self._threads = [
             threading.Thread(target=self._assemble, name=f"{name}-assembler", daemon=True),
@@ -98,16 +91,11 @@ class MicroBatcher(Generic[T, R]):
             deadline = time.monotonic() + self.max_wait_s
             stop = False
             while len(batch) < self.max_batch_size:
+                remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._idle.is_set():
-                        break  # the wait is over, or the model waits for this batch: hand it over
-                    try:
-                        item = self._queue.get(timeout=min(remaining, IDLE_CHECK_S))
-                    except queue.Empty:
-                        continue
+                    break
                 if item is _STOP:
                     stop = True
                     break
@@ -124,10 +112,7 @@ class MicroBatcher(Generic[T, R]):
 
     def _run(self) -> None:
         while True:
-            if self._ready.empty():
-                self._idle.set()
             entry = self._ready.get()
-            self._idle.clear()
             if entry is _STOP:
                 return
             batch, prepared = entry
