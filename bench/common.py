@@ -40,6 +40,29 @@ class Figure:
     baseline: str = ""
 
 
+def pin_torch_threads(threads: int) -> int:
+    """Set torch's intra-op threads for the whole run (a benchmark states it, never inherits it)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
+
+
+class MeasurementError(SystemExit):
+    """A figure that contradicts its own baseline: the run was disturbed, its figures are void."""
+
+
+def check_below(name: str, value: float, ceiling_name: str, ceiling: float, slack: float = 1.1) -> None:
+    """Fail the run when ``value`` exceeds ``ceiling`` (by more than ``slack``): a pipeline
+    cannot be faster than its own compute ceiling, so one of the two was measured wrong
+    (usually the ceiling, under a machine busy with something else)."""
+    if value > ceiling * slack:
+        raise MeasurementError(
+            f"measurement error: {name} ({value:,.1f}) is {value / ceiling:.2f}x {ceiling_name} "
+            f"({ceiling:,.1f}); the machine was busy while one of them ran. Rerun on a quiet machine."
+        )
+
+
 def machine() -> dict[str, Any]:
     """Facts about where the run happened."""
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report
+from bench.common import Figure, bench_broker, bench_settings, check_below, report
 from consumers.ops.local_kafka.broker import LocalKafka, resident_memory_bytes
 from consumers.ops.simulate import synthetic_readings
 from consumers.pipelines import build_pipeline
@@ -116,6 +116,7 @@ def main() -> None:
         fill_topic(settings, args.messages)
         raw = raw_consume_rate(settings, args.messages)
         piped = pipeline_rate(settings, args.messages)
+        check_below("the pass-through", piped, "raw consume of the same records", raw)
         rss = (resident_memory_bytes(broker.pid) or 0) / 2**20 if broker.pid else float("nan")
     figures.append(Figure("kafka-python raw consume", raw, "msg/s"))
     figures.append(

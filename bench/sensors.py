@@ -29,7 +29,16 @@ from kafka import KafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, current_rss_mib, report, start_runtime
+from bench.common import (
+    Figure,
+    bench_broker,
+    bench_settings,
+    check_below,
+    current_rss_mib,
+    pin_torch_threads,
+    report,
+    start_runtime,
+)
 from bench.foundation import raw_consume_rate
 from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.kafka_clients import make_producer
@@ -196,7 +205,9 @@ def main() -> None:
     parser.add_argument("--per-window", type=int, default=32_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--memory-assets", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
     args = parser.parse_args()
+    pin_torch_threads(args.threads)
 
     registry = Path(tempfile.mkdtemp(prefix="vigil-bench-sensors-")) / "registry"
     make_model(registry)
@@ -206,6 +217,7 @@ def main() -> None:
         publish(settings, readings(args.readings, args.assets, start))
         raw = raw_consume_rate(settings, args.readings)
         rate, observer = pipeline_rate(settings, args.readings)
+        check_below("the sensor pipeline", rate, "raw consume of the same records", raw)
         windows = observer.produced[settings.topics.inferences.name]
         single = configure(bench_settings(broker.bootstrap), registry, 1)
         publish(single, readings(args.per_window, max(1, args.per_window // 160), start))

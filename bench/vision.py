@@ -37,8 +37,10 @@ from bench.common import (
     Figure,
     bench_broker,
     bench_settings,
+    check_below,
     current_rss_mib,
     peak_rss_mib,
+    pin_torch_threads,
     report,
     start_runtime,
 )
@@ -270,7 +272,9 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--phase", default="all")
     parser.add_argument("--settings", default="")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
     args = parser.parse_args()
+    pin_torch_threads(args.threads)
     if args.phase == "backlog":
         return backlog_phase(args)
 
@@ -292,6 +296,8 @@ def main() -> None:
         settings = configure(bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers)
         publish_frames(settings, images, args.frames)
         pipeline_rate, batch_sizes = run_pipeline(settings, args.frames)
+        check_below("the pipeline", pipeline_rate, "its compute ceiling", ceiling)
+        check_below("the compute ceiling", ceiling, "the model-only ceiling", model_rate)
         in_process = configure(
             bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers, isolate=False
         )
