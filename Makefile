@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -44,6 +44,16 @@ bench-vision: setup
 bench-sensors: setup
 	$(BIN)/python bench/sensors.py
 
+# The Quix Streams peer runs in an environment of its own: it pins other pydantic and
+# confluent-kafka versions than Vigil's.
+.venv-quix/.installed: bench/peers-requirements.txt | $(STAMP)
+	$(BIN)/uv venv -q --python $(PYTHON) .venv-quix
+	$(BIN)/uv pip install -q --python .venv-quix/bin/python -r bench/peers-requirements.txt
+	touch $@
+
+bench-peers: setup .venv-quix/.installed
+	$(BIN)/python bench/peers.py
+
 kafka-up: setup
 	$(BIN)/vigil kafka up
 
@@ -51,4 +61,4 @@ kafka-down: setup
 	$(BIN)/vigil kafka down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results
+	rm -rf $(VENV) .venv-quix .pytest_cache .mypy_cache .ruff_cache bench/results
