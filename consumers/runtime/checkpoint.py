@@ -7,7 +7,9 @@ b. settle the ledger: an input whose outputs every sink has acknowledged is comp
    failed delivery raises, nothing is committed past it and a restart re-processes it;
 c. commit, per partition, the highest contiguous completed offset + 1.
 In exactly-once mode outcomes are held and sent in offset order, and the outputs and the
-offsets commit together in one Kafka transaction (other sinks deliver at least once).
+offsets commit together in one Kafka transaction; other sinks deliver at least once, and a
+transaction whose outputs another sink has not acknowledged by the commit is lost (aborted
+and processed again), so its Kafka outputs are never published twice.
 
 A commit that fails for broker reasons, or while the group rebalances, is skipped
 (``CommitResult.done`` is False) and retried by the next one; only a broker outage longer
@@ -224,7 +226,13 @@ class Checkpoint:
                 raise TransactionLostError(
                     "the transaction's outputs were not acknowledged in time"
                 ) from error
-            self.settle()  # every output sent is acknowledged now: offsets cover exactly what was sent
+            self.settle()
+            if self._ledger.unacknowledged():
+                # Another sink has not acknowledged outputs whose Kafka outputs are in this
+                # transaction: committing it without their offsets would publish those again
+                # when they are re-processed.
+                raise TransactionLostError("a sink did not acknowledge the transaction's outputs in time")
+            # every output sent is acknowledged now: offsets cover exactly what was sent
             offsets = self._tracker.to_commit()
             if not offsets and not self.transactions.in_transaction:
                 return self._committed({})

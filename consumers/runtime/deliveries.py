@@ -70,6 +70,10 @@ class DeliveryLedger:
         """Open inputs whose outputs were not handed over yet, in order of receipt."""
         return [key for key, entry in self._entries.items() if not entry.processed]
 
+    def unacknowledged(self) -> int:
+        """Inputs whose outputs were all handed over but not all acknowledged yet."""
+        return sum(1 for entry in self._entries.values() if entry.processed)
+
     def expect(self, key: RecordKey, topic: str, future: Any) -> None:
         """Count an output in flight; ``future`` is kafka-python's send future.
 

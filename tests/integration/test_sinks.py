@@ -11,9 +11,17 @@ from consumers.runtime.deliveries import DeliveryFailedError
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import Output
 from consumers.sinks import SinkDelivery
+from schemas.messages import InferenceResult
 from tests import sample_messages as samples
 from tests.integration.runtime_harness import passthrough_runtime, running
-from tests.kafka_helpers import committed_offsets, produce, read_all, unique_settings, wait_for
+from tests.kafka_helpers import (
+    committed_offsets,
+    produce,
+    read_all,
+    read_until_quiet,
+    unique_settings,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +36,7 @@ class HoldingSink:
         self.fail_held = fail_held
         self.received: list[Output] = []
         self.held: list[SinkDelivery] = []
+        self.released = False
         self._lock = threading.Lock()
 
     def wants(self, output: Output) -> bool:
@@ -37,7 +46,7 @@ class HoldingSink:
         delivery = SinkDelivery()
         with self._lock:
             self.received.append(output)
-            if len(self.received) <= self.ack_first:
+            if len(self.received) <= self.ack_first or self.released:
                 delivery.succeed()
             elif self.fail_held:
                 delivery.fail(ConnectionError("the receiver refused it"))
@@ -47,6 +56,7 @@ class HoldingSink:
 
     def release(self) -> None:
         with self._lock:
+            self.released = True
             for delivery in self.held:
                 delivery.succeed()
 
@@ -103,3 +113,26 @@ def test_a_sink_that_fails_a_delivery_stops_the_runtime_before_its_offset(kafka_
         runtime.run(install_signal_handlers=False, max_runtime_s=60)
     committed = committed_offsets(kafka_bootstrap, settings.kafka.group_id)
     assert sum(committed.values()) <= 2, committed
+
+
+def test_exactly_once_outputs_wait_for_every_sink_and_are_never_published_twice(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap, delivery="exactly_once", instance_id="sinks-eos")
+    runtime = passthrough_runtime(settings)
+    sink = HoldingSink(ack_first=0)
+    runtime.sinks.append(sink)
+    sensors, results = settings.topics.sensors.name, settings.topics.inferences.name
+    produce(kafka_bootstrap, sensors, [(b"a", samples.reading(i).to_json_bytes()) for i in range(5)])
+
+    def committed() -> int:
+        return sum(committed_offsets(kafka_bootstrap, settings.kafka.group_id).values())
+
+    with running(runtime):
+        # unacknowledged by the sink: each transaction is aborted and the inputs processed again
+        wait_for(lambda: len(sink.received) >= 15, 120, what="three attempts at the transaction")
+        assert committed() == 0
+        assert read_until_quiet(kafka_bootstrap, results, quiet_s=0) == []
+        sink.release()
+        wait_for(lambda: committed() == 5, 120, what="the commit once the sink acknowledged")
+    published = [InferenceResult.from_json_bytes(r.value) for r in read_until_quiet(kafka_bootstrap, results)]
+    assert sorted(r.result_id for r in published) == sorted({r.result_id for r in published})
+    assert len(published) == 5
