@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from consumers.pipelines.alerts import build_alert
 from consumers.runtime.observer import RuntimeObserver
@@ -54,34 +53,20 @@ class PipelineOutputs:
         """The record of an alert, keyed by its source."""
         return Output(self.alerts_topic, alert.source_id.encode(), alert.to_json_bytes())
 
-    def transition_alert(
-        self,
-        transition: Transition,
-        kind: AlertKind,
-        evidence: Evidence,
-        captured_at: datetime,
-        received_at: datetime,
-        inferred_at: datetime,
-        **details: Any,
-    ) -> Alert:
-        """The alert of one transition, stamped with the configuration's hash (``details``:
-        ``build_alert``'s model, site, explanation and message)."""
-        times = (captured_at, received_at, inferred_at)
-        return build_alert(transition, kind, evidence, *times, self.config_hash, **details)
-
     def scored(self, item: ScoredItem, policy: AlertPolicy, observer: RuntimeObserver) -> list[Output]:
         """An item's alerts (from ``policy``) and result, reported to ``observer``; the result's
         label is the highest score."""
         inferred_at = datetime.now(UTC)
         outputs: list[Output] = []
         for transition in policy.observe(item.source_id, item.scores, item.captured_at):
-            alert = self.transition_alert(
+            alert = build_alert(
                 transition,
                 item.kind,
                 item.evidence,
                 item.captured_at,
                 item.received_at,
                 inferred_at,
+                self.config_hash,
                 model=item.model,
                 site=item.site,
                 explanation=item.explanation or item.scores,

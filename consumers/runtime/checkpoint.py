@@ -90,19 +90,21 @@ class Checkpoint:
             producer = make_producer(settings.kafka)
             self.kafka = KafkaTopicSink(lambda: producer)
         self.sinks: list[Sink] = [self.kafka, *sinks]
+        self._others = [(sink, f"sink:{sink.name}") for sink in sinks]
+        """Sinks besides Kafka, with the label their acknowledgements are counted under."""
         self._tracker = OffsetTracker()
         self._ledger = DeliveryLedger()
         self._held: dict[RecordKey, Outcome] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def receive(self, record: InboundRecord) -> bool:
-        """Track a record just read; False when it is still in flight from before a rebalance
-        (re-delivered to the same member: it will finish, and must not be processed twice)."""
+    def receive(self, tp: TopicPartition, record: InboundRecord) -> bool:
+        """Track a record just read from ``tp``; False when it is still in flight from before a
+        rebalance (re-delivered to the same member: it will finish, and must not be processed twice)."""
         key = (record.topic, record.partition, record.offset)
         if self._ledger.holds(key):
             return False
-        self._tracker.track(TopicPartition(record.topic, record.partition), record.offset)
+        self._tracker.track(tp, record.offset)
         self._ledger.receive(record)
         return True
 
@@ -124,9 +126,9 @@ class Checkpoint:
             outputs = (dead_letter_output(outcome.record, outcome.failure, self._dlq_topic, self._dlq_limit),)
             self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
         for output in outputs:
-            for sink in self.sinks:
+            self._ledger.expect(key, output.topic, self.kafka.send(output))  # Kafka takes every output
+            for sink, label in self._others:
                 if sink.wants(output):
-                    label = output.topic if sink is self.kafka else f"sink:{sink.name}"
                     self._ledger.expect(key, label, sink.send(output))
         self._ledger.processed(key)
 
@@ -250,9 +252,8 @@ class Checkpoint:
     ) -> dict[TopicPartition, int | None]:
         """After a lost transaction: fence it with a new producer and return the committed
         offsets of ``held`` to process again from; retried while the broker is away, within the
-        outage budget (``waiting`` is called between tries)."""
+        outage budget (``waiting`` is called between tries). The caller has forgotten ``held``."""
         assert self.transactions is not None
-        self.forget(held)
         while True:
             try:
                 self.transactions.reset()

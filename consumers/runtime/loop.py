@@ -220,7 +220,7 @@ class StreamRuntime:
             message_type = self.inputs[tp.topic]
             for message in messages:
                 record = InboundRecord.from_kafka(message)
-                if not self.checkpoint.receive(record):
+                if not self.checkpoint.receive(tp, record):
                     continue  # re-delivered after a rebalance while still in flight: it will finish
                 decoded = decode_record(record, message_type, self._config.max_message_bytes)
                 if isinstance(decoded, Failure):

@@ -71,6 +71,18 @@ class Failure:
         return cls(reason, stage, type(error).__name__, str(error))
 
 
+class Rejected(Exception):
+    """An input a stage cannot use; ``reason`` is its dead-letter reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def failure(self, stage: str) -> Failure:
+        """The failure that dead-letters the input, named after the rejecting class."""
+        return Failure(self.reason, stage, type(self).__name__, str(self))
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of one input: outputs to produce, or a failure for the dead-letter topic."""

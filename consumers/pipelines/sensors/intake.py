@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+from consumers.runtime.records import Rejected
 from schemas.messages import SensorReading
 from schemas.settings import SensorRule, SensorSettings
 
@@ -35,12 +36,8 @@ class Sample:
     values: dict[str, float]
 
 
-class ReadingRejected(Exception):
+class ReadingRejected(Rejected):
     """A reading that cannot be used; ``reason`` is its dead-letter reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def check_event_time(reading: SensorReading, reference: datetime, settings: SensorSettings) -> None:

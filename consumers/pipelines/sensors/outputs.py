@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import torch
 
+from consumers.pipelines.alerts import build_alert
 from consumers.pipelines.outputs import PipelineOutputs
 from consumers.pipelines.sensors.intake import Sample, at
 from consumers.pipelines.sensors.lanes import WindowScores
@@ -54,13 +55,14 @@ class SensorOutputs(PipelineOutputs):
     ) -> Alert:
         """A model's alert on one window, with the channels that drove it."""
         kind: AlertKind = "low_rul" if transition.label == "low_rul" else "sensor_anomaly"
-        return self.transition_alert(
+        return build_alert(
             transition,
             kind,
             _evidence(work, window),
             at(window.end_s),
             work.received_at,
             inferred_at,
+            self.config_hash,
             model=model,
             site=_reading(work).site,
             explanation=explanation,
@@ -116,13 +118,14 @@ class SensorOutputs(PipelineOutputs):
     ) -> Alert:
         """A rule's alert; ``own`` is False when the reading of another asset made it (stale sources)."""
         explanation = {transition.label: values[transition.label]} if transition.label in values else {}
-        return self.transition_alert(
+        return build_alert(
             transition,
             kind,
             _evidence(work),
             transition.at,
             work.received_at,
             datetime.now(UTC),
+            self.config_hash,
             site=_reading(work).site if own else None,
             explanation=explanation,
         )

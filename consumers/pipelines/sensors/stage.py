@@ -104,8 +104,7 @@ class SensorStage:
             try:
                 admitted = self._admission.admit(item, self._state(key), self._tally)
             except ReadingRejected as error:
-                failure = Failure(error.reason, STAGE, "ReadingRejected", str(error))
-                self._done.append(Outcome(record, failure=failure))
+                self._done.append(Outcome(record, failure=error.failure(STAGE)))
                 continue
             except Exception as error:  # a bug fails this reading alone, never the stage
                 log.exception("reading %s failed unexpectedly", record)

@@ -20,7 +20,7 @@ from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Work
+from consumers.runtime.records import Failure, Outcome, Rejected, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vibration.serving import normalised
@@ -35,12 +35,8 @@ VIBRATION_ALERTS = AlertShape(n=2, m=3)
 """The default: two of an asset's last three spectra past the card threshold."""
 
 
-class SpectrumRefused(ValueError):
+class SpectrumRefused(Rejected):
     """The spectrum does not fit the model; ``reason`` is its dead-letter reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +114,7 @@ class VibrationStage:
             try:
                 values = self.lane.values(spectrum)
             except SpectrumRefused as error:
-                failure = Failure(error.reason, STAGE, type(error).__name__, str(error))
-                self._done.append(Outcome(item.record, failure=failure))
+                self._done.append(Outcome(item.record, failure=error.failure(STAGE)))
                 continue
             self.lane.batcher.put(_Spectrum(item, values))
 
