@@ -23,8 +23,13 @@ prometheus:
 demo: setup
 	$(BIN)/vigil demo
 
+# The runtime, sink, observability and fault tests run once more on the confluent-kafka client.
+CONFLUENT_TESTS := tests/integration/test_runtime.py tests/integration/test_sinks.py \
+	tests/integration/test_observability.py tests/faults
+
 test: setup prometheus
 	$(BIN)/pytest
+	VIGIL_TEST_KAFKA_CLIENT=confluent $(BIN)/pytest $(CONFLUENT_TESTS)
 
 test-unit: setup
 	$(BIN)/pytest tests/unit

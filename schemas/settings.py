@@ -47,6 +47,10 @@ class KafkaSettings(Section):
     """How to reach the cluster. ``KAFKA_BOOTSTRAP_SERVERS`` in the environment wins."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
+    """The runtime's consumer and producer: kafka-python (pure Python, the default) or
+    confluent-kafka (librdkafka; several times the throughput where the client is the
+    ceiling). Both give the same delivery guarantees; the README says when to choose which."""
     client_id: str = "vigil"
     group_id: str = "vigil"
     group_instance_id: str | None = None

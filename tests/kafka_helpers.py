@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as Errors
@@ -29,6 +30,18 @@ def wait_for(
         time.sleep(interval_s)  # polling interval, bounded by the deadline above
 
 
+CLIENT_ENV = "VIGIL_TEST_KAFKA_CLIENT"
+
+
+def client_under_test() -> Literal["kafka-python", "confluent"]:
+    """The runtime's client under test: ``VIGIL_TEST_KAFKA_CLIENT`` (``make test`` runs the
+    runtime, sink and fault tests once more with ``confluent``), else the default."""
+    client = os.environ.get(CLIENT_ENV, "kafka-python")
+    if client not in ("kafka-python", "confluent"):
+        raise ValueError(f"{CLIENT_ENV}={client!r}: expected kafka-python or confluent")
+    return client  # type: ignore[return-value]
+
+
 def unique_settings(bootstrap: str, partitions: int = 2, **runtime: Any) -> VigilSettings:
     """Settings whose topics and group are unique to one test."""
     tag = uuid.uuid4().hex[:10]
@@ -41,7 +54,9 @@ def unique_settings(bootstrap: str, partitions: int = 2, **runtime: Any) -> Vigi
     )
     base = VigilSettings()
     return VigilSettings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"g-{tag}", linger_ms=2),
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap, group_id=f"g-{tag}", linger_ms=2, client=client_under_test()
+        ),
         topics=topics,
         runtime=base.runtime.model_copy(update={"commit_interval_ms": 200, **runtime}),
         metrics=base.metrics.model_copy(update={"enabled": False}),

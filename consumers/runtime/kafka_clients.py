@@ -1,7 +1,9 @@
-"""kafka-python clients built from the settings, with the delivery-safety options fixed.
+"""The runtime's Kafka clients built from the settings, with the delivery-safety options fixed.
 
 Auto-commit is off, consumers read committed data only, producers are idempotent with
-``acks=all``: none of these can be changed from the configuration.
+``acks=all``: none of these can be changed from the configuration. ``kafka.client`` picks
+kafka-python (the default) or confluent-kafka (``consumers.runtime.confluent_clients``) for
+the runtime's consumer and producer; admin, reader and tooling clients are kafka-python's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from schemas.settings import KafkaSettings
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+TRANSACTION_TIMEOUT_MS = 60_000
+"""How long the broker keeps a transaction open without a commit (both clients' default)."""
 
 
 def bootstrap_servers(settings: KafkaSettings) -> str:
@@ -80,13 +84,57 @@ def producer_config(settings: KafkaSettings, transactional_id: str | None = None
 
 
 def make_consumer(settings: KafkaSettings, group_id: str | None = None, **extra: Any) -> KafkaConsumer:
-    """A consumer with the runtime's safe options."""
-    return KafkaConsumer(**{**consumer_config(settings, group_id), **extra})
+    """A consumer with the runtime's safe options, of the configured client."""
+    config = {**consumer_config(settings, group_id), **extra}
+    if settings.client == "confluent":
+        from consumers.runtime.confluent_clients import ConfluentConsumer
+
+        return ConfluentConsumer(librdkafka_config(config), config["max_poll_records"])  # type: ignore[return-value]
+    return KafkaConsumer(**config)
 
 
 def make_producer(settings: KafkaSettings, transactional_id: str | None = None) -> KafkaProducer:
-    """A producer with the runtime's safe options."""
-    return KafkaProducer(**producer_config(settings, transactional_id))
+    """A producer with the runtime's safe options, of the configured client."""
+    config = producer_config(settings, transactional_id)
+    if settings.client == "confluent":
+        from consumers.runtime.confluent_clients import ConfluentProducer
+
+        native = librdkafka_config(config)
+        if transactional_id:
+            # librdkafka refuses an output timeout past the transaction's: an output not
+            # delivered by then belongs to a transaction the broker aborts anyway.
+            native["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+            native["delivery.timeout.ms"] = min(settings.delivery_timeout_ms, TRANSACTION_TIMEOUT_MS)
+        step_timeout_s = settings.request_timeout_ms / 1000
+        return ConfluentProducer(native, step_timeout_s)  # type: ignore[return-value]
+    return KafkaProducer(**config)
+
+
+_LIBRDKAFKA_NAMES = {
+    "max_request_size": "message.max.bytes",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+    "ssl_password": "ssl.key.password",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "request_timeout_ms": "socket.timeout.ms",
+}
+_KAFKA_PYTHON_ONLY = {"max_poll_records"}
+
+
+def librdkafka_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The same options in librdkafka's names (``linger_ms`` → ``linger.ms``)."""
+    native: dict[str, Any] = {}
+    for name, value in config.items():
+        if value is None or name in _KAFKA_PYTHON_ONLY:
+            continue
+        if name == "bootstrap_servers":
+            value = ",".join(value)
+        elif name == "ssl_check_hostname":
+            name, value = "ssl_endpoint_identification_algorithm", "https" if value else "none"
+        native[_LIBRDKAFKA_NAMES.get(name, name.replace("_", "."))] = value
+    return native
 
 
 def make_admin(settings: KafkaSettings) -> KafkaAdminClient:

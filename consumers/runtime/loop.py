@@ -72,6 +72,16 @@ class _Rebalance(ConsumerRebalanceListener):
         self._runtime.rebalance("lost", set(lost))
 
 
+def _broker_reachable(consumer: KafkaConsumer) -> bool:
+    """Whether the consumer reaches its group coordinator (confluent: any broker)."""
+    probe = getattr(consumer, "broker_reachable", None)
+    if probe is not None:
+        return bool(probe())
+    # kafka-python has no public "is the group coordinator reachable"; its coordinator does.
+    coordinator = getattr(consumer, "_coordinator", None)
+    return coordinator is None or not coordinator.coordinator_unknown()
+
+
 class StreamRuntime:
     """Runs one processing stage over the input topics with at-least-once (or exactly-once) delivery."""
 
@@ -296,9 +306,12 @@ class StreamRuntime:
         lag = {}
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
-            if end is not None:
-                committed = self.checkpoint.committed(tp)
-                lag[tp] = max(0, end - (committed if committed is not None else self._consumer.position(tp)))
+            if end is None:
+                continue
+            committed = self.checkpoint.committed(tp)
+            read_from = committed if committed is not None else self._consumer.position(tp)
+            if read_from is not None:
+                lag[tp] = max(0, end - read_from)
         if lag:
             self.observer.on_lag(lag)
 
@@ -309,9 +322,7 @@ class StreamRuntime:
         if now < self._next_health:
             return
         self._next_health = now + HEALTH_INTERVAL_S
-        # kafka-python has no public "is the group coordinator reachable"; its coordinator does.
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        reachable = coordinator is None or not coordinator.coordinator_unknown()
+        reachable = _broker_reachable(self._consumer)
         outage = self.checkpoint.outage
         oldest = self.checkpoint.oldest_received()
         self.observer.on_health(

@@ -25,7 +25,9 @@ class InboundRecord:
 
     @classmethod
     def from_kafka(cls, message: Any) -> InboundRecord:
-        """The record of a kafka-python ``ConsumerRecord``."""
+        """The record of a kafka-python ``ConsumerRecord`` (the confluent client reads records as these)."""
+        if isinstance(message, InboundRecord):
+            return message
         return cls(
             topic=message.topic,
             partition=message.partition,

@@ -44,7 +44,8 @@ class TransactionalProducer:
         self.step_timeout_s = step_timeout_s
         self.producer = make()
         self.in_transaction = False
-        self._step("init_transactions", self.producer.init_transactions)
+        self._initialised = False
+        self._init()
 
     def begin(self) -> None:
         """Open a transaction unless one is open (a local step: no broker call)."""
@@ -75,13 +76,26 @@ class TransactionalProducer:
         self.in_transaction = False
 
     def reset(self) -> None:
-        """Replace the producer by a new one with the same transactional id (fencing the old)."""
+        """Replace the producer by a new one with the same transactional id (fencing the old).
+
+        A client that resumes a timed-out ``init_transactions`` (librdkafka) is asked again
+        instead: a second producer would race the first one's initialisation, still under
+        way in the client, and the later one fences the earlier.
+        """
+        self.in_transaction = False
+        if not self._initialised and getattr(self.producer, "resumes_init", False):
+            self._init()
+            return
         threading.Thread(
             target=_close_quietly, args=(self.producer,), name="vigil-old-producer", daemon=True
         ).start()
-        self.in_transaction = False
         self.producer = self._make()
+        self._initialised = False
+        self._init()
+
+    def _init(self) -> None:
         self._step("init_transactions", self.producer.init_transactions)
+        self._initialised = True
 
     def close(self, timeout_s: float) -> None:
         """Close the producer."""
