@@ -57,7 +57,10 @@ def fill_topic(settings: VigilSettings, count: int) -> None:
 
 
 def raw_consume_rate(settings: VigilSettings, count: int) -> float:
-    """kafka-python reading the same records with no processing and no commits."""
+    """The configured client (``kafka.client``) reading the same records with no processing
+    and no commits."""
+    if settings.kafka.client == "confluent":
+        return _raw_confluent_rate(settings, count)
     consumer = KafkaConsumer(
         settings.topics.sensors.name,
         bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -72,6 +75,31 @@ def raw_consume_rate(settings: VigilSettings, count: int) -> float:
         for batch in consumer.poll(timeout_ms=500).values():
             started = started or time.monotonic()
             seen += len(batch)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return count / elapsed
+
+
+def _raw_confluent_rate(settings: VigilSettings, count: int) -> float:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([settings.topics.sensors.name])
+    seen = 0
+    started = None
+    while seen < count:
+        messages = consumer.consume(500, 0.5)
+        if messages:
+            started = started or time.monotonic()
+            seen += sum(1 for m in messages if m.error() is None)
     elapsed = time.monotonic() - (started or time.monotonic())
     consumer.close()
     return count / elapsed

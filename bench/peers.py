@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report
+from bench.common import Figure, bench_broker, bench_settings, check_below, report
 from bench.foundation import fill_topic, pipeline_rate, raw_consume_rate
 
 PEER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-quix" / "bin" / "python"
@@ -49,6 +49,9 @@ def spread(values: list[float]) -> str:
     return f"median of {', '.join(f'{v:,.0f}' for v in values)}"
 
 
+CLIENTS = ("kafka-python", "confluent")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=50_000)
@@ -56,34 +59,38 @@ def main() -> None:
     args = parser.parse_args()
     if not PEER_PYTHON.exists():
         sys.exit(f"no peer environment at {PEER_PYTHON.parent.parent}: run `make bench-peers`")
-    raw: list[float] = []
-    vigil: list[float] = []
+    raw: dict[str, list[float]] = {client: [] for client in CLIENTS}
+    vigil: dict[str, list[float]] = {client: [] for client in CLIENTS}
     quix: list[float] = []
     with bench_broker() as broker:
-        settings = bench_settings(broker.bootstrap)
-        fill_topic(settings, args.messages)
+        base = bench_settings(broker.bootstrap)
+        fill_topic(base, args.messages)
         for _ in range(args.repeats):
-            raw.append(raw_consume_rate(settings, args.messages))
-            vigil.append(pipeline_rate(settings, args.messages))
+            for client in CLIENTS:
+                settings = base.model_copy(update={"kafka": base.kafka.model_copy(update={"client": client})})
+                raw[client].append(raw_consume_rate(settings, args.messages))
+                vigil[client].append(pipeline_rate(settings, args.messages))
+                check_below(f"Vigil on {client}", vigil[client][-1], "its raw consume", raw[client][-1])
             quix.append(
                 quix_rate(
-                    broker.bootstrap,
-                    settings.topics.sensors.name,
-                    settings.topics.inferences.name,
-                    args.messages,
+                    broker.bootstrap, base.topics.sensors.name, base.topics.inferences.name, args.messages
                 )
             )
-    r, v, q = (statistics.median(x) for x in (raw, vigil, quix))
-    report(
-        "peers",
-        [
-            Figure("kafka-python raw consume", r, "msg/s", spread(raw)),
-            Figure("Vigil pass-through", v, "msg/s", f"{spread(vigil)}; {v / r:.2f}x raw consume"),
-            Figure("Quix Streams pass-through", q, "msg/s", f"{spread(quix)}; {q / r:.2f}x raw consume"),
-            Figure("Vigil / Quix Streams", v / q, "x", "medians, same run"),
-        ],
-        {"raw": raw, "vigil": vigil, "quix": quix},
-    )
+    q = statistics.median(quix)
+    figures = []
+    for client in CLIENTS:
+        r, v = statistics.median(raw[client]), statistics.median(vigil[client])
+        figures += [
+            Figure(f"{client} raw consume", r, "msg/s", spread(raw[client])),
+            Figure(
+                f"Vigil pass-through on {client}",
+                v,
+                "msg/s",
+                f"{spread(vigil[client])}; {v / r:.2f}x its raw consume; {v / q:.2f}x Quix Streams",
+            ),
+        ]
+    figures.append(Figure("Quix Streams pass-through (confluent-kafka)", q, "msg/s", f"{spread(quix)}"))
+    report("peers", figures, {"raw": raw, "vigil": vigil, "quix": quix})
 
 
 if __name__ == "__main__":
