@@ -28,15 +28,16 @@ def single_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def default_torch_threads(lanes: int = 1) -> int:
-    """Torch's intra-op threads: one core left to the Python thread that feeds torch, the rest
-    shared by ``lanes`` models running at once.
+def default_torch_threads(lanes: int = 1, processes: int = 1) -> int:
+    """Torch's intra-op threads: one core left to each process's Python thread that feeds
+    torch, the rest shared by ``lanes`` models running at once in each of ``processes``.
 
     On a 2-core machine a sensor model trains as fast on one thread as on two
     (1.18 s against 1.24 s for 20 epochs), and two threads spinning beside a busy consumer or
     another process slow everything down several times over.
     """
-    return max(1, ((os.cpu_count() or 1) - 1) // max(1, lanes))
+    processes = max(1, processes)
+    return max(1, ((os.cpu_count() or 1) - processes) // (processes * max(1, lanes)))
 
 
 def pick_device(device: Device | str = "auto") -> torch.device:

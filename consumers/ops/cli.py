@@ -67,14 +67,25 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from consumers.ops.service import Service
+    from consumers.ops.workers import Supervisor, WorkerSlot
 
     settings = _settings(args)
-    service = Service(settings, [name.strip() for name in args.pipeline.split(",") if name.strip()])
-    server = service.serve_metrics() if settings.metrics.enabled else None
-    if server is not None:
+    slot = WorkerSlot.from_environment()
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: at least one")
+    runner: Service | Supervisor
+    if args.workers > 1 and slot is None:
+        runner = Supervisor(settings, args.argv, args.workers)
+    else:
+        if slot is not None:
+            settings = slot.settings(settings)
+        names = [name.strip() for name in args.pipeline.split(",") if name.strip()]
+        runner = Service(settings, names, processes=slot.count if slot else 1)
+    server = runner.serve_metrics() if settings.metrics.enabled else None
+    if server is not None and slot is None:
         console.print(f"metrics on http://{settings.metrics.host}:{server.port}/metrics (/healthz, /readyz)")
     try:
-        return service.run()
+        return runner.run()
     finally:
         if server is not None:
             server.stop()
@@ -190,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one or more of, comma-separated: "
         + "; ".join(f"{name}: {kind.summary}" for name, kind in kinds.items()),
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="member processes of the same consumer groups (Kafka shares the partitions among "
+        "them); one metrics endpoint gathers theirs",
+    )
     run.set_defaults(func=cmd_run)
 
     simulate = with_config(sub.add_parser("simulate", help="produce synthetic inputs"))
@@ -251,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vigil``."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

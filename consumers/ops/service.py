@@ -25,10 +25,15 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    """The pipelines named, sharing one ``VigilMetrics``."""
+    """The pipelines named, sharing one ``VigilMetrics``; ``processes`` is how many workers
+    of the same set share the machine (``vigil run --workers``)."""
 
     def __init__(
-        self, settings: VigilSettings, names: Sequence[str], group_of: Callable[[str], str] | None = None
+        self,
+        settings: VigilSettings,
+        names: Sequence[str],
+        group_of: Callable[[str], str] | None = None,
+        processes: int = 1,
     ) -> None:
         group = settings.kafka.group_id
         default_group = (lambda name: group) if len(names) == 1 else (lambda name: f"{group}.{name}")
@@ -39,7 +44,7 @@ class Service:
         if unknown:
             raise KeyError(f"unknown pipeline {', '.join(map(repr, unknown))}; known: {', '.join(kinds)}")
         models = sum(1 for name in names if kinds[name].serves_models)
-        threads = settings.runtime.torch_threads or default_torch_threads(models)
+        threads = settings.runtime.torch_threads or default_torch_threads(models, processes)
         torch.set_num_threads(threads)  # process-wide: the pipelines' lanes share one pool
         log.info("torch uses %d threads for %d model pipelines", threads, models)
         self.metrics = VigilMetrics()
