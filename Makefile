@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-workers kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -58,6 +58,9 @@ bench-sensors: setup
 
 bench-peers: setup .venv-quix/.installed
 	$(BIN)/python bench/peers.py
+
+bench-workers: setup
+	$(BIN)/python bench/workers.py
 
 kafka-up: setup
 	$(BIN)/vigil kafka up

@@ -67,7 +67,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from consumers.ops.service import Service
-    from consumers.ops.workers import Supervisor, WorkerSlot
+    from consumers.ops.workers import Supervisor, WorkerSlot, stop_with_supervisor
 
     settings = _settings(args)
     slot = WorkerSlot.from_environment()
@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = slot.settings(settings)
         names = [name.strip() for name in args.pipeline.split(",") if name.strip()]
         runner = Service(settings, names, processes=slot.count if slot else 1)
+        if slot is not None:
+            stop_with_supervisor(runner.request_stop)
     server = runner.serve_metrics() if settings.metrics.enabled else None
     if server is not None and slot is None:
         console.print(f"metrics on http://{settings.metrics.host}:{server.port}/metrics (/healthz, /readyz)")

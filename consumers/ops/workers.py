@@ -15,7 +15,8 @@ The supervisor serves the configured endpoint: ``/metrics`` gathers every worker
 with a ``worker`` label, ``/healthz`` and ``/readyz`` hold when every worker's do. SIGTERM
 or SIGINT is passed on to every worker (which drain and commit); a second one too (they
 exit at once). A worker that ends on its own stops the others, and the exit status is the
-worst of theirs: restarting the set is the process manager's job, as for one process.
+worst of theirs: restarting the set is the process manager's job, as for one process. A
+supervisor killed outright (SIGKILL) leaves no orphans: its workers notice, drain and stop.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -93,6 +95,20 @@ class WorkerSlot:
                 ),
             }
         )
+
+
+def stop_with_supervisor(stop: Callable[[], None], interval_s: float = 1.0) -> None:
+    """In a worker: call ``stop`` (drain and commit, as SIGTERM does) once the supervisor is
+    gone, killed without passing a signal on; the worker is then an orphan of another parent."""
+    supervisor = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(interval_s)  # a parent's death has no portable notification; poll it
+        log.warning("the supervisor (pid %d) is gone: draining and stopping", supervisor)
+        stop()
+
+    threading.Thread(target=watch, name="vigil-supervisor-watch", daemon=True).start()
 
 
 def _free_port() -> int:

@@ -102,3 +102,42 @@ def test_two_workers_share_the_partitions_behind_one_endpoint_and_drain_on_sigte
     assert service.returncode == 0, output
     counts = result_counts(settings)
     assert set(counts) == input_coordinates(settings), "every input has its output"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # an exited orphan may wait for its new parent to reap it
+
+
+def test_workers_of_a_supervisor_killed_outright_drain_and_stop(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    create_topics(settings)
+    config = tmp_path / "vigil.yaml"
+    document = json.loads(settings.model_dump_json())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": probe.getsockname()[1]}
+    config.write_text(json.dumps(document))
+    port = document["metrics"]["port"]
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "consumers.ops.cli", "run", "--config", str(config), "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200, 120, interval_s=0.5, what="both workers ready")
+        workers = [int(pid) for pid in children.read_text().split()]
+        assert len(workers) == 2
+        supervisor.kill()
+        supervisor.wait(10)
+        wait_for(
+            lambda: not any(map(_running, workers)), 60, interval_s=0.5, what="the orphaned workers to stop"
+        )
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
