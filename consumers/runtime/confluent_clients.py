@@ -133,9 +133,20 @@ class ConfluentConsumer:
         )
 
     def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[InboundRecord]]:
-        """Up to ``max_poll_records`` records, grouped by partition."""
+        """Up to ``max_poll_records`` records, grouped by partition, as soon as one is there.
+
+        librdkafka's ``consume`` waits for a full batch or the timeout: at low load every
+        poll would wait the whole timeout. One ``poll`` waits for the first record, then
+        ``consume`` takes what is already fetched, without waiting.
+        """
         try:
-            messages = self._consumer.consume(self._max_records, timeout_ms / 1000)
+            if timeout_ms <= 0:
+                messages = self._consumer.consume(self._max_records, 0)
+            else:
+                first = self._consumer.poll(timeout_ms / 1000)
+                messages = [] if first is None else [first]
+                if first is not None and self._max_records > 1:
+                    messages += self._consumer.consume(self._max_records - 1, 0)
         except KafkaException as error:
             raise kafka_error(error) from error
         batches: dict[TopicPartition, list[InboundRecord]] = {}
