@@ -32,16 +32,13 @@ def result_for(work: Work, inferences_topic: str) -> Output:
         source, captured = message.camera_id, message.captured_at
     else:
         raise TypeError(f"no pass-through for {type(message).__name__}")
-    # Built from fields the input's validation already checked: no second validation.
-    result = InferenceResult.model_construct(
+    result = InferenceResult(
         result_id=f"{record.topic}-{record.partition}-{record.offset}",
         pipeline="passthrough",
         source_id=source,
         scores=scores,
         score=max(scores.values()) if scores else None,
-        evidence=Evidence.model_construct(
-            topic=record.topic, partition=record.partition, offset=record.offset
-        ),
+        evidence=Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
         captured_at=captured,
         inferred_at=datetime.now(UTC),
     )
