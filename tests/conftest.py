@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from consumers.ops.local_kafka.provision import KAFKA_VERSION
 from tests.sensor_fixtures import sensor_models  # noqa: F401  (session fixture)
 from tests.vision_fixtures import vision_models  # noqa: F401  (session fixture)
 
@@ -34,7 +35,7 @@ def kafka_bootstrap() -> Iterator[str]:
             from testcontainers.kafka import KafkaContainer
         except ImportError:
             from testcontainers.community.kafka import KafkaContainer  # type: ignore[no-redef]
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+        with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
     from consumers.ops.local_kafka.broker import LocalKafka

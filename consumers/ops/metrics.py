@@ -197,6 +197,7 @@ class PrometheusObserver(RuntimeObserver):
         self.oldest_in_flight_s = 0.0
         self.commit_age_s = 0.0
         self._topics: set[str] = set()
+        self._lagging: set[tuple[str, int]] = set()
 
     def alive(self, within_s: float = 60.0) -> bool:
         """The loop went round within ``within_s`` (not wedged)."""
@@ -241,6 +242,12 @@ class PrometheusObserver(RuntimeObserver):
 
     def on_assignment(self, partitions: set[TopicPartition]) -> None:
         self.partitions = len(partitions)
+        held = {(tp.topic, tp.partition) for tp in partitions}
+        for topic, partition in self._lagging - held:
+            # a partition that moved is reported by its new owner: a series left behind here
+            # would be counted twice by every sum over the group
+            self.metrics.lag.remove(topic, str(partition))
+        self._lagging &= held
         self._topics |= {tp.topic for tp in partitions}
         for topic in self._topics:  # topics no longer held go to zero rather than vanish
             self.metrics.assigned.labels(topic).set(sum(1 for tp in partitions if tp.topic == topic))
@@ -251,6 +258,7 @@ class PrometheusObserver(RuntimeObserver):
     def on_lag(self, lag: dict[TopicPartition, int]) -> None:
         for tp, behind in lag.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+            self._lagging.add((tp.topic, tp.partition))
 
     def on_health(self, broker_reachable: bool, oldest_in_flight_s: float, commit_age_s: float) -> None:
         self.broker_reachable = broker_reachable

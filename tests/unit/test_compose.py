@@ -87,3 +87,12 @@ def test_the_model_registry_mount_is_not_the_models_package() -> None:
     for service in ("vigil-vision", "vigil-sensors"):
         source = mounts(service)["/var/lib/vigil/models"]
         assert source == "./registry" and not (ROOT / source / "__init__.py").exists(), source
+
+
+def test_compose_runs_the_kafka_version_the_local_broker_runs() -> None:
+    from consumers.ops.local_kafka.provision import KAFKA_VERSION
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    images = [service.get("image", "") for service in compose["services"].values()]
+    kafka = [image for image in images if image.startswith("apache/kafka:")]
+    assert kafka == [f"apache/kafka:{KAFKA_VERSION}"]

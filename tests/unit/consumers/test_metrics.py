@@ -41,6 +41,21 @@ def test_the_observer_turns_events_into_bounded_metrics() -> None:
     assert value("vigil_queue_depth", {"model": "press-ae"}) == 3
 
 
+def test_a_partition_that_moves_away_takes_its_lag_series_with_it() -> None:
+    metrics = VigilMetrics(gpu=False)
+    observer = metrics.observer()
+    kept, moved = TopicPartition("vigil.sensors", 0), TopicPartition("vigil.sensors", 1)
+    observer.on_assignment({kept, moved})
+    observer.on_lag({kept: 7, moved: 4})
+    observer.on_assignment({kept})  # after a rebalance: partition 1 belongs to another member
+    lag = metrics.registry.get_sample_value
+    assert lag("vigil_consumer_lag_messages", {"topic": "vigil.sensors", "partition": "0"}) == 7
+    assert lag("vigil_consumer_lag_messages", {"topic": "vigil.sensors", "partition": "1"}) is None
+    observer.on_assignment({kept, moved})  # handed back: reported again at the next commit
+    observer.on_lag({moved: 2})
+    assert lag("vigil_consumer_lag_messages", {"topic": "vigil.sensors", "partition": "1"}) == 2
+
+
 def test_ready_only_with_partitions_and_a_live_loop() -> None:
     metrics = VigilMetrics(gpu=False)
     observer = metrics.observer()
