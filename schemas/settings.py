@@ -393,7 +393,7 @@ class ConfigurationError(ValueError):
 def load_settings(path: str | Path | None = None, **overrides: object) -> VigilSettings:
     """Build the settings from ``path`` (YAML), the environment and ``overrides``."""
     if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"configuration file not found: {path}")
+        raise ConfigurationError(f"configuration file not found: {path}")
     token = _yaml_path.set(Path(path) if path is not None else None)
     try:
         return VigilSettings(**overrides)  # type: ignore[arg-type]

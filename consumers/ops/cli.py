@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +15,32 @@ from rich.console import Console
 from schemas.settings import VigilSettings, load_settings
 
 console = Console()
+errors = Console(stderr=True)
+
+CONFIG_ENV = "VIGIL_CONFIG"
+"""The configuration file when no ``--config`` is given."""
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIGURATION = 3
+EXIT_BROKER = 4
+EXIT_DATA = 5
+"""Exit statuses, listed in the README: a script tells a bad invocation (2, argparse's), a bad
+configuration (3), an unreachable broker (4) and bad input data (5) from anything else (1)."""
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status for a command that failed with ``error``."""
+    from consumers.runtime.outage import OutageBudgetExceededError, is_broker_trouble
+    from schemas.settings import ConfigurationError
+
+    if isinstance(error, ConfigurationError):
+        return EXIT_CONFIGURATION
+    if isinstance(error, OutageBudgetExceededError) or is_broker_trouble(error):
+        return EXIT_BROKER
+    if isinstance(error, ValueError | OSError | KeyError):
+        return EXIT_DATA
+    return EXIT_FAILURE
 
 
 def _settings(args: argparse.Namespace) -> VigilSettings:
@@ -172,12 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     from consumers.ops.vision_commands import add_eval_vision, add_train_vision
 
     parser = argparse.ArgumentParser(prog="vigil", description="Streaming inference for plants and cities.")
-    parser.add_argument("--log-level", default="WARNING")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="what the logs say (default WARNING)",
+    )
+    parser.add_argument("--version", action="version", version=f"vigil {_version()}")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+        # SUPPRESS: a subcommand without --config keeps the one given before it
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=argparse.SUPPRESS,
+            help=f"YAML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
+        )
         return p
+
+    with_config(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka broker")
     kafka.add_argument(
@@ -213,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     simulate = with_config(sub.add_parser("simulate", help="produce synthetic inputs"))
-    simulate.add_argument("--frames", type=int, default=40)
-    simulate.add_argument("--readings", type=int, default=60)
+    simulate.add_argument("--frames", type=int, default=40, help="frame references to produce")
+    simulate.add_argument("--readings", type=int, default=60, help="sensor readings to produce")
     simulate.add_argument("--poison", type=int, default=0, help="malformed records to add")
     simulate.add_argument(
         "--images",
@@ -222,13 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="instead: write a synthetic product-image dataset (one folder per class) here",
     )
-    simulate.add_argument("--per-class", type=int, default=100)
-    simulate.add_argument("--size", type=int, default=128)
+    simulate.add_argument("--per-class", type=int, default=100, help="--images: images per class")
+    simulate.add_argument("--size", type=int, default=128, help="--images: side of each image, pixels")
     simulate.set_defaults(func=cmd_simulate)
 
     tail = with_config(sub.add_parser("tail", help="follow an output topic"))
     tail.add_argument("topic", choices=["alerts", "inferences", "dlq"], nargs="?", default="alerts")
-    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest record, not the newest"
+    )
     tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
 
@@ -252,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = with_config(sub.add_parser("demo", help="the one-command tour"))
     demo.add_argument("--duration", type=float, default=40.0, help="seconds")
-    demo.add_argument("--frames-per-s", type=int, default=16)
+    demo.add_argument("--frames-per-s", type=int, default=16, help="simulated camera frames per second")
     demo.add_argument(
         "--images",
         type=Path,
@@ -272,15 +316,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vigil``."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    args.config = getattr(args, "config", None) or (
+        Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None
     )
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
     except Exception as error:  # a clear one-line error for the operator; --log-level DEBUG for more
         logging.getLogger("vigil").debug("command failed", exc_info=True)
-        console.print(f"[red]error:[/red] {type(error).__name__}: {error}")
-        return 2
+        errors.print(f"[red]error:[/red] {type(error).__name__}: {error}", highlight=False)
+        return exit_status(error)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigil")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 if __name__ == "__main__":

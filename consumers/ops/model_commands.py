@@ -25,19 +25,22 @@ def add_model_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser]
     actions = models.add_subparsers(dest="action", required=True)
     imp = with_config(actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"))
     imp.add_argument("source", type=Path)
-    imp.add_argument("--name", required=True)
-    imp.add_argument("--version", default="1")
+    imp.add_argument("--name", required=True, help="model name in the registry")
+    imp.add_argument("--version", default="1", help="model version to write")
     imp.add_argument("--labels", required=True, help="comma-separated, in the order of the model's outputs")
     imp.add_argument("--normal-label", default=None, help="the label that means no defect (no alert)")
     imp.add_argument("--size", default="224", help="input size: N or HxW")
-    imp.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    imp.add_argument("--channels", type=int, choices=[1, 3], default=3, help="image channels the model takes")
     imp.add_argument(
         "--normalisation",
         default="imagenet",
         help="imagenet, lite, none, or 'm1,m2,m3/s1,s2,s3' on [0, 1] pixels",
     )
     imp.add_argument(
-        "--resize", choices=["stretch", "shorter_side_then_center_crop", "letterbox"], default="letterbox"
+        "--resize",
+        choices=["stretch", "shorter_side_then_center_crop", "letterbox"],
+        default="letterbox",
+        help="how frames are brought to the model's input size",
     )
     imp.add_argument("--architecture", default=None, help="state dicts: the layout (default: try each)")
     imp.add_argument(
@@ -52,15 +55,15 @@ def add_model_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser]
         default=None,
         help="labelled images (a folder per label) to check label order",
     )
-    imp.add_argument("--registry", default=None)
+    imp.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     imp.set_defaults(func=cmd_import)
     listing = with_config(actions.add_parser("list", help="every entry, newest version last"))
-    listing.add_argument("--registry", default=None)
+    listing.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     listing.set_defaults(func=cmd_list)
     show = with_config(actions.add_parser("show", help="one entry's card, files and checks"))
     show.add_argument("name")
-    show.add_argument("--version", default=None)
-    show.add_argument("--registry", default=None)
+    show.add_argument("--version", default=None, help="model version (default: the newest)")
+    show.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     show.set_defaults(func=cmd_show)
 
 

@@ -54,13 +54,13 @@ def layout_of(args: argparse.Namespace) -> Any:
 _TRAINING_OPTIONS: list[tuple[str, type, str]] = [
     ("window", int, "samples per window"),
     ("stride", int, "samples between scored windows"),
-    ("hidden", int, ""),
+    ("hidden", int, "GRU hidden units"),
     ("layers", int, "default: 1, or 2 for sensor_rul"),
     ("score_steps", int, "anomaly scorers: the score is the error over the window's last N samples"),
     ("epochs", int, "at most; early stopping ends sooner"),
-    ("patience", int, ""),
-    ("batch_size", int, ""),
-    ("lr", float, ""),
+    ("patience", int, "epochs without improvement before stopping"),
+    ("batch_size", int, "windows per training step"),
+    ("lr", float, "learning rate (Adam)"),
     ("normal_rows", int, "leading normal samples per series"),
     ("normal_span_s", float, "... or leading seconds"),
     ("normal_fraction", float, "... or leading share"),
@@ -69,15 +69,15 @@ _TRAINING_OPTIONS: list[tuple[str, type, str]] = [
         float,
         "tail of the normal period held out for early stopping and the threshold",
     ),
-    ("threshold_quantile", float, ""),
+    ("threshold_quantile", float, "quantile of held-out normal scores the threshold starts from"),
     ("threshold_margin", float, "threshold = quantile x margin"),
     ("min_scale", float, "floor of each channel's scale, as a share of its mean magnitude"),
-    ("life_unit", str, ""),
+    ("life_unit", str, "sensor_rul: what remaining life is counted in"),
     ("life_cap", float, "piecewise-linear cap of the life target"),
     ("life_alert", float, "sensor_rul: alert at this life, in --life-unit"),
     ("validation_fraction", float, "sensor_rul: share of runs held out for early stopping"),
     ("sample_period_s", float, "default: from the data"),
-    ("seed", int, ""),
+    ("seed", int, "random seed (splits, initialisation)"),
     ("threads", int, "torch threads (default: cores - 1)"),
 ]
 
@@ -106,9 +106,9 @@ def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     """``vigil train sensor``."""
     p = with_config(train_sub.add_parser("sensor", help="a GRU forecaster, autoencoder or life regressor"))
     p.add_argument("--data", type=Path, required=True, help="history: CSV or other text table, or Parquet")
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", default="1")
-    p.add_argument("--registry", default=None)
+    p.add_argument("--name", required=True, help="model name in the registry")
+    p.add_argument("--version", default="1", help="model version to write")
+    p.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     _layout_arguments(p)
     _training_arguments(p)
     p.set_defaults(func=cmd_train_sensor)
@@ -138,12 +138,17 @@ def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
             "rul: train on some runs, estimate the others' life",
         )
     )
-    p.add_argument("--protocol", choices=["nab", "pointwise", "rul"], default="nab")
+    p.add_argument(
+        "--protocol",
+        choices=["nab", "pointwise", "rul"],
+        default="nab",
+        help="nab: windows scored by a registry model; pointwise: SKAB-style F1/FAR/MAR; rul: remaining life",
+    )
     p.add_argument("--data", type=Path, nargs="+", required=True, help="history files")
     p.add_argument("--labels", type=Path, default=None, help="nab: combined_windows.json")
     p.add_argument("--name", default=None, help="nab: the registry model")
-    p.add_argument("--version", default=None)
-    p.add_argument("--registry", default=None)
+    p.add_argument("--version", default=None, help="model version (default: the newest)")
+    p.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     p.add_argument("--label", default=None, help="pointwise: the label column scored (default: the first)")
     p.add_argument("--holdout", type=float, default=0.2, help="rul: share of runs held out for testing")
     p.add_argument("--cuts", type=int, default=5, help="rul: random cuts of each held-out run")

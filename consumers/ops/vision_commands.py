@@ -30,9 +30,14 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     classifier, anomaly = field_defaults(ClassifierTraining), field_defaults(AnomalyFitting)
     p = with_config(train_sub.add_parser("vision", help="a defect classifier or an anomaly scorer"))
     p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
-    p.add_argument("--kind", choices=["classifier", "anomaly"], default="classifier")
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", default="1")
+    p.add_argument(
+        "--kind",
+        choices=["classifier", "anomaly"],
+        default="classifier",
+        help="classifier: labelled classes; anomaly: PatchCore fitted on the good class",
+    )
+    p.add_argument("--name", required=True, help="model name in the registry")
+    p.add_argument("--version", default="1", help="model version to write")
     p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
     p.add_argument(
         "--backbone",
@@ -75,10 +80,12 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
         default=",".join(str(level) for level in anomaly["levels"]),
         help="anomaly: feature levels, 2-5 (stride 2**level); default %(default)s",
     )
-    p.add_argument("--epochs", type=int, default=classifier["epochs"])
+    p.add_argument("--epochs", type=int, default=classifier["epochs"], help="training epochs (classifier)")
     p.add_argument("--patience", type=int, default=classifier["patience"], help="epochs without improvement")
-    p.add_argument("--batch-size", type=int, default=classifier["batch_size"])
-    p.add_argument("--lr", type=float, default=classifier["lr"])
+    p.add_argument(
+        "--batch-size", type=int, default=classifier["batch_size"], help="images per training step"
+    )
+    p.add_argument("--lr", type=float, default=classifier["lr"], help="learning rate")
     p.add_argument("--holdout", type=float, default=classifier["holdout"], help="share never trained on")
     p.add_argument(
         "--validation", type=float, default=classifier["validation"], help="share choosing the model"
@@ -92,7 +99,7 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
         default=anomaly["quantile"],
         help="anomaly: threshold as this quantile of held-out normal scores",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (split, augmentation, initialisation)")
     p.set_defaults(func=cmd_train_vision)
 
 
@@ -143,10 +150,10 @@ def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
             "vision", help="accuracy, macro-F1, baseline, confusion; or AUROC and operating point"
         )
     )
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", default=None)
-    p.add_argument("--registry", default=None)
+    p.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
+    p.add_argument("--name", required=True, help="model name in the registry")
+    p.add_argument("--version", default=None, help="model version (default: the newest)")
+    p.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     p.add_argument(
         "--split",
         choices=["holdout", "all"],

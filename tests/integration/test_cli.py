@@ -71,8 +71,8 @@ def test_topics_simulate_and_schemas(
 def test_a_bad_configuration_is_a_clear_error(tmp_path: Path, capsys) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("runtime:\n  delivery: sometimes\n")
-    assert main(["topics", "create", "--config", str(config)]) == 2
-    assert "delivery" in capsys.readouterr().out
+    assert main(["topics", "create", "--config", str(config)]) == 3  # the configuration's status
+    assert "delivery" in capsys.readouterr().err
 
 
 def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str, tmp_path: Path) -> None:

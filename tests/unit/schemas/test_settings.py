@@ -33,7 +33,7 @@ def test_invalid_configuration_is_refused(tmp_path: Path) -> None:
     config.write_text("kafka:\n  enable_auto_commit: true\n")
     with pytest.raises(ConfigurationError, match=r"kafka\.enable_auto_commit"):
         load_settings(config)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigurationError, match="not found"):
         load_settings(tmp_path / "missing.yaml")
 
 

@@ -1,0 +1,105 @@
+"""The command line as scripts use it: exit statuses, stderr, --config and VIGIL_CONFIG, --version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumers.ops.cli import (
+    CONFIG_ENV,
+    EXIT_BROKER,
+    EXIT_CONFIGURATION,
+    EXIT_DATA,
+    EXIT_USAGE,
+    build_parser,
+    main,
+)
+
+
+@pytest.fixture
+def bad_config(tmp_path: Path) -> Path:
+    config = tmp_path / "bad.yaml"
+    config.write_text("runtime:\n  delivery: sometimes\n")
+    return config
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("vigil ")
+
+
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--log-level", "loud", "schemas", "export", "/tmp/x"])
+    assert exit_.value.code == EXIT_USAGE
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["topics", "create", "--config", "{config}"],
+        ["--config", "{config}", "topics", "create"],  # before the subcommand: honoured too
+        ["--config", "{config}", "train", "vision", "--data", "/nowhere", "--name", "m"],
+        ["--config", "{config}", "models", "list"],
+    ],
+)
+def test_the_configuration_is_honoured_wherever_it_is_given(
+    argv: list[str], bad_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.replace("{config}", str(bad_config)) for a in argv]) == EXIT_CONFIGURATION
+    captured = capsys.readouterr()
+    assert "delivery" in captured.err and "delivery" not in captured.out
+
+
+@pytest.mark.parametrize(
+    ("command", "rest"),
+    [
+        (["eval", "sensor"], ["--protocol", "rul", "--data", "f.csv"]),
+        (["train", "sensor"], ["--data", "f.csv", "--name", "m"]),
+        (["run"], ["--pipeline", "sensors"]),
+        (["demo"], []),
+    ],
+)
+def test_a_config_before_the_subcommand_reaches_it(command: list[str], rest: list[str]) -> None:
+    args = build_parser().parse_args(["--config", "plant.yaml", *command, *rest])
+    assert args.config == Path("plant.yaml")
+    args = build_parser().parse_args([*command, "--config", "line.yaml", *rest])
+    assert args.config == Path("line.yaml")
+
+
+def test_vigil_config_names_the_file_when_no_option_does(
+    bad_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, str(bad_config))
+    assert main(["topics", "create"]) == EXIT_CONFIGURATION
+    assert "delivery" in capsys.readouterr().err
+
+
+def test_an_unreachable_broker_has_its_own_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("VIGIL_KAFKA__REQUEST_TIMEOUT_MS", "1500")
+    assert main(["topics", "create"]) == EXIT_BROKER
+
+
+def test_missing_input_data_has_its_own_status(tmp_path: Path) -> None:
+    assert main(["train", "sensor", "--data", str(tmp_path / "missing.csv"), "--name", "m"]) == EXIT_DATA
+
+
+def test_every_option_has_help_text() -> None:
+    missing: list[str] = []
+
+    def visit(parser, path: str) -> None:  # type: ignore[no-untyped-def]
+        for action in parser._actions:  # argparse keeps no public list of its actions
+            if action.option_strings and not action.help and action.dest != "help":
+                missing.append(f"{path} {action.option_strings[0]}")
+            choices = getattr(action, "choices", None)
+            for name, child in choices.items() if isinstance(choices, dict) else ():
+                if hasattr(child, "_actions"):
+                    visit(child, f"{path} {name}")
+
+    visit(build_parser(), "vigil")
+    assert not missing, missing
