@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-workers kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-workers bench-latency kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -61,6 +61,9 @@ bench-peers: setup .venv-quix/.installed
 
 bench-workers: setup
 	$(BIN)/python bench/workers.py
+
+bench-latency: setup
+	$(BIN)/python bench/latency.py
 
 kafka-up: setup
 	$(BIN)/vigil kafka up
