@@ -9,7 +9,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from consumers.ops.cli import main
+from consumers.ops.cli import EXIT_DATA, main
 from models.registry import load_model
 from models.vision.architectures import SmallCnn
 from models.vision.importing import ImportRefused, ImportRequest, import_model
@@ -144,4 +144,7 @@ def test_cli_imports_lists_and_shows(
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
     assert main(["models", "show", "seed", "--registry", registry]) == 1
-    assert main([*argv, "--size", "64", "--normalisation", "0.5/0.5", "--registry", registry]) == 2
+    capsys.readouterr()
+    again = [*argv, "--size", "64", "--normalisation", "0.5/0.5", "--registry", registry]
+    assert main(again) == EXIT_DATA  # refused: the registry holds that version already
+    assert "error" in capsys.readouterr().err
