@@ -152,10 +152,19 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     try:
         for line in follow(_settings(args), args.topic, args.from_beginning, args.idle_timeout):
-            console.print(line, highlight=False)
+            write_line(line)
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def write_line(line: str) -> None:
+    """One record's line: styled on a terminal, plain and unwrapped into a pipe or a file
+    (``vigil tail | grep`` must see whole lines)."""
+    if sys.stdout.isatty():
+        console.print(line, highlight=False)
+    else:
+        print(line, flush=True)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from kafka.structs import TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -85,7 +93,14 @@ class VigilMetrics:
     """Every metric Vigil exports, in one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None, gpu: bool | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        if registry is None:
+            registry = CollectorRegistry()
+            # the default registry's process and runtime series, which a registry of our own
+            # does not get: CPU seconds, resident memory, open files, GC
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.registry = registry
         r = self.registry
         self.consumed = Counter(
             "vigil_messages_consumed", "Records read from an input topic", ["topic"], registry=r

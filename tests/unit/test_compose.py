@@ -96,3 +96,15 @@ def test_compose_runs_the_kafka_version_the_local_broker_runs() -> None:
     images = [service.get("image", "") for service in compose["services"].values()]
     kafka = [image for image in images if image.startswith("apache/kafka:")]
     assert kafka == [f"apache/kafka:{KAFKA_VERSION}"]
+
+
+def test_a_dashboard_query_that_counts_is_not_shown_in_bytes() -> None:
+    dashboard = json.loads(next((ROOT / "deploy/grafana/dashboards").glob("*.json")).read_text())
+    for panel in dashboard["panels"]:
+        config = panel.get("fieldConfig", {})
+        if config.get("defaults", {}).get("unit") != "bytes":
+            continue
+        overridden = {o["matcher"]["options"] for o in config.get("overrides", ())}
+        for target in panel.get("targets", ()):
+            if "bytes" not in target["expr"]:
+                assert target["refId"] in overridden, f"{panel['title']}: {target['expr']} is shown in bytes"

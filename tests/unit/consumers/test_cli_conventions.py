@@ -14,6 +14,7 @@ from consumers.ops.cli import (
     EXIT_USAGE,
     build_parser,
     main,
+    write_line,
 )
 
 
@@ -103,3 +104,9 @@ def test_every_option_has_help_text() -> None:
 
     visit(build_parser(), "vigil")
     assert not missing, missing
+
+
+def test_tail_lines_are_whole_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    line = "DEAD   schema_violation  vigil.sensors[3]@12345 decode: ValidationError: " + "x" * 150
+    write_line(line)
+    assert capsys.readouterr().out == line + "\n"  # not wrapped at 80 columns, no styling

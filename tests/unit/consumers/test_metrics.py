@@ -158,3 +158,17 @@ def test_metrics_can_require_basic_auth_over_tls(tmp_path) -> None:  # type: ign
         assert not plain_http_served
     finally:
         server.stop()
+
+
+def test_the_registry_carries_the_process_series() -> None:
+    value = VigilMetrics(gpu=False).registry.get_sample_value
+    assert value("process_resident_memory_bytes") > 0
+    assert value("process_cpu_seconds_total") is not None
+    assert value("python_info", {"implementation": "CPython", **_python_version()}) == 1
+
+
+def _python_version() -> dict[str, str]:
+    import platform
+
+    major, minor, patch = platform.python_version_tuple()
+    return {"major": major, "minor": minor, "patchlevel": patch, "version": platform.python_version()}
