@@ -153,7 +153,11 @@ def entry_folder(root: str | Path, name: str, version: str | None = None) -> Pat
     """The folder of ``name`` (its newest version unless ``version``)."""
     available = versions(root, name)
     if not available:
-        raise FileNotFoundError(f"model {name!r} is not in the registry at {Path(root).expanduser()}")
+        raise FileNotFoundError(
+            f"model {name!r} is not in the registry at {Path(root).expanduser()}: train one "
+            "(vigil train vision|sensor ... --name NAME), import one (vigil models import), or run "
+            "vigil demo once, which leaves demo-defects and demo-machines in the default registry"
+        )
     chosen = version or available[-1]
     if chosen not in available:
         raise FileNotFoundError(

@@ -108,3 +108,16 @@ def test_a_dashboard_query_that_counts_is_not_shown_in_bytes() -> None:
         for target in panel.get("targets", ()):
             if "bytes" not in target["expr"]:
                 assert target["refId"] in overridden, f"{panel['title']}: {target['expr']} is shown in bytes"
+
+
+def test_vigil_services_restart_report_health_and_run_as_a_user() -> None:
+    services = {
+        name: s for name, s in COMPOSE["services"].items() if s.get("build") and "run" in s["command"]
+    }
+    assert services, "no vigil run service"
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+        assert any("/readyz" in part for part in service["healthcheck"]["test"]), name
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), "the image runs as root"

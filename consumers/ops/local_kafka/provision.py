@@ -1,17 +1,22 @@
 """Resolve Apache Kafka's jars from Maven Central into a cache outside the repository.
 
 The first run asks the machine's Maven to copy the broker and its runtime dependencies
-into ``<cache>/kafka/<version>/libs``; later runs find the folder complete and reuse it.
+into ``<cache>/kafka/<version>/libs``, saying on stderr what it downloads and how much;
+later runs find the folder complete and reuse it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import ClassVar, TextIO
 
 KAFKA_VERSION = "4.3.0"
 _POM = Path(__file__).with_name("pom.xml")
@@ -45,6 +50,46 @@ def require_tool(name: str) -> str:
     return path
 
 
+class DownloadProgress:
+    """What Maven downloads on a first provisioning, on stderr as it goes: a first run
+    fetches about 44 MB of jars from Maven Central and must not look hung for minutes."""
+
+    _DOWNLOADED = re.compile(r"Downloaded from \S+: (\S+) \(([\d.,]+) (B|kB|KB|MB)")
+    _UNITS: ClassVar[dict[str, float]] = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6}
+
+    def __init__(self, what: str, out: TextIO | None = None, every_s: float = 2.0) -> None:
+        self.what = what
+        self.files = 0
+        self.bytes = 0.0
+        self._out = out or sys.stderr
+        self._every_s = every_s
+        self._last = 0.0
+
+    def read(self, line: str) -> None:
+        """One line of Maven's output."""
+        match = self._DOWNLOADED.search(line)
+        if match is None:
+            return
+        url, size, unit = match.groups()
+        self.files += 1
+        self.bytes += float(size.replace(",", "")) * self._UNITS[unit]
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            name = url.rsplit("/", 1)[-1]
+            self._say(
+                f"downloading {self.what} from Maven Central: {self.files} files, {self.bytes / 1e6:.1f} MB ({name})"
+            )
+
+    def done(self) -> None:
+        """The summary line, when anything was downloaded."""
+        if self.files:
+            self._say(f"downloaded {self.what}: {self.files} files, {self.bytes / 1e6:.1f} MB")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+
 def kafka_libs(version: str = KAFKA_VERSION) -> Path:
     """Return the folder of Kafka jars for ``version``, resolving it with Maven if needed."""
     target = cache_root() / "kafka" / version / "libs"
@@ -60,7 +105,6 @@ def kafka_libs(version: str = KAFKA_VERSION) -> Path:
         staging = Path(tempfile.mkdtemp(prefix="libs-", dir=target.parent))
         command = [
             mvn,
-            "-q",
             "-B",
             "-f",
             str(_POM),
@@ -69,13 +113,17 @@ def kafka_libs(version: str = KAFKA_VERSION) -> Path:
             "-DincludeScope=runtime",
             f"-DoutputDirectory={staging}",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+        progress = DownloadProgress(f"Apache Kafka {version}")
+        maven = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert maven.stdout is not None
+        tail: list[str] = []
+        for line in maven.stdout:
+            progress.read(line)
+            tail = [*tail[-80:], line]
+        progress.done()
+        if maven.wait() != 0 or not any(staging.glob("kafka_2.13-*.jar")):
             shutil.rmtree(staging, ignore_errors=True)
-            raise RuntimeError(
-                f"Maven could not resolve Apache Kafka {version}:\n"
-                f"{result.stdout[-4000:]}{result.stderr[-4000:]}"
-            )
+            raise RuntimeError(f"Maven could not resolve Apache Kafka {version}:\n{''.join(tail)[-4000:]}")
         (staging / _COMPLETE_MARKER).write_text(version)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)

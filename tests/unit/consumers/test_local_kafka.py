@@ -35,3 +35,24 @@ def test_missing_tools_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(provision.ToolMissingError, match=r"apt-get install .*docker compose"):
         provision.kafka_libs("9.9.9")
+
+
+def test_a_first_provisioning_says_what_it_downloads() -> None:
+    import io
+
+    from consumers.ops.local_kafka.provision import DownloadProgress
+
+    out = io.StringIO()
+    progress = DownloadProgress("Apache Kafka 4.3.0", out, every_s=0.0)
+    base = "https://repo.maven.apache.org/maven2/org/apache/kafka"
+    for line in [
+        f"[INFO] Downloading from central: {base}/kafka-clients/4.3.0/kafka-clients-4.3.0.jar",
+        f"[INFO] Downloaded from central: {base}/kafka-clients/4.3.0/kafka-clients-4.3.0.jar (2.1 MB at 9.8 MB/s)",
+        "[INFO] BUILD SUCCESS",
+        f"[INFO] Downloaded from central: {base}/kafka_2.13/4.3.0/kafka_2.13-4.3.0.pom (650 B at 20 kB/s)",
+    ]:
+        progress.read(line)
+    progress.done()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("1 files, 2.1 MB (kafka-clients-4.3.0.jar)")
+    assert lines[-1] == "downloaded Apache Kafka 4.3.0: 2 files, 2.1 MB"
