@@ -10,12 +10,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
+from rich.table import Table
 
+from consumers.ops.output import console, errors, show, use_json
 from schemas.settings import VigilSettings, load_settings
-
-console = Console()
-errors = Console(stderr=True)
 
 CONFIG_ENV = "VIGIL_CONFIG"
 """The configuration file when no ``--config`` is given."""
@@ -86,9 +84,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     created = create_topics(settings)
+    table = Table(title="topics")
+    for column in ("topic", "partitions", "replication factor", "state"):
+        table.add_column(column)
     for spec in settings.topics.all():
-        mark = "created" if spec.name in created else "exists"
-        console.print(f"{spec.name:24} partitions={spec.partitions} rf={spec.replication_factor} {mark}")
+        state = "created" if spec.name in created else "exists"
+        table.add_row(spec.name, str(spec.partitions), str(spec.replication_factor), state)
+    show(table)
     return 0
 
 
@@ -217,13 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vigil {_version()}")
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        # SUPPRESS: a subcommand without --config keeps the one given before it
+    def with_config(p: argparse.ArgumentParser, output: bool = True) -> argparse.ArgumentParser:
+        # SUPPRESS: a subcommand without the option keeps the value given before it
         p.add_argument(
             "--config",
             type=Path,
             default=argparse.SUPPRESS,
             help=f"YAML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
+        )
+        if not output:  # the command has an --output of its own
+            return p
+        p.add_argument(
+            "--output",
+            choices=["table", "json"],
+            default=argparse.SUPPRESS,
+            help="table (default) for people; json: each table as a JSON line on stdout, messages on stderr",
         )
         return p
 
@@ -328,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.config = getattr(args, "config", None) or (
         Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None
     )
+    if getattr(args, "output", "table") == "json":
+        use_json()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

@@ -7,10 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from consumers.ops.output import console, show
 
 NORMALISATIONS = {
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
@@ -19,11 +18,13 @@ NORMALISATIONS = {
 }
 
 
-def add_model_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     """Register ``vigil models``."""
     models = with_config(sub.add_parser("models", help="the model registry: import, list, show"))
     actions = models.add_subparsers(dest="action", required=True)
-    imp = with_config(actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"))
+    imp = with_config(
+        actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"), output=False
+    )
     imp.add_argument("source", type=Path)
     imp.add_argument("--name", required=True, help="model name in the registry")
     imp.add_argument("--version", default="1", help="model version to write")
@@ -151,7 +152,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             card.created_at.strftime("%Y-%m-%d %H:%M"),
             key,
         )
-    console.print(table)
+    show(table)
     return 0
 
 

@@ -12,12 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from consumers.ops.command_config import config_from, field_defaults, field_options
-
-console = Console()
+from consumers.ops.output import console, show
 
 
 def _layout_arguments(p: argparse.ArgumentParser) -> None:
@@ -208,7 +206,7 @@ def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
                     f"{r.false_alerts_per_day:.3f}",
                     f"{r.mean_delay_h:.1f}",
                 )
-        console.print(table)
+        show(table)
     return 0
 
 
@@ -234,7 +232,7 @@ def _eval_pointwise(args: argparse.Namespace, shape: Any) -> int:
             f"{c.missed_alarm_rate:.1%}",
             *(str(v) for v in (c.tp, c.fp, c.fn, c.tn)),
         )
-    console.print(table)
+    show(table)
     console.print(f"training and scoring took {result.seconds:.1f} s")
     if args.plots is not None:
         from models.sensors.plots import pointwise_plots
@@ -260,7 +258,7 @@ def _eval_life(args: argparse.Namespace) -> int:
         table.add_column(column)
     for name, score in result.scores.items():
         table.add_row(name, f"{score.rmse:.2f}", f"{score.nasa:,.0f}")
-    console.print(table)
+    show(table)
     console.print(
         f"held-out runs: {', '.join(result.test_units)}; training and scoring took {result.seconds:.1f} s"
     )

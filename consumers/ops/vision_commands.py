@@ -11,15 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
 from consumers.ops.command_config import config_from, field_defaults
+from consumers.ops.output import console, show
 
 if TYPE_CHECKING:
     from models.vision.evaluation import EntryEvaluation
-
-console = Console()
 
 
 def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
@@ -179,7 +177,7 @@ def cmd_eval_vision(args: argparse.Namespace) -> int:
         heatmaps=args.heatmaps if args.plots else 0,
     )
     for table in evaluation_tables(evaluation):
-        console.print(table)
+        show(table)
     if args.plots:
         from models.vision.plots import write_plots
 

@@ -110,3 +110,23 @@ def test_tail_lines_are_whole_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> N
     line = "DEAD   schema_violation  vigil.sensors[3]@12345 decode: ValidationError: " + "x" * 150
     write_line(line)
     assert capsys.readouterr().out == line + "\n"  # not wrapped at 80 columns, no styling
+
+
+def test_tables_are_json_lines_for_scripts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rich.table import Table
+
+    from consumers.ops.output import table_document
+
+    table = Table(title="models in /r")
+    for column in ("name", "version", "threshold"):
+        table.add_column(column)
+    table.add_row("[bold]press-ae[/bold]", "3", "0.27")
+    assert table_document(table) == {
+        "title": "models in /r",
+        "rows": [{"name": "press-ae", "version": 3, "threshold": 0.27}],
+    }
+    assert main(["models", "list", "--registry", str(tmp_path), "--output", "json"]) == 0
+    listing = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
+    assert listing["title"].startswith("models in") and listing["rows"] == []

@@ -1,0 +1,58 @@
+"""What the commands print: tables for people, or JSON for scripts (``--output json``).
+
+Every command prints through ``console`` and shows its tables with ``show``. In JSON mode
+each table is one JSON object on its own stdout line (``{"title": ..., "rows": [{column:
+value}, ...]}``, numbers as numbers) and everything else the command says goes to stderr,
+so ``vigil models list --output json | jq`` reads JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+console = Console()
+errors = Console(stderr=True)
+_json = False
+
+
+def use_json() -> None:
+    """Switch the process to JSON output: tables as JSON on stdout, the rest on stderr."""
+    global _json
+    _json = True
+    console.file = sys.stderr
+
+
+def show(table: Table) -> None:
+    """Print ``table`` for people, or as one line of JSON."""
+    if _json:
+        print(json.dumps(table_document(table)), flush=True)
+    else:
+        console.print(table)
+
+
+def table_document(table: Table) -> dict[str, Any]:
+    """``table`` as ``{"title", "rows"}``; cells that read as numbers become numbers."""
+    headers = [_plain(column.header) for column in table.columns]
+    columns = [[_value(cell) for cell in column.cells] for column in table.columns]
+    rows = [dict(zip(headers, row, strict=True)) for row in zip(*columns, strict=True)]
+    return {"title": _plain(table.title) if table.title else None, "rows": rows}
+
+
+def _plain(cell: Any) -> str:
+    return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+
+def _value(cell: Any) -> Any:
+    text = _plain(cell)
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
