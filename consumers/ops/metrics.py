@@ -40,7 +40,10 @@ class _QueueDepths(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "vigil_queue_depth", "Items waiting in a model's micro-batch queue", labels=["model"]
+            "vigil_queue_depth_items",
+            "Items waiting in a model's micro-batch queue",
+            labels=["model"],
+            unit="items",
         )
         for model, depth in sorted(self.sources.items()):
             family.add_metric([model], depth())
@@ -134,7 +137,12 @@ class VigilMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "vigil_batch_size", "Items per micro-batch", ["model"], buckets=BATCH_BUCKETS, registry=r
+            "vigil_batch_size_items",
+            "Items per micro-batch",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            unit="items",
+            registry=r,
         )
         self.inference = Histogram(
             "vigil_inference_seconds",

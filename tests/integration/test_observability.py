@@ -123,7 +123,7 @@ def test_health_and_readiness_answer_while_vigil_runs(vigil_endpoint: str) -> No
 def test_promtool_accepts_a_live_scrape(vigil_endpoint: str) -> None:
     status, content_type, body = get(f"{vigil_endpoint}/metrics")
     assert status == 200 and content_type.startswith("text/plain")
-    assert 'vigil_messages_consumed_total{topic="' in body and "vigil_batch_size_bucket" in body
+    assert 'vigil_messages_consumed_total{topic="' in body and "vigil_batch_size_items_bucket" in body
     check = subprocess.run([tool("promtool"), "check", "metrics"], input=body, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 

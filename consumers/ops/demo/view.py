@@ -113,7 +113,7 @@ class LiveView:
         batches: dict[str, list[float]] = {}
         lag: dict[str, float] = {}
         for sample in samples:
-            if sample.name in ("vigil_batch_size_sum", "vigil_batch_size_count"):
+            if sample.name in ("vigil_batch_size_items_sum", "vigil_batch_size_items_count"):
                 totals = batches.setdefault(pipeline_of.get(sample.labels["model"], ""), [0.0, 0.0])
                 totals[1 if sample.name.endswith("_count") else 0] += sample.value
             elif sample.name == "vigil_consumer_lag_messages":

@@ -32,13 +32,13 @@ def test_the_observer_turns_events_into_bounded_metrics() -> None:
     value = metrics.registry.get_sample_value
     assert value("vigil_messages_consumed_total", {"topic": "vigil.sensors"}) == 5
     assert value("vigil_dead_letters_total", {"reason": "invalid_json", "stage": "decode"}) == 1
-    assert value("vigil_batch_size_sum", {"model": "press-ae"}) == 32
+    assert value("vigil_batch_size_items_sum", {"model": "press-ae"}) == 32
     assert value("vigil_end_to_end_seconds_bucket", {"pipeline": "sensors", "le": "0.5"}) == 0
     assert value("vigil_end_to_end_seconds_bucket", {"pipeline": "sensors", "le": "2.5"}) == 1
     assert value("vigil_alerts_total", {"kind": "threshold", "severity": "warning", "state": "firing"}) == 1
     assert value("vigil_input_events_total", {"pipeline": "sensors", "outcome": "late"}) == 2
     assert value("vigil_consumer_lag_messages", {"topic": "vigil.sensors", "partition": "0"}) == 7
-    assert value("vigil_queue_depth", {"model": "press-ae"}) == 3
+    assert value("vigil_queue_depth_items", {"model": "press-ae"}) == 3
 
 
 def test_a_partition_that_moves_away_takes_its_lag_series_with_it() -> None:
