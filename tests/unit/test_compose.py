@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -121,3 +122,25 @@ def test_vigil_services_restart_report_health_and_run_as_a_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
     users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the image runs as root"
+
+
+def test_the_dashboard_filters_by_instance_pipeline_and_topic_and_draws_the_slo() -> None:
+    dashboard = json.loads(next((ROOT / "deploy/grafana/dashboards").glob("*.json")).read_text())
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["instance", "pipeline", "topic"]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for selector in re.findall(r"\bvigil_[a-z_]+(\{[^}]*\})?", target["expr"]):
+                assert 'instance=~"$instance"' in selector, f"{panel['title']}: {target['expr']}"
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/vigil-rules.yml").read_text())
+    slo = next(
+        float(rule["expr"].rsplit(">", 1)[1])
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if rule.get("alert") == "VigilEndToEndP99OverSLO"
+    )
+    latency = next(p for p in dashboard["panels"] if p["title"].startswith("Capture"))
+    steps = latency["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert (
+        steps[-1]["value"] == slo
+        and latency["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+    )
