@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from consumers.ops.output import console, errors, show, use_json
+from consumers.ops.output import console, errors, set_output, show
 from schemas.settings import VigilSettings, load_settings
 
 CONFIG_ENV = "VIGIL_CONFIG"
@@ -338,8 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.config = getattr(args, "config", None) or (
         Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None
     )
-    if getattr(args, "output", "table") == "json":
-        use_json()
+    set_output(getattr(args, "output", "table") == "json")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

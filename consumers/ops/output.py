@@ -21,11 +21,12 @@ errors = Console(stderr=True)
 _json = False
 
 
-def use_json() -> None:
-    """Switch the process to JSON output: tables as JSON on stdout, the rest on stderr."""
+def set_output(json_output: bool) -> None:
+    """Tables as JSON on stdout and the rest on stderr, or everything for people on stdout
+    (set for each command: ``main`` may run several in one process, as the tests do)."""
     global _json
-    _json = True
-    console.file = sys.stderr
+    _json = json_output
+    console.file = sys.stderr if json_output else None  # type: ignore[assignment]  # None: stdout as it is then
 
 
 def show(table: Table) -> None:

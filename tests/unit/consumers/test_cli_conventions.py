@@ -130,3 +130,13 @@ def test_tables_are_json_lines_for_scripts(tmp_path: Path, capsys: pytest.Captur
     assert main(["models", "list", "--registry", str(tmp_path), "--output", "json"]) == 0
     listing = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
     assert listing["title"].startswith("models in") and listing["rows"] == []
+
+
+def test_json_output_is_set_per_command_not_left_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "list", "--registry", str(tmp_path), "--output", "json"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--registry", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "models in" in captured.out and not captured.out.startswith("{")
