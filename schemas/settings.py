@@ -347,6 +347,30 @@ class MetricsSettings(Section):
         return self
 
 
+class AlertmanagerSinkSettings(Section):
+    """Vigil's alerts also go to an Alertmanager (its v2 API), at least once."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    """The Alertmanager, e.g. ``http://alertmanager:9093``."""
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """Per request."""
+    retries: Annotated[int, Field(ge=0, le=20)] = 5
+    """Bounded: after these, with back-off doubling from 0.5 s up to 30 s, the delivery fails,
+    nothing past it is committed and the runtime stops (its alerts are sent again on restart)."""
+    firing_for_s: Annotated[float, Field(gt=0)] = 86_400.0
+    """A firing alert's ``endsAt`` this far ahead: Vigil sends a transition once, not repeatedly
+    as Prometheus does, so Alertmanager must not time it out before its resolution arrives."""
+    link: str | None = None
+    """``generatorURL`` of each alert, with ``{alert_id}`` replaced, e.g. a dashboard or search
+    URL; unset, the alert id is in the annotations only."""
+
+
+class SinksSettings(Section):
+    """Where alerts go besides the Kafka alerts topic."""
+
+    alertmanager: AlertmanagerSinkSettings | None = None
+
+
 class VigilSettings(BaseSettings):
     """The whole configuration tree."""
 
@@ -359,6 +383,7 @@ class VigilSettings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     vision: VisionSettings = VisionSettings()
     sensors: SensorSettings = SensorSettings()
+    sinks: SinksSettings = SinksSettings()
     pipelines: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], dict[str, Any]] = Field(
         default_factory=dict
     )

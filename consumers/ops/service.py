@@ -18,6 +18,7 @@ from consumers.ops.metrics import PrometheusObserver, VigilMetrics
 from consumers.pipelines import build_pipeline, pipeline_kinds
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.signals import drain_on_signals
+from consumers.sinks import configured_sinks
 from models.engine import default_torch_threads
 from schemas.settings import VigilSettings
 
@@ -53,7 +54,12 @@ class Service:
         for name, observer in self.observers.items():
             pipeline = build_pipeline(name, settings, observer)
             self.runtimes[name] = StreamRuntime(
-                settings, pipeline.inputs, pipeline.stage, observer=observer, group_id=group_of(name)
+                settings,
+                pipeline.inputs,
+                pipeline.stage,
+                observer=observer,
+                group_id=group_of(name),
+                sinks=configured_sinks(settings),
             )
         self._threads: list[threading.Thread] = []
         self._status: dict[str, int] = {}

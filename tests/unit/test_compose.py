@@ -26,12 +26,13 @@ def mounts(service: str) -> dict[str, str]:
     return out
 
 
-def test_the_stack_has_kafka_vigil_prometheus_and_grafana() -> None:
+def test_the_stack_has_kafka_vigil_prometheus_alertmanager_and_grafana() -> None:
     assert set(SERVICES) == {
         "kafka",
         "vigil-topics",
         "vigil-vision",
         "vigil-sensors",
+        "alertmanager",
         "prometheus",
         "grafana",
     }
@@ -144,3 +145,11 @@ def test_the_dashboard_filters_by_instance_pipeline_and_topic_and_draws_the_slo(
         steps[-1]["value"] == slo
         and latency["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
     )
+
+
+def test_vigil_and_prometheus_send_alerts_to_the_same_alertmanager() -> None:
+    assert SERVICES["alertmanager"]["image"].startswith("prom/alertmanager:")
+    vigil = SERVICES["vigil-vision"]["environment"]["VIGIL_SINKS__ALERTMANAGER__URL"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [target] = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert vigil == f"http://{target}"
