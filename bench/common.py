@@ -6,8 +6,14 @@ import json
 import os
 import platform
 import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,3 +155,49 @@ def start_runtime(
     thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
     thread.start()
     return runtime, thread, observer
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def vigil_run(settings: VigilSettings, group_prefix: str, *arguments: str) -> Iterator[int]:
+    """``vigil run`` as an operator starts it (a configuration file, a fresh group), with its
+    endpoint on a free loopback port, which is yielded; SIGTERM (drain, commit) at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    document = json.loads(settings.model_dump_json())
+    document["kafka"]["group_id"] = f"{group_prefix}-{uuid.uuid4().hex[:6]}"
+    document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
+        json.dump(document, config)
+    service = subprocess.Popen(
+        [sys.executable, "-m", "consumers.ops.cli", "run", "--config", config.name, *arguments],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield port
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(120)
+        os.unlink(config.name)
+
+
+def scrape(port: int, *series: str) -> dict[str, float]:
+    """Each named series summed over its labels at the endpoint (0 while it does not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = dict.fromkeys(series, 0.0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return totals
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals

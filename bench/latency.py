@@ -13,25 +13,16 @@ Usage: python bench/latency.py [--rate 100] [--seconds 15] [--lingers 20,5,0]
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-import uuid
+from contextlib import closing
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report
+from bench.common import Figure, bench_broker, bench_settings, report, scrape, vigil_run
 from bench.sensors import read_topic
 from consumers.ops.simulate import synthetic_readings
 from consumers.runtime.kafka_clients import make_producer
@@ -56,44 +47,17 @@ def send(settings: VigilSettings, count: int, rate: float) -> None:
     producer.close(5)
 
 
-def _assigned(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
-            text = reply.read().decode()
-    except OSError:
-        return 0.0
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "vigil_assigned_partitions"
-    )
-
-
 def latencies(settings: VigilSettings, rate: float, seconds: float) -> list[float]:
     """Capture → result arrival (s) of every reading offered, through ``vigil run``."""
     from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    document = json.loads(settings.model_dump_json())
-    document["kafka"]["group_id"] = f"latency-{uuid.uuid4().hex[:6]}"
-    document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
-        json.dump(document, config)
-    service = subprocess.Popen(
-        [sys.executable, "-m", "consumers.ops.cli", "run", "--config", config.name],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     topics = settings.topics
     reader = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "unused"})
-    try:
+    arrived: dict[tuple[int, int], float] = {}
+    with vigil_run(settings, "latency") as port, closing(reader):
         inputs = topics.frames.partitions + topics.sensors.partitions
         deadline = time.monotonic() + 120
-        while _assigned(port) < inputs:
+        while scrape(port, "vigil_assigned_partitions")["vigil_assigned_partitions"] < inputs:
             if time.monotonic() > deadline:
                 raise TimeoutError("vigil run was not assigned its partitions in 120 s")
             time.sleep(0.2)  # waiting for the group to settle before offering load
@@ -106,7 +70,6 @@ def latencies(settings: VigilSettings, rate: float, seconds: float) -> list[floa
         count = int(rate * seconds)
         sender = multiprocessing.get_context("spawn").Process(target=send, args=(settings, count, rate))
         sender.start()
-        arrived: dict[tuple[int, int], float] = {}
         deadline = time.monotonic() + seconds + 60
         while len(arrived) < count and time.monotonic() < deadline:
             message = reader.poll(0.05)
@@ -116,11 +79,6 @@ def latencies(settings: VigilSettings, rate: float, seconds: float) -> list[floa
             evidence = InferenceResult.from_json_bytes(message.value()).evidence  # type: ignore[arg-type]
             arrived.setdefault((evidence.partition, evidence.offset), now)
         sender.join()
-    finally:
-        reader.close()
-        service.send_signal(signal.SIGTERM)
-        service.wait(60)
-        os.unlink(config.name)
     sent = {(r.partition, r.offset): r.timestamp / 1000 for r in read_topic(settings, topics.sensors.name)}
     return [at - sent[key] for key, at in arrived.items() if key in sent]
 

@@ -12,24 +12,15 @@ Usage: python bench/workers.py [--messages N] [--workers 2] [--repeats 3] [--cli
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-import uuid
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report
+from bench.common import Figure, bench_broker, bench_settings, report, scrape, vigil_run
 from bench.foundation import fill_topic
 from bench.peers import spread
 from schemas.settings import VigilSettings
@@ -37,53 +28,21 @@ from schemas.settings import VigilSettings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _totals(port: int) -> tuple[float, float]:
-    """Records read and results acknowledged, summed over the workers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
-            text = reply.read().decode()
-    except OSError:
-        return 0.0, 0.0
-    consumed = produced = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "vigil_messages_consumed_total":
-                consumed += sample.value
-            elif sample.name == "vigil_messages_produced_total":
-                produced += sample.value
-    return consumed, produced
-
-
 def run_rate(settings: VigilSettings, count: int, workers: int) -> float:
     """Records per second through ``vigil run --workers workers``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    document = json.loads(settings.model_dump_json())
-    document["kafka"]["group_id"] = f"workers-{uuid.uuid4().hex[:6]}"
-    document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
-        json.dump(document, config)
-    command = [sys.executable, "-m", "consumers.ops.cli", "run", "--config", config.name]
-    if workers > 1:
-        command += ["--workers", str(workers)]
-    service = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    with vigil_run(settings, "workers", *extra) as port:
         deadline = time.monotonic() + 300
         started = None
         while time.monotonic() < deadline:
-            consumed, produced = _totals(port)
+            totals = scrape(port, "vigil_messages_consumed_total", "vigil_messages_produced_total")
             now = time.monotonic()
-            if consumed and started is None:
+            if totals["vigil_messages_consumed_total"] and started is None:
                 started = now
-            if produced >= count and started is not None:
+            if totals["vigil_messages_produced_total"] >= count and started is not None:
                 return count / (now - started)
             time.sleep(0.05)  # scraping the endpoint as Prometheus would, only more often
         raise TimeoutError(f"--workers {workers} did not finish {count} records in 300 s")
-    finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(120)
-        os.unlink(config.name)
 
 
 def main() -> None:
