@@ -9,10 +9,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from rich.table import Table
 
 from consumers.ops.output import console, errors, set_output, show
+from schemas.messages import DeadLetterReason
 from schemas.settings import VigilSettings, load_settings
 
 CONFIG_ENV = "VIGIL_CONFIG"
@@ -169,6 +171,27 @@ def write_line(line: str) -> None:
         print(line, flush=True)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from consumers.ops.redrive import redrive
+
+    def moment(text: str | None) -> datetime | None:
+        return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    report = redrive(_settings(args), args.reason or (), moment(args.since), moment(args.until), args.dry_run)
+    verb = "would publish" if args.dry_run else "published"
+    table = Table(title=f"dead letters redriven{' (dry run)' if args.dry_run else ''}")
+    for column in ("original topic", "reason", verb):
+        table.add_column(column)
+    for (topic, reason), count in sorted(report.published.items()):
+        table.add_row(topic, reason, str(count))
+    show(table)
+    for line in report.skipped:
+        console.print(f"skipped {line}", highlight=False)
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from consumers.pipelines import message_types
     from schemas.export import export_json_schemas
@@ -294,6 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
+
+    dlq = with_config(sub.add_parser("dlq", help="the dead-letter topic: redrive letters after a fix"))
+    dlq.add_argument(
+        "action", choices=["redrive"], help="redrive: publish dead letters to their original topic again"
+    )
+    dlq.add_argument(
+        "--reason",
+        action="append",
+        choices=list(get_args(DeadLetterReason)),
+        help="only letters with this reason (repeat for several; default: every reason)",
+    )
+    dlq.add_argument("--since", default=None, help="only letters that failed at or after this ISO 8601 time")
+    dlq.add_argument("--until", default=None, help="only letters that failed at or before this ISO 8601 time")
+    dlq.add_argument("--dry-run", action="store_true", help="count what would be published, publish nothing")
+    dlq.set_defaults(func=cmd_dlq)
 
     schemas = sub.add_parser("schemas", help="JSON Schema export")
     schemas.add_argument("action", choices=["export"])

@@ -1,0 +1,120 @@
+"""``vigil dlq redrive``: dead letters back to their original topic once the cause is fixed.
+
+The dead-letter topic is read from the beginning (or from ``since``) up to its end as it
+stood when the command started; letters arriving meanwhile wait for the next redrive. Each
+letter chosen by reason and by the time it failed is published again to its original topic
+with its original key, value and headers, and three headers saying where it comes from:
+``vigil.origin`` (``topic[partition]@offset`` of the original), ``vigil.redrive.from`` (the
+dead letter's own coordinates) and ``vigil.redrive.reason``. A letter whose copy was
+truncated (the original was too big for the dead-letter topic) is redriven from the
+original record, read back from its topic at its offset; one no longer retained there is
+reported as skipped, never published half. The dead letters themselves stay where they are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kafka.structs import TopicPartition
+from pydantic import ValidationError
+
+from consumers.runtime.dead_letters import HEADER_PREFIX, original_value
+from consumers.runtime.kafka_clients import make_producer, make_reader
+from schemas.messages import DeadLetter
+from schemas.settings import VigilSettings
+
+POLL_MS = 500
+
+
+@dataclass
+class RedriveReport:
+    """What a redrive published, by original topic and reason, and what it could not."""
+
+    published: Counter[tuple[str, str]] = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)
+
+
+def redrive(
+    settings: VigilSettings,
+    reasons: Iterable[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = False,
+) -> RedriveReport:
+    """Publish the chosen dead letters to their original topics (none with ``dry_run``)."""
+    wanted = set(reasons)
+    dlq = settings.topics.dlq.name
+    reader = make_reader(settings.kafka)
+    producer = None if dry_run else make_producer(settings.kafka)
+    report = RedriveReport()
+    try:
+        partitions = [TopicPartition(dlq, p) for p in sorted(reader.partitions_for_topic(dlq) or ())]
+        reader.assign(partitions)
+        ends = reader.end_offsets(partitions)
+        starts = reader.beginning_offsets(partitions)
+        if since is not None:
+            found = reader.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
+            starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in partitions}
+        for tp in partitions:
+            reader.seek(tp, starts[tp])
+        while any(reader.position(tp) < ends[tp] for tp in partitions):
+            for tp, records in reader.poll(timeout_ms=POLL_MS).items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    where = f"{dlq}[{tp.partition}]@{record.offset}"
+                    try:
+                        letter = DeadLetter.from_json_bytes(record.value)
+                    except ValidationError:
+                        report.skipped.append(f"{where}: not a dead letter")
+                        continue
+                    if wanted and letter.reason not in wanted:
+                        continue
+                    if (since and letter.failed_at < since) or (until and letter.failed_at > until):
+                        continue
+                    value = _original(settings, letter)
+                    origin = f"{letter.origin_topic}[{letter.origin_partition}]@{letter.origin_offset}"
+                    if value is None:
+                        report.skipped.append(
+                            f"{where}: the truncated original {origin} is no longer retained"
+                        )
+                        continue
+                    headers = [(k, v) for k, v in record.headers or () if not k.startswith(HEADER_PREFIX)]
+                    headers += [
+                        ("vigil.origin", origin.encode()),
+                        ("vigil.redrive.from", where.encode()),
+                        ("vigil.redrive.reason", letter.reason.encode()),
+                    ]
+                    if producer is not None:
+                        producer.send(letter.origin_topic, key=record.key, value=value, headers=headers)
+                    report.published[(letter.origin_topic, letter.reason)] += 1
+        if producer is not None:
+            producer.flush()  # raises when the broker did not take them: the command fails
+    finally:
+        reader.close()
+        if producer is not None:
+            producer.close()
+    return report
+
+
+def _original(settings: VigilSettings, letter: DeadLetter) -> bytes | None:
+    """The whole original value: the letter's copy, or the original record when truncated."""
+    if not letter.original_truncated:
+        return original_value(letter) or b""
+    reader = make_reader(settings.kafka)
+    try:
+        tp = TopicPartition(letter.origin_topic, letter.origin_partition)
+        reader.assign([tp])
+        if reader.beginning_offsets([tp])[tp] > letter.origin_offset:
+            return None
+        reader.seek(tp, letter.origin_offset)
+        for records in reader.poll(timeout_ms=5_000, max_records=1).values():
+            for record in records:
+                if record.offset == letter.origin_offset:
+                    return bytes(record.value or b"")
+        return None
+    finally:
+        reader.close()
