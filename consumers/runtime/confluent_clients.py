@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, Producer
@@ -28,6 +28,7 @@ from kafka import errors as Errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumers.runtime.records import InboundRecord
+from consumers.sinks.base import SinkDelivery
 
 log = logging.getLogger(__name__)
 
@@ -244,46 +245,6 @@ class ConfluentConsumer:
         self._consumer.close()
 
 
-class BrokerAcknowledgement:
-    """The broker's answer to one record (an ``Acknowledgement``), light enough for every
-    output: librdkafka reports it once, on the thread serving delivery reports."""
-
-    __slots__ = ("_callbacks", "_done", "_error", "_lock")
-
-    def __init__(self) -> None:
-        self._error: BaseException | None = None
-        self._done = False
-        self._callbacks: list[tuple[bool, Callable[..., Any], tuple[Any, ...]]] = []
-        self._lock = threading.Lock()
-
-    def add_callback(self, fn: Callable[..., Any], *args: Any) -> BrokerAcknowledgement:
-        """Call ``fn(*args, None)`` once delivered (at once when already delivered)."""
-        return self._add(True, fn, args)
-
-    def add_errback(self, fn: Callable[..., Any], *args: Any) -> BrokerAcknowledgement:
-        """Call ``fn(*args, error)`` once the delivery failed for good."""
-        return self._add(False, fn, args)
-
-    def _add(self, on_success: bool, fn: Callable[..., Any], args: tuple[Any, ...]) -> BrokerAcknowledgement:
-        with self._lock:
-            if not self._done:
-                self._callbacks.append((on_success, fn, args))
-                return self
-        if on_success == (self._error is None):
-            fn(*args, self._error)
-        return self
-
-    def report(self, error: NativeError | None, _message: Any) -> None:
-        """librdkafka's delivery report."""
-        with self._lock:
-            self._error = None if error is None else kafka_error(error)
-            self._done = True
-            callbacks = self._callbacks
-        for on_success, fn, args in callbacks:
-            if on_success == (self._error is None):
-                fn(*args, self._error)
-
-
 class ConfluentProducer:
     """A librdkafka producer with the kafka-python calls the runtime makes."""
 
@@ -310,14 +271,20 @@ class ConfluentProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
-    ) -> BrokerAcknowledgement:
-        """Queue one record; the returned acknowledgement settles on the broker's answer."""
-        delivery = BrokerAcknowledgement()
+    ) -> SinkDelivery:
+        """Queue one record; the returned acknowledgement settles on the broker's answer
+        (reported on the thread serving delivery reports)."""
+        delivery = SinkDelivery()
+
+        def report(error: NativeError | None, _message: Any) -> None:
+            if error is None:
+                delivery.succeed()
+            else:
+                delivery.fail(kafka_error(error))
+
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers or None, on_delivery=delivery.report
-                )
+                self._producer.produce(topic, value, key, headers=headers or None, on_delivery=report)
                 return delivery
             except BufferError:  # librdkafka's queue is full: wait for the broker to drain it
                 self._producer.poll(0.05)

@@ -46,35 +46,35 @@ class Sink(Protocol):
 
 
 class SinkDelivery:
-    """An ``Acknowledgement`` a sink settles with ``succeed`` or ``fail``, from any thread."""
+    """An ``Acknowledgement`` a sink settles with ``succeed`` or ``fail``, from any thread.
+
+    Light enough for one per output (the confluent client makes one per record): a lock and
+    slots; the event ``wait`` needs is made only when somebody waits.
+    """
+
+    __slots__ = ("_callbacks", "_done", "_error", "_lock", "_waiters")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done = False
         self._error: BaseException | None = None
-        self._callbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self._errbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._callbacks: list[tuple[bool, Callable[..., Any], tuple[Any, ...]]] = []
+        self._waiters: list[threading.Event] = []
 
     def add_callback(self, fn: Callable[..., Any], *args: Any) -> SinkDelivery:
         """Call ``fn(*args, None)`` on success."""
-        return self._add(self._callbacks, fn, args, success=True)
+        return self._add(True, fn, args)
 
     def add_errback(self, fn: Callable[..., Any], *args: Any) -> SinkDelivery:
         """Call ``fn(*args, error)`` on failure."""
-        return self._add(self._errbacks, fn, args, success=False)
+        return self._add(False, fn, args)
 
-    def _add(
-        self,
-        into: list[tuple[Callable[..., Any], tuple[Any, ...]]],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        success: bool,
-    ) -> SinkDelivery:
+    def _add(self, on_success: bool, fn: Callable[..., Any], args: tuple[Any, ...]) -> SinkDelivery:
         with self._lock:
-            if not self._done.is_set():
-                into.append((fn, args))
+            if not self._done:
+                self._callbacks.append((on_success, fn, args))
                 return self
-        if success == (self._error is None):
+        if on_success == (self._error is None):
             fn(*args, self._error)
         return self
 
@@ -88,14 +88,22 @@ class SinkDelivery:
 
     def _settle(self, error: BaseException | None) -> None:
         with self._lock:
-            if self._done.is_set():
+            if self._done:
                 return
             self._error = error
-            self._done.set()
-            callbacks = self._callbacks if error is None else self._errbacks
-        for fn, args in callbacks:
-            fn(*args, error)
+            self._done = True
+            callbacks, waiters = self._callbacks, self._waiters
+        for waiter in waiters:
+            waiter.set()
+        for on_success, fn, args in callbacks:
+            if on_success == (error is None):
+                fn(*args, error)
 
     def wait(self, timeout_s: float) -> bool:
         """Whether the delivery settled within ``timeout_s``."""
-        return self._done.wait(timeout_s)
+        with self._lock:
+            if self._done:
+                return True
+            waiter = threading.Event()
+            self._waiters.append(waiter)
+        return waiter.wait(timeout_s)
