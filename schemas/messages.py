@@ -197,6 +197,7 @@ DeadLetterReason = Literal[
     "out_of_time_range",
     "invalid_block",
     "processing_error",
+    "undelivered_alert",
 ]
 
 

@@ -347,16 +347,24 @@ class MetricsSettings(Section):
         return self
 
 
-class AlertmanagerSinkSettings(Section):
-    """Vigil's alerts also go to an Alertmanager (its v2 API), at least once."""
+class HttpSinkSettings(Section):
+    """What every HTTP alert sink shares: where, how long to wait, how often to try."""
 
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
-    """The Alertmanager, e.g. ``http://alertmanager:9093``."""
     timeout_s: Annotated[float, Field(gt=0)] = 5.0
     """Per request."""
     retries: Annotated[int, Field(ge=0, le=20)] = 5
-    """Bounded: after these, with back-off doubling from 0.5 s up to 30 s, the delivery fails,
-    nothing past it is committed and the runtime stops (its alerts are sent again on restart)."""
+    """Bounded: after these, with back-off doubling from 0.5 s up to 30 s, the alert is parked
+    on the dead-letter topic (reason ``undelivered_alert``) and the input's offset may commit;
+    ``vigil dlq redrive --reason undelivered_alert`` delivers it again once the receiver is back."""
+    down_for_s: Annotated[float, Field(ge=0)] = 30.0
+    """After an alert was parked, the receiver counts as down this long: each alert meanwhile
+    gets one try, not the retries, so a dead receiver cannot hold the pipeline up."""
+
+
+class AlertmanagerSinkSettings(HttpSinkSettings):
+    """Vigil's alerts also go to an Alertmanager (its v2 API, ``url`` e.g. ``http://alertmanager:9093``)."""
+
     firing_for_s: Annotated[float, Field(gt=0)] = 86_400.0
     """A firing alert's ``endsAt`` this far ahead: Vigil sends a transition once, not repeatedly
     as Prometheus does, so Alertmanager must not time it out before its resolution arrives."""
@@ -365,10 +373,19 @@ class AlertmanagerSinkSettings(Section):
     URL; unset, the alert id is in the annotations only."""
 
 
+class WebhookSinkSettings(HttpSinkSettings):
+    """Vigil's alerts also go to a webhook: each alert's JSON is POSTed to ``url``, signed."""
+
+    secret: SecretStr | None = None
+    """Key of the HMAC-SHA256 signature header (``X-Vigil-Signature: t=<unix s>,v1=<hex>`` over
+    ``<unix s>.<body>``); unset, alerts go unsigned and a warning says so at start."""
+
+
 class SinksSettings(Section):
     """Where alerts go besides the Kafka alerts topic."""
 
     alertmanager: AlertmanagerSinkSettings | None = None
+    webhook: WebhookSinkSettings | None = None
 
 
 class VigilSettings(BaseSettings):

@@ -9,6 +9,11 @@ dead letter's own coordinates) and ``vigil.redrive.reason``. A letter whose copy
 truncated (the original was too big for the dead-letter topic) is redriven from the
 original record, read back from its topic at its offset; one no longer retained there is
 reported as skipped, never published half. The dead letters themselves stay where they are.
+
+Alerts a sink could not deliver (reason ``undelivered_alert``, stage ``sink:<name>``) go back
+to that sink, not to a topic: they are delivered again to the receiver the configuration
+names now, one by one, waiting for each (a receiver still down is reported, and the letter
+stays for the next redrive).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from pydantic import ValidationError
 
 from consumers.runtime.dead_letters import HEADER_PREFIX, original_value
 from consumers.runtime.kafka_clients import make_producer, make_reader
+from consumers.runtime.records import Output
+from consumers.sinks import Sink, SinkDelivery, configured_sinks
+from consumers.sinks.base import SINK_STAGE, sink_stage
 from schemas.messages import DeadLetter
 from schemas.settings import VigilSettings
 
@@ -50,6 +58,7 @@ def redrive(
     reader = make_reader(settings.kafka)
     producer = None if dry_run else make_producer(settings.kafka)
     report = RedriveReport()
+    sinks: dict[str, Sink] | None = None
     try:
         partitions = [TopicPartition(dlq, p) for p in sorted(reader.partitions_for_topic(dlq) or ())]
         reader.assign(partitions)
@@ -75,6 +84,15 @@ def redrive(
                         continue
                     if (since and letter.failed_at < since) or (until and letter.failed_at > until):
                         continue
+                    if letter.stage.startswith(SINK_STAGE):
+                        if sinks is None:
+                            sinks = {sink_stage(sink.name): sink for sink in configured_sinks(settings)}
+                        problem = None if dry_run else _redeliver(settings, sinks, letter, record.key)
+                        if problem is None:
+                            report.published[(letter.stage, letter.reason)] += 1
+                        else:
+                            report.skipped.append(f"{where}: {problem}")
+                        continue
                     value = _original(settings, letter)
                     origin = f"{letter.origin_topic}[{letter.origin_partition}]@{letter.origin_offset}"
                     if value is None:
@@ -97,7 +115,26 @@ def redrive(
         reader.close()
         if producer is not None:
             producer.close()
+        for sink in (sinks or {}).values():
+            sink.close(0)
     return report
+
+
+def _redeliver(
+    settings: VigilSettings, sinks: dict[str, Sink], letter: DeadLetter, key: bytes | None
+) -> str | None:
+    """Deliver a parked alert to its sink again; what went wrong, or None once delivered."""
+    sink = sinks.get(letter.stage)
+    if sink is None:
+        return f"no {letter.stage.removeprefix(SINK_STAGE)} sink is configured now"
+    delivery = SinkDelivery()
+    sent = sink.send(Output(settings.topics.alerts.name, key, original_value(letter) or b""))
+    sent.add_callback(lambda _: delivery.succeed())
+    sent.add_errback(delivery.fail)
+    timeout_s = (settings.kafka.request_timeout_ms / 1000) * 4
+    if not delivery.wait(timeout_s):
+        return f"{letter.stage} did not answer within {timeout_s:.0f}s"
+    return None if delivery.error is None else str(delivery.error)
 
 
 def _original(settings: VigilSettings, letter: DeadLetter) -> bytes | None:

@@ -35,7 +35,7 @@ from consumers.runtime.offsets import OffsetTracker
 from consumers.runtime.outage import BrokerOutage, is_broker_trouble
 from consumers.runtime.records import InboundRecord, Outcome, Output
 from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
-from consumers.sinks.base import Sink
+from consumers.sinks.base import Acknowledgement, Sink, sink_stage
 from consumers.sinks.kafka import KafkaTopicSink
 from schemas.settings import VigilSettings
 
@@ -90,8 +90,10 @@ class Checkpoint:
             producer = make_producer(settings.kafka)
             self.kafka = KafkaTopicSink(lambda: producer)
         self.sinks: list[Sink] = [self.kafka, *sinks]
-        self._others = [(sink, f"sink:{sink.name}") for sink in sinks]
+        self._others = [(sink, sink_stage(sink.name)) for sink in sinks]
         """Sinks besides Kafka, with the label their acknowledgements are counted under."""
+        for sink, label in self._others:
+            sink.park_in(self._parker(label), self._dlq_topic, self._dlq_limit)
         self._tracker = OffsetTracker()
         self._ledger = DeliveryLedger()
         self._held: dict[RecordKey, Outcome] = {}
@@ -131,6 +133,17 @@ class Checkpoint:
                 if sink.wants(output):
                     self._ledger.expect(key, label, sink.send(output))
         self._ledger.processed(key)
+
+    def _parker(self, stage: str) -> Callable[[Output], Acknowledgement]:
+        """How a sink parks what it cannot deliver: counted as a dead letter, sent through Kafka
+        (in exactly-once mode into the open transaction, which commits only once the sink
+        acknowledged)."""
+
+        def park(letter: Output) -> Acknowledgement:
+            self._observer.on_dead_letter("undelivered_alert", stage)
+            return self.kafka.send(letter)
+
+        return park
 
     def _release_in_order(self) -> None:
         """Exactly-once: send held outcomes below each partition's first input still in the stage.

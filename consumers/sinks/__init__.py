@@ -15,4 +15,8 @@ def configured_sinks(settings: VigilSettings) -> list[Sink]:
         from consumers.sinks.alertmanager import AlertmanagerSink
 
         sinks.append(AlertmanagerSink(settings.sinks.alertmanager, settings.topics.alerts.name))
+    if settings.sinks.webhook is not None:
+        from consumers.sinks.webhook import WebhookSink
+
+        sinks.append(WebhookSink(settings.sinks.webhook, settings.topics.alerts.name))
     return sinks

@@ -8,37 +8,20 @@ annotations. A firing alert starts at its capture time and ends ``firing_for_s``
 unless its resolution comes first; a resolution ends it at its own capture time (or now,
 if that is ahead of our clock).
 
-Deliveries run in order on the sink's own thread, each retried (bounded) with back-off; the
-acknowledgement settles once Alertmanager answered 200, and only then may the input's
-offset be committed. A delivery that still fails stops the runtime before that offset, so
-a restart sends it again: at least once, never lost.
+Delivery, retries and the dead-letter path of alerts Alertmanager does not take are
+``HttpAlertSink``'s (``consumers/sinks/http.py``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import queue
-import threading
-import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.runtime.records import Output
-from consumers.sinks.base import SinkDelivery
+from consumers.sinks.http import HttpAlertSink
 from schemas.messages import Alert
 from schemas.settings import AlertmanagerSinkSettings
-
-log = logging.getLogger(__name__)
-
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 30.0
-
-
-class AlertDeliveryError(RuntimeError):
-    """Alertmanager did not take an alert within the retries."""
 
 
 def alertmanager_alert(alert: Alert, settings: AlertmanagerSinkSettings) -> dict[str, Any]:
@@ -84,89 +67,15 @@ def alertmanager_alert(alert: Alert, settings: AlertmanagerSinkSettings) -> dict
     return posted
 
 
-class AlertmanagerSink:
+class AlertmanagerSink(HttpAlertSink):
     """``Sink`` for the alerts topic's outputs, delivered to Alertmanager; see the module docstring."""
 
     name = "alertmanager"
+    settings: AlertmanagerSinkSettings
 
     def __init__(self, settings: AlertmanagerSinkSettings, alerts_topic: str) -> None:
-        self.settings = settings
-        self._alerts_topic = alerts_topic
-        self._endpoint = settings.url.rstrip("/") + "/api/v2/alerts"
-        self._pending: queue.Queue[tuple[Output, SinkDelivery] | None] = queue.Queue()
-        self._idle = threading.Condition()
-        self._unsettled = 0
-        self._closed = False
-        self._thread = threading.Thread(target=self._deliver_all, name="vigil-alertmanager", daemon=True)
-        self._thread.start()
+        super().__init__(settings, alerts_topic, settings.url.rstrip("/") + "/api/v2/alerts")
 
-    def wants(self, output: Output) -> bool:
-        """Alerts only."""
-        return output.topic == self._alerts_topic
-
-    def send(self, output: Output) -> SinkDelivery:
-        """Queue ``output`` for delivery; the acknowledgement settles on Alertmanager's answer."""
-        delivery = SinkDelivery()
-        with self._idle:
-            self._unsettled += 1
-        self._pending.put((output, delivery))
-        return delivery
-
-    def flush(self, timeout_s: float) -> None:
-        """Wait (bounded) until every alert sent so far was taken or failed for good."""
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._unsettled and (left := deadline - time.monotonic()) > 0:
-                self._idle.wait(left)
-
-    def close(self, timeout_s: float) -> None:
-        """Deliver what is queued within ``timeout_s``, then stop."""
-        self.flush(timeout_s)
-        self._closed = True
-        self._pending.put(None)
-
-    def _deliver_all(self) -> None:
-        while (item := self._pending.get()) is not None:
-            output, delivery = item
-            try:
-                self._deliver(output)
-                delivery.succeed()
-            except Exception as error:  # handed to the checkpoint, which stops the runtime
-                delivery.fail(error)
-            finally:
-                with self._idle:
-                    self._unsettled -= 1
-                    self._idle.notify_all()
-
-    def _deliver(self, output: Output) -> None:
-        alert = Alert.from_json_bytes(output.value)
-        body = json.dumps([alertmanager_alert(alert, self.settings)]).encode()
-        backoff = BACKOFF_FIRST_S
-        for attempt in range(self.settings.retries + 1):
-            try:
-                request = urllib.request.Request(
-                    self._endpoint, data=body, headers={"Content-Type": "application/json"}, method="POST"
-                )
-                with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as reply:
-                    if reply.status == 200:
-                        return
-                    problem = f"HTTP {reply.status}"
-            except urllib.error.HTTPError as error:
-                if 400 <= error.code < 500:  # refused as invalid: retrying cannot help
-                    raise AlertDeliveryError(
-                        f"Alertmanager refused alert {alert.alert_id}: HTTP {error.code}"
-                    ) from error
-                problem = f"HTTP {error.code}"
-            except OSError as error:
-                problem = repr(error)
-            if attempt == self.settings.retries or self._closed:
-                break
-            log.warning(
-                "Alertmanager did not take alert %s (%s); retrying in %.1fs", alert.alert_id, problem, backoff
-            )
-            time.sleep(backoff)  # back-off between bounded retries
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
-        raise AlertDeliveryError(
-            f"Alertmanager at {self.settings.url} did not take alert {alert.alert_id} "
-            f"after {self.settings.retries + 1} tries: {problem}"
-        )
+    def request(self, alert: Alert, output: Output) -> tuple[bytes, dict[str, str]]:
+        """A list of one postable alert."""
+        return json.dumps([alertmanager_alert(alert, self.settings)]).encode(), {}

@@ -2,8 +2,10 @@
 
 At-least-once holds across sinks: the checkpoint counts, per input record, every sink's
 acknowledgement of every output it was given, and commits the record's offset only when all
-of them have arrived. A sink that reports a failure stops the runtime before any later
-commit, so the record is processed again by the partition's next owner. Sinks other than the
+of them have arrived. A sink may park an output it cannot deliver as a dead letter (the
+checkpoint hands it the way, ``park_in``) and acknowledge it once Kafka has the letter; a
+sink that reports a failure stops the runtime before any later commit, so the record is
+processed again by the partition's next owner. Sinks other than the
 Kafka topic sink are never part of a Kafka transaction: in exactly-once mode they still
 deliver at least once (the transaction commits only after they acknowledged).
 """
@@ -15,6 +17,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from consumers.runtime.records import Output
+
+SINK_STAGE = "sink:"
+
+
+def sink_stage(sink_name: str) -> str:
+    """How a sink is named where it is counted and where its dead letters say who parked them."""
+    return f"{SINK_STAGE}{sink_name}"
 
 
 class Acknowledgement(Protocol):
@@ -43,6 +52,11 @@ class Sink(Protocol):
 
     def close(self, timeout_s: float) -> None:
         """Deliver what is pending within ``timeout_s`` and release resources."""
+
+    def park_in(self, park: Callable[[Output], Acknowledgement], dlq_topic: str, record_limit: int) -> None:
+        """Where to park outputs this sink cannot deliver for good: ``park`` sends a dead letter
+        (for ``dlq_topic``, at most ``record_limit`` bytes) to Kafka. A sink that ignores it
+        fails such deliveries instead, and the runtime stops before their offsets."""
 
 
 class SinkDelivery:
@@ -98,6 +112,11 @@ class SinkDelivery:
         for on_success, fn, args in callbacks:
             if on_success == (error is None):
                 fn(*args, error)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the delivery failed; None while pending or once delivered."""
+        return self._error
 
     def wait(self, timeout_s: float) -> bool:
         """Whether the delivery settled within ``timeout_s``."""

@@ -37,6 +37,9 @@ class KafkaTopicSink:
         """Wait until the broker acknowledged everything sent (``KafkaTimeoutError`` past ``timeout_s``)."""
         self._producer().flush(timeout=timeout_s)
 
+    def park_in(self, park: Callable[[Output], Acknowledgement], dlq_topic: str, record_limit: int) -> None:
+        """Nothing: dead letters are parked in Kafka, so a failed send here fails the runtime."""
+
     def close(self, timeout_s: float) -> None:
         """Close the producer, sending what it still holds within ``timeout_s``."""
         self._producer().close(timeout=timeout_s)

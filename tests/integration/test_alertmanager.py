@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from consumers.runtime.records import Output
-from consumers.sinks.alertmanager import AlertDeliveryError, AlertmanagerSink
+from consumers.sinks.alertmanager import AlertmanagerSink
+from consumers.sinks.http import AlertDeliveryError
 from schemas.messages import Alert, AlertTimestamps
 from schemas.settings import AlertmanagerSinkSettings
 from tests import sample_messages as samples

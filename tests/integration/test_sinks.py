@@ -66,6 +66,9 @@ class HoldingSink:
     def close(self, timeout_s: float) -> None:
         """Nothing to release."""
 
+    def park_in(self, park: object, dlq_topic: str, record_limit: int) -> None:
+        """Never parks: a failed delivery must stop the runtime."""
+
 
 class CommitCounter(CountingObserver):
     """Counts commit procedures that went through (lag is reported after each)."""
