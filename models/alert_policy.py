@@ -82,6 +82,12 @@ class AlertPolicy:
         self.rules = list(rules)
         self._tracks: dict[tuple[str, str, str], _Track] = {}
 
+    def continue_from(self, other: AlertPolicy) -> None:
+        """Share ``other``'s state (what fires, the recent scores), as a model that replaces
+        another must: an alert already firing is not raised again, and resolves as usual.
+        Rules are matched by name."""
+        self._tracks = other._tracks
+
     def observe(self, source_id: str, scores: dict[str, float], at: datetime) -> list[Transition]:
         """Feed one item's scores (by label); return the transitions it causes."""
         transitions = []

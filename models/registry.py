@@ -4,12 +4,19 @@ Each folder holds ``card.json`` (a ``schemas.ModelCard``) and the weights named 
 ``safetensors`` for the architectures Vigil builds, or a TorchScript file
 (``architecture: torchscript``). The card records the weights' sha256, checked on load.
 Nothing is ever downloaded.
+
+Aliases (``production``, ``staging``, any name that is not a version) name a version of a
+model; they live in ``<root>/<name>/aliases.json``, replaced whole on each promotion so a
+reader never sees half a file. Wherever a version is asked for, an alias may stand; no
+version at all means the ``production`` alias when the model has one, else the newest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +31,8 @@ from schemas.common import ModelRef
 from schemas.model_card import ModelCard
 
 CARD_FILE = "card.json"
+ALIASES_FILE = "aliases.json"
+DEFAULT_ALIAS = "production"
 
 ModuleBuilder = Callable[[ModelCard, dict[str, torch.Tensor]], nn.Module]
 _BUILDERS: dict[str, ModuleBuilder] = {}
@@ -83,7 +92,7 @@ class LoadedModel:
 
 
 ModelLoader = Callable[[str, str | None], LoadedModel]
-"""Loads a model by name and version (the newest when None)."""
+"""Loads a model by name and version or alias (see ``resolve_version``)."""
 
 
 def registry_loader(root: str | Path) -> ModelLoader:
@@ -103,6 +112,8 @@ def file_sha256(path: Path) -> str:
 def save_model(root: str | Path, card: ModelCard, module: nn.Module) -> Path:
     """Write ``module``'s weights and its card as ``<root>/<name>/<version>``; return the folder."""
     folder = _inside(root, card.name, card.version)
+    if card.version in aliases(root, card.name):
+        raise ValueError(f"{card.version!r} is an alias of {card.name!r}: a version must not be one")
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / card.weights_file
     if card.architecture == "torchscript":
@@ -149,8 +160,40 @@ def list_entries(root: str | Path) -> list[ModelCard]:
     return [read_card(root, name, version) for name in names for version in versions(root, name)]
 
 
-def entry_folder(root: str | Path, name: str, version: str | None = None) -> Path:
-    """The folder of ``name`` (its newest version unless ``version``)."""
+def aliases(root: str | Path, name: str) -> dict[str, str]:
+    """The aliases of ``name`` and the versions they name."""
+    path = _inside(root, name) / ALIASES_FILE
+    if not path.is_file():
+        return {}
+    found = json.loads(path.read_text())
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise ValueError(f"{path} is not a JSON object of alias to version")
+    return found
+
+
+def promote(root: str | Path, name: str, version: str, alias: str = DEFAULT_ALIAS) -> str | None:
+    """Point ``alias`` of ``name`` at ``version`` (which must exist); the version it named before."""
+    available = versions(root, name)
+    if version not in available:
+        raise FileNotFoundError(
+            f"model {name!r} has no version {version!r}; available: {', '.join(available) or 'none'}"
+        )
+    _inside(root, name, alias)  # an alias is a plain name too
+    if alias in available:
+        raise ValueError(f"{alias!r} is a version of {name!r}: an alias must not be one")
+    current = aliases(root, name)
+    before = current.get(alias)
+    current[alias] = version
+    folder = _inside(root, name)
+    staged = folder / f".{ALIASES_FILE}.{os.getpid()}"
+    staged.write_text(json.dumps(current, indent=2, sort_keys=True))
+    os.replace(staged, folder / ALIASES_FILE)
+    return before
+
+
+def resolve_version(root: str | Path, name: str, version: str | None = None) -> str:
+    """The version ``version`` names: itself, the version of an alias, or (None) the
+    ``production`` alias's version when set, else the newest."""
     available = versions(root, name)
     if not available:
         raise FileNotFoundError(
@@ -158,21 +201,28 @@ def entry_folder(root: str | Path, name: str, version: str | None = None) -> Pat
             "(vigil train vision|sensor ... --name NAME), import one (vigil models import), or run "
             "vigil demo once, which leaves demo-defects and demo-machines in the default registry"
         )
-    chosen = version or available[-1]
+    named = aliases(root, name)
+    chosen = named.get(version or DEFAULT_ALIAS, version or available[-1])
     if chosen not in available:
         raise FileNotFoundError(
             f"model {name!r} has no version {chosen!r}; available: {', '.join(available)}"
+            + (f"; aliases: {', '.join(sorted(named))}" if named else "")
         )
-    return _inside(root, name, chosen)
+    return chosen
+
+
+def entry_folder(root: str | Path, name: str, version: str | None = None) -> Path:
+    """The folder of ``name`` at ``version`` (a version or an alias; see ``resolve_version``)."""
+    return _inside(root, name, resolve_version(root, name, version))
 
 
 def read_card(root: str | Path, name: str, version: str | None = None) -> ModelCard:
-    """The card of ``name`` (its newest version unless ``version``), without loading the weights."""
+    """The card of ``name`` at ``version`` (see ``resolve_version``), without loading the weights."""
     return ModelCard.model_validate_json((entry_folder(root, name, version) / CARD_FILE).read_text())
 
 
 def load_model(root: str | Path, name: str, version: str | None = None) -> LoadedModel:
-    """Load ``name`` (its newest version unless ``version``); the weights hash must match the card."""
+    """Load ``name`` at ``version`` (see ``resolve_version``); the weights hash must match the card."""
     folder = entry_folder(root, name, version)
     chosen = folder.name
     card = ModelCard.model_validate_json((folder / CARD_FILE).read_text())

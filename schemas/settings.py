@@ -220,6 +220,9 @@ class ModelServingSettings(Section):
     batching: BatchingSettings = BatchingSettings()
     alert_rules: list[AlertRule] = Field(default_factory=list)
     """Alert rules on model scores; when empty, the card's thresholds in the pipeline's default shape."""
+    reload_interval_s: Annotated[float, Field(ge=0)] = 5.0
+    """How often models bound to a registry alias check whether it moved (0: never); a
+    promotion is picked up without a restart (``consumers/pipelines/reload.py``)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -136,6 +136,12 @@ class VigilMetrics:
             ["pipeline", "name", "version", "device"],
             registry=r,
         )
+        self.model_switches = Counter(
+            "vigil_model_switches",
+            "Hot-reload attempts of models bound to a registry alias, by outcome (switched, failed)",
+            ["pipeline", "name", "outcome"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "vigil_batch_size_items",
             "Items per micro-batch",
@@ -214,6 +220,8 @@ class PrometheusObserver(RuntimeObserver):
     def __init__(self, metrics: VigilMetrics, pipeline: str = "main") -> None:
         self.metrics = metrics
         self.pipeline = pipeline
+        self._devices: dict[tuple[str, str, str], str] = {}
+        """The device each served (pipeline, model, version) runs on: its ``vigil_model_info`` labels."""
         self.last_poll = 0.0
         self.partitions = 0
         self.broker_reachable = True
@@ -292,7 +300,14 @@ class PrometheusObserver(RuntimeObserver):
         self.metrics.commit_age.labels(self.pipeline).set(commit_age_s)
 
     def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
+        self._devices[(pipeline, name, version)] = device
         self.metrics.model_info.labels(pipeline, name, version, device).set(1)
+
+    def on_model_switch(self, pipeline: str, name: str, before: str, after: str, outcome: str) -> None:
+        self.metrics.model_switches.labels(pipeline, name, outcome).inc()
+        device = self._devices.pop((pipeline, name, before), None) if outcome == "switched" else None
+        if device is not None:
+            self.metrics.model_info.remove(pipeline, name, before, device)
 
     def on_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.metrics.queues.sources[model] = depth

@@ -1,4 +1,5 @@
-"""``vigil models import | list | show``: what is in the model registry, and bringing your own."""
+"""``vigil models import | list | show | promote``: what is in the model registry, bringing your
+own, and pointing an alias (``production``, ``staging``) at a version."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ NORMALISATIONS = {
 
 def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     """Register ``vigil models``."""
-    models = with_config(sub.add_parser("models", help="the model registry: import, list, show"))
+    models = with_config(sub.add_parser("models", help="the model registry: import, list, show, promote"))
     actions = models.add_subparsers(dest="action", required=True)
     imp = with_config(
         actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"), output=False
@@ -66,6 +67,18 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     show.add_argument("--version", default=None, help="model version (default: the newest)")
     show.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
     show.set_defaults(func=cmd_show)
+    promote = with_config(
+        actions.add_parser(
+            "promote",
+            help="point an alias at a version; pipelines bound to the alias switch without a restart",
+        ),
+        output=False,
+    )
+    promote.add_argument("name", help="model name in the registry")
+    promote.add_argument("version", help="the version the alias will name")
+    promote.add_argument("--alias", default="production", help="the alias to move (default: production)")
+    promote.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    promote.set_defaults(func=cmd_promote)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -131,13 +144,27 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """One row per registry entry."""
     from consumers.ops.cli import registry_of
-    from models.registry import list_entries
+    from models.registry import aliases, list_entries
 
     registry = registry_of(args)
     table = Table(title=f"models in {registry}")
-    for column in ("name", "version", "task", "architecture", "backbone", "labels", "created", "key metric"):
+    columns = (
+        "name",
+        "version",
+        "aliases",
+        "task",
+        "architecture",
+        "backbone",
+        "labels",
+        "created",
+        "key metric",
+    )
+    for column in columns:
         table.add_column(column)
+    named: dict[str, dict[str, str]] = {}
     for card in list_entries(registry):
+        if card.name not in named:
+            named[card.name] = aliases(registry, card.name)
         metrics = card.training.metrics if card.training else {}
         key = next(
             (f"{k} {metrics[k]:.3f}" for k in ("holdout_macro_f1", "holdout_image_auroc") if k in metrics), ""
@@ -145,6 +172,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_row(
             card.name,
             card.version,
+            ", ".join(sorted(a for a, v in named[card.name].items() if v == card.version)),
             card.task,
             card.architecture,
             card.backbone.name if card.backbone else "",
@@ -172,3 +200,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"weights {weights.name}: {'sha256 matches the card' if matches else '[red]DOES NOT match the card[/red]'}"
     )
     return 0 if matches else 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Point ``--alias`` of a model at a version."""
+    from consumers.ops.cli import registry_of
+    from models.registry import promote
+
+    before = promote(registry_of(args), args.name, args.version, args.alias)
+    was = f" (was {before})" if before else ""
+    console.print(f"{args.name} {args.alias} -> {args.version}{was}", highlight=False)
+    return 0

@@ -45,6 +45,10 @@ class RuntimeObserver:
     def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
         """A model was loaded and warmed up for ``pipeline``."""
 
+    def on_model_switch(self, pipeline: str, name: str, before: str, after: str, outcome: str) -> None:
+        """A lane bound to an alias switched from version ``before`` to ``after`` (``outcome``
+        ``switched``), or kept ``before`` because ``after`` failed to load (``failed``)."""
+
     def on_queue(self, model: str, depth: Callable[[], int]) -> None:
         """``depth`` reports how many items wait in ``model``'s micro-batch queue."""
 
@@ -77,9 +81,14 @@ class CountingObserver(RuntimeObserver):
         self.commits = 0
         self.pauses = 0
         self.assignment: set[TopicPartition] = set()
+        self.switches: list[tuple[str, str, str, str]] = []
+        """(model, before, after, outcome) of every hot-reload attempt."""
 
     def on_consumed(self, topic: str, count: int) -> None:
         self.consumed[topic] += count
+
+    def on_model_switch(self, pipeline: str, name: str, before: str, after: str, outcome: str) -> None:
+        self.switches.append((name, before, after, outcome))
 
     def on_produced(self, topic: str, count: int) -> None:
         self.produced[topic] += count

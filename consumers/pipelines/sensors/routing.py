@@ -32,6 +32,13 @@ class Router(Generic[L]):
         self._value_rules = [rule for rule in rules if rule.kind != "stale"]
         self._routes: dict[tuple[str, str], Route[L]] = {}
 
+    def rebind(self, old: L, new: L) -> None:
+        """Route to ``new`` wherever ``old`` was routed to (a hot reload)."""
+        self._bound = [(binding, new if lane is old else lane) for binding, lane in self._bound]
+        for key, route in self._routes.items():
+            if route.lane is old:
+                self._routes[key] = Route(new, route.rules)
+
     def route(self, asset_id: str, sensor_kind: str) -> Route[L]:
         """The route of ``asset_id`` of ``sensor_kind``, matched on first use."""
         key = (asset_id, sensor_kind)

@@ -11,11 +11,19 @@ window order.
 State is per input partition (``PartitionState``): dropped when the partition goes, rebuilt
 when it comes (``rebuild``: the first record seen after an assignment triggers a replay of
 the partition's recent history through the same steps, outputs discarded).
+
+A binding to a registry alias follows its promotions (``ModelReloader``): the new version's
+lane is loaded and warmed up off this thread, then swapped in here, between batches; windows
+already queued finish on the old lane, which then closes. A new version must take the same
+window and channels (the windows held are shaped by them), or it is refused and the old
+one kept; the alert state carries over, under the new version's rules.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from consumers.pipelines.lane import ScoredItems
+from consumers.pipelines.reload import Binding, ModelReloader
 from consumers.pipelines.sensors.admission import Admission
 from consumers.pipelines.sensors.history import read_back
 from consumers.pipelines.sensors.intake import ReadingRejected
@@ -36,7 +45,8 @@ from consumers.pipelines.sensors.windows import WindowItem
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from models.alert_policy import AlertPolicy
-from models.registry import ModelLoader, registry_loader
+from models.registry import LoadedModel, ModelLoader, registry_loader
+from schemas.model_card import SeriesInputSpec
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
@@ -76,8 +86,21 @@ class SensorStage:
             for binding in sensors.models
         ]
         self._outputs = SensorOutputs(settings)
-        self._admission = Admission(
-            sensors, Router(sensors.models, self._lanes, sensors.rules), self._outputs
+        self._router: Router[SensorLane[WindowItem]] = Router(sensors.models, self._lanes, sensors.rules)
+        self._admission = Admission(sensors, self._router, self._outputs)
+        self._swaps: queue.SimpleQueue[tuple[int, SensorLane[WindowItem]]] = queue.SimpleQueue()
+        self.reloader: ModelReloader[SensorLane[WindowItem]] = ModelReloader(
+            STAGE,
+            sensors.registry,
+            sensors.reload_interval_s,
+            lambda: [
+                Binding(str(i), b.model, b.version, lane.ref.version)
+                for i, (b, lane) in enumerate(zip(sensors.models, list(self._lanes), strict=True))
+            ],
+            self._build_lane,
+            lambda binding, lane: self._swaps.put((int(binding.key), lane)),
+            load,
+            self.observer,
         )
         self.counts: Counter[str] = Counter()
         """Events counted rather than dead-lettered: late, duplicate, dropped_channel, replayed."""
@@ -89,11 +112,45 @@ class SensorStage:
         self._done: list[Outcome] = []
         self._in_flight = 0
         self.observer.on_state(STAGE, self.memory_bytes, self.assets)
+        self.reloader.start()
+
+    @property
+    def lanes(self) -> list[SensorLane[WindowItem]]:
+        """The lanes serving now, one per model binding."""
+        return list(self._lanes)
+
+    # -- hot reload ------------------------------------------------------------------------
+
+    def _build_lane(self, binding: Binding, model: LoadedModel) -> SensorLane[WindowItem]:
+        """The lane of a new version of ``binding``'s model (the reloader's thread)."""
+        old = self._lanes[int(binding.key)].spec
+        new = model.card.input
+        if not isinstance(new, SeriesInputSpec) or (new.window, new.channels) != (old.window, old.channels):
+            raise ValueError(
+                "it takes other windows or channels than the version served; that needs a restart"
+            )
+        return SensorLane[WindowItem](model, self.settings.sensors, self._scored.deliver, self.observer)
+
+    def _swap_lanes(self) -> None:
+        """Install lanes the reloader built (this thread, between batches)."""
+        while True:
+            try:
+                index, lane = self._swaps.get_nowait()
+            except queue.Empty:
+                return
+            old, self._lanes[index] = self._lanes[index], lane
+            self._router.rebind(old, lane)
+            for state in self._partitions.values():
+                policy = state.model_policies.get(old.ref.name)
+                if policy is not None:
+                    policy.rules = list(lane.rules)
+            threading.Thread(target=old.close, name="vigil-sensors-retire", daemon=True).start()
 
     # -- ProcessingStage -------------------------------------------------------------------
 
     def submit(self, work: Sequence[Work]) -> None:
         """Admit each reading; outcomes of readings that completed a window wait for its score."""
+        self._swap_lanes()
         for item in work:
             self._in_flight += 1
             record = item.record
@@ -143,6 +200,8 @@ class SensorStage:
 
     def close(self) -> None:
         """Finish queued batches and stop the lanes."""
+        self.reloader.stop()
+        self._swap_lanes()
         for lane in self._lanes:
             lane.close()
 

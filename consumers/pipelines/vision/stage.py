@@ -4,6 +4,10 @@ Fetch and CPU decode run in a bounded worker pool, so they overlap inference; ea
 has its own lane (engine, micro-batcher, alert policy). Every frame ends in exactly one
 outcome: a result (and alerts), or a failure with a precise dead-letter reason. A transient
 fetch failure is retried until it succeeds; at shutdown it is abandoned uncommitted.
+
+A lane bound to a registry alias is replaced when the alias moves (``ModelReloader``): each
+frame keeps the lane it was decoded for, and the old lane closes once no fetch worker holds
+it and its queued batches are done; the alert state carries over to the new lane.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
+from consumers.pipelines.reload import Binding, ModelReloader
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
@@ -59,6 +64,8 @@ class _Frame:
     height: int
     width: int
     """Of the image the model saw: the region of interest, else the whole frame."""
+    lane: VisionLane
+    """The lane that scores it (a hot reload may have replaced the stage's since)."""
 
 
 VISION_ALERTS = AlertShape(n=1, m=1)
@@ -93,6 +100,8 @@ class VisionLane(ModelLane[_Frame]):
         self.gpu_decode = vision.gpu_decode and self.engine.device.type == "cuda"
         self.kind: AlertKind = "visual_anomaly" if model.card.task == "visual_anomaly" else "visual_defect"
         self.policy = AlertPolicy(self.rules)
+        self.users = 0
+        """Fetch workers between choosing this lane and queueing on it (under the stage's lock)."""
 
     def prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
         if not self.gpu_decode:
@@ -178,8 +187,21 @@ class VisionStage:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._lanes: dict[str, VisionLane] = {}
+        self._requested: dict[str, str | None] = {}
+        self._lane_free = threading.Condition(self._lock)
         self._outputs = PipelineOutputs(settings, STAGE)
         self.default_lane = self.lane(vision.model, vision.model_version)
+        self.reloader: ModelReloader[VisionLane] = ModelReloader(
+            STAGE,
+            vision.registry,
+            vision.reload_interval_s,
+            self._bindings,
+            lambda _, model: VisionLane(vision, model, self._scored.deliver, self.observer),
+            self._install,
+            self._loader,
+            self.observer,
+        )
+        self.reloader.start()
 
     def lane(self, name: str, version: str | None = None) -> VisionLane:
         """The lane of model ``name``, loaded (and warmed up) on first use."""
@@ -189,7 +211,45 @@ class VisionStage:
                 self._lanes[name] = VisionLane(
                     self.settings.vision, model, self._scored.deliver, self.observer
                 )
+                self._requested[name] = version
             return self._lanes[name]
+
+    # -- hot reload ------------------------------------------------------------------------
+
+    def _bindings(self) -> list[Binding]:
+        with self._lock:
+            return [
+                Binding(name, name, self._requested[name], lane.ref.version)
+                for name, lane in self._lanes.items()
+            ]
+
+    def _install(self, binding: Binding, lane: VisionLane) -> None:
+        """Serve ``lane`` from now on; the one it replaces drains on a thread of its own."""
+        with self._lock:
+            old = self._lanes[binding.key]
+            lane.policy.continue_from(old.policy)
+            self._lanes[binding.key] = lane
+            if self.default_lane is old:
+                self.default_lane = lane
+        threading.Thread(target=self._retire, args=(old,), name="vigil-vision-retire", daemon=True).start()
+
+    def _retire(self, old: VisionLane) -> None:
+        with self._lane_free:
+            self._lane_free.wait_for(lambda: old.users == 0)
+        old.close()  # finishes the batches already queued on it
+
+    def _acquire(self, frame: FrameRef) -> VisionLane:
+        if frame.model:
+            self.lane(frame.model)  # loaded on first use
+        with self._lock:  # chosen and held at once: a lane being retired is never handed out
+            lane = self._lanes[frame.model] if frame.model else self.default_lane
+            lane.users += 1
+            return lane
+
+    def _release(self, lane: VisionLane) -> None:
+        with self._lane_free:
+            lane.users -= 1
+            self._lane_free.notify_all()
 
     # -- ProcessingStage -------------------------------------------------------------------
 
@@ -226,6 +286,7 @@ class VisionStage:
         """Stop retrying fetches, finish queued batches, release the workers (never waiting on a
         stuck one beyond the fetch deadline) and their decoder processes."""
         self._stop.set()
+        self.reloader.stop()
         self._pool.shutdown(deadline_s=self.settings.vision.fetch.timeout_s)
         for lane in self._lanes.values():
             lane.close()
@@ -248,9 +309,15 @@ class VisionStage:
         frame = work.message
         assert isinstance(frame, FrameRef)
         try:
-            lane = self.lane(frame.model) if frame.model else self.default_lane
+            lane = self._acquire(frame)
         except (FileNotFoundError, ValueError) as error:  # no such entry, or one that fails its checks
             return self._fail(work, "unknown_model", error)
+        try:
+            return self._decode_into(work, frame, lane)
+        finally:
+            self._release(lane)
+
+    def _decode_into(self, work: Work, frame: FrameRef, lane: VisionLane) -> None:
         started = time.monotonic()
         try:
             data = self._fetcher.fetch(frame.uri, frame.sha256)
@@ -277,7 +344,7 @@ class VisionStage:
             self.observer.on_step("decode", time.monotonic() - fetched)
         roi = _roi(frame)
         height, width = (roi[3], roi[2]) if roi else (header.height, header.width)
-        lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest(), height, width))
+        lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest(), height, width, lane))
         return None
 
     def _decode(self, data: bytes, spec: ImageInputSpec, roi: Roi | None) -> torch.Tensor:
@@ -303,7 +370,7 @@ class VisionStage:
             return self._fail(work, "invalid_roi", result)
         if isinstance(result, BaseException):
             return self._fail(work, "inference_failed", result)
-        lane = self.lane(frame.model) if frame.model else self.default_lane
+        lane = item.lane
         record = work.record
         evidence = Evidence(
             topic=record.topic,

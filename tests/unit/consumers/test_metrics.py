@@ -172,3 +172,19 @@ def _python_version() -> dict[str, str]:
 
     major, minor, patch = platform.python_version_tuple()
     return {"major": major, "minor": minor, "patchlevel": patch, "version": platform.python_version()}
+
+
+def test_a_model_switch_is_counted_and_only_the_new_version_is_shown() -> None:
+    metrics = VigilMetrics(gpu=False)
+    observer = metrics.observer()
+    observer.on_model("vision", "tiles", "3", "cpu")
+    observer.on_model("vision", "tiles", "4", "cpu")  # the new lane, warmed up before the switch
+    observer.on_model_switch("vision", "tiles", "3", "4", "switched")
+    observer.on_model_switch("vision", "tiles", "4", "5", "failed")
+    value = metrics.registry.get_sample_value
+    info = {"pipeline": "vision", "name": "tiles", "device": "cpu"}
+    assert value("vigil_model_info", {**info, "version": "3"}) is None
+    assert value("vigil_model_info", {**info, "version": "4"}) == 1
+    switches = {"pipeline": "vision", "name": "tiles"}
+    assert value("vigil_model_switches_total", {**switches, "outcome": "switched"}) == 1
+    assert value("vigil_model_switches_total", {**switches, "outcome": "failed"}) == 1
