@@ -229,6 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from consumers.ops.model_commands import add_model_commands
+    from consumers.ops.replay_commands import add_replay_command
     from consumers.ops.sensor_commands import add_eval_sensor, add_train_sensor
     from consumers.ops.vision_commands import add_eval_vision, add_train_vision
 
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_sensor(eval_sub, with_config)
 
     add_model_commands(sub, with_config)
+    add_replay_command(sub, with_config)
 
     demo = with_config(sub.add_parser("demo", help="the one-command tour"))
     demo.add_argument("--duration", type=float, default=40.0, help="seconds")
