@@ -46,6 +46,24 @@ def follows_alias(registry: str, name: str, requested: str | None) -> str | None
     return alias if alias in named else None
 
 
+def warn_if_unpinned(registry: str, name: str, requested: str | None, serving: str) -> None:
+    """Say so when a model is served at whatever version is newest: nothing pins it."""
+    try:
+        follows = follows_alias(registry, name, requested)
+    except (OSError, ValueError):
+        return
+    if requested is None and follows is None:
+        log.warning(
+            "model %s is not pinned and has no %s alias: serving its newest version, %s; pin a "
+            "version or promote one (vigil models promote %s %s)",
+            name,
+            DEFAULT_ALIAS,
+            serving,
+            name,
+            serving,
+        )
+
+
 class ModelReloader(Generic[L]):
     """Polls the registry for the stage's bindings; see the module docstring."""
 

@@ -71,15 +71,17 @@ def test_a_replay_pins_the_model_leaves_production_alone_and_diffs_the_alerts(
     assert cracks and len(production) > len(cracks), "the scene needs crack and other alerts"
     offsets = committed_offsets(kafka_bootstrap, settings.kafka.group_id)
 
-    same, changes = _replay(config, capsys, "--version", "1", "--into", "r1")
+    runs = settings.topics.frames.name  # the replays' topics are unique to this test too
+    same, changes = _replay(config, capsys, "--version", "1", "--into", f"{runs}.r1")
     assert (same["added"], same["removed"], same["changed"]) == (0, 0, 0) and changes == []
     assert same["same"] == len(production) and same["records"] == FRAMES and same["models"] == f"{name}:1"
     replayed = [
-        InferenceResult.from_json_bytes(r.value) for r in read_until_quiet(kafka_bootstrap, "r1.inferences")
+        InferenceResult.from_json_bytes(r.value)
+        for r in read_until_quiet(kafka_bootstrap, f"{runs}.r1.inferences")
     ]
     assert len(replayed) == FRAMES and {r.model.version for r in replayed} == {"1"}  # type: ignore[union-attr]
 
-    other, changes = _replay(config, capsys, "--version", "2", "--partition", "0", "--into", "r2")
+    other, changes = _replay(config, capsys, "--version", "2", "--partition", "0", "--into", f"{runs}.r2")
     on_zero = [a for a in cracks if a.evidence.partition == 0]
     assert (other["added"], other["removed"], other["changed"]) == (0, len(on_zero), 0)
     assert 0 < other["records"] < FRAMES, "the range was not cut to partition 0"

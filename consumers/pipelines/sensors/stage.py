@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from consumers.pipelines.lane import ScoredItems
-from consumers.pipelines.reload import Binding, ModelReloader
+from consumers.pipelines.reload import Binding, ModelReloader, warn_if_unpinned
 from consumers.pipelines.sensors.admission import Admission
 from consumers.pipelines.sensors.history import read_back
 from consumers.pipelines.sensors.intake import ReadingRejected
@@ -85,6 +85,8 @@ class SensorStage:
             )
             for binding in sensors.models
         ]
+        for binding, lane in zip(sensors.models, self._lanes, strict=True):
+            warn_if_unpinned(sensors.registry, binding.model, binding.version, lane.ref.version)
         self._outputs = SensorOutputs(settings)
         self._router: Router[SensorLane[WindowItem]] = Router(sensors.models, self._lanes, sensors.rules)
         self._admission = Admission(sensors, self._router, self._outputs)

@@ -5,11 +5,17 @@ Each spectrum is scored alone (no windows), so the stage keeps no partition stat
 the alert policy's N-of-M memory per asset, which starts afresh after a rebalance. A
 spectrum the model cannot take (an axis it needs is missing, another number of bins) is a
 dead letter with the reason; an axis it does not know is ``unknown_channel``.
+
+Bound to a registry alias, the model follows its promotions (``ModelReloader``): the new
+version's lane is built off this thread and swapped in between batches; spectra already
+queued finish on the old lane (each carries its lane), and the alert state carries over.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +25,7 @@ import torch
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
+from consumers.pipelines.reload import Binding, ModelReloader, warn_if_unpinned
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Rejected, Work
 from models.alert_policy import AlertPolicy, AlertShape
@@ -44,6 +51,8 @@ class _Spectrum:
     work: Work
     values: np.ndarray
     """(axes, bins) in the model's axis order."""
+    lane: SpectrumLane
+    """The lane that scores it (a hot reload may have replaced the stage's since)."""
 
 
 class SpectrumLane(ModelLane[_Spectrum]):
@@ -101,12 +110,37 @@ class VibrationStage:
         self.lane = SpectrumLane(
             section, load(section.model, section.model_version), self._scored.deliver, self.observer
         )
+        warn_if_unpinned(section.registry, section.model, section.model_version, self.lane.ref.version)
         self._outputs = PipelineOutputs(settings, STAGE)
         self._done: list[Outcome] = []
         self._in_flight = 0
+        self._swaps: queue.SimpleQueue[SpectrumLane] = queue.SimpleQueue()
+        self.reloader: ModelReloader[SpectrumLane] = ModelReloader(
+            STAGE,
+            section.registry,
+            section.reload_interval_s,
+            lambda: [Binding(STAGE, section.model, section.model_version, self.lane.ref.version)],
+            lambda _, model: SpectrumLane(section, model, self._scored.deliver, self.observer),
+            lambda _, lane: self._swaps.put(lane),
+            load,
+            self.observer,
+        )
+        self.reloader.start()
+
+    def _swap_lane(self) -> None:
+        """Install a lane the reloader built (the runtime's thread, between batches)."""
+        while True:
+            try:
+                lane = self._swaps.get_nowait()
+            except queue.Empty:
+                return
+            old, self.lane = self.lane, lane
+            lane.policy.continue_from(old.policy)
+            threading.Thread(target=old.close, name="vigil-vibration-retire", daemon=True).start()
 
     def submit(self, work: Sequence[Work]) -> None:
         """Queue each spectrum for its model; one that does not fit fails at once."""
+        self._swap_lane()
         for item in work:
             self._in_flight += 1
             spectrum = item.message
@@ -116,7 +150,7 @@ class VibrationStage:
             except SpectrumRefused as error:
                 self._done.append(Outcome(item.record, failure=error.failure(STAGE)))
                 continue
-            self.lane.batcher.put(_Spectrum(item, values))
+            self.lane.batcher.put(_Spectrum(item, values, self.lane))
 
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call (results and alerts are built here)."""
@@ -140,6 +174,8 @@ class VibrationStage:
 
     def close(self) -> None:
         """Finish queued batches and stop the lane."""
+        self.reloader.stop()
+        self._swap_lane()
         self.lane.close()
 
     def _outcome(self, item: _Spectrum, result: torch.Tensor | BaseException) -> Outcome:
@@ -150,13 +186,14 @@ class VibrationStage:
         assert isinstance(spectrum, VibrationSpectrum)
         errors = result.float().tolist()
         total = sum(errors)
-        axes = self.lane.spec.names
+        lane = item.lane
+        axes = lane.spec.names
         share = {axis: (e / total if total > 0 else 0.0) for axis, e in zip(axes, errors, strict=True)}
         top = ", ".join(f"{axis} {s:.0%}" for axis, s in sorted(share.items(), key=lambda kv: -kv[1]))
         scored = ScoredItem(
             record,
             spectrum.asset_id,
-            self.lane.ref,
+            lane.ref,
             {"anomaly": total / len(errors)},
             Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
             spectrum.measured_at,
@@ -166,4 +203,4 @@ class VibrationStage:
             explanation=share,
             message=lambda t: f"vibration anomaly {t.state} on {t.source_id}; axes: {top}",
         )
-        return Outcome(record, tuple(self._outputs.scored(scored, self.lane.policy, self.observer)))
+        return Outcome(record, tuple(self._outputs.scored(scored, lane.policy, self.observer)))

@@ -26,7 +26,7 @@ import torch
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
-from consumers.pipelines.reload import Binding, ModelReloader
+from consumers.pipelines.reload import Binding, ModelReloader, warn_if_unpinned
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
@@ -212,6 +212,7 @@ class VisionStage:
                     self.settings.vision, model, self._scored.deliver, self.observer
                 )
                 self._requested[name] = version
+                warn_if_unpinned(self.settings.vision.registry, name, version, model.card.version)
             return self._lanes[name]
 
     # -- hot reload ------------------------------------------------------------------------

@@ -99,3 +99,27 @@ def test_a_sensor_lane_follows_its_alias_between_batches_and_refuses_other_windo
         assert observer.switches == [(name, "1", "2", "switched"), (name, "2", "3", "failed")]
     finally:
         stage.close()
+
+
+def test_the_vibration_lane_follows_its_alias_between_batches(tmp_path: Path) -> None:
+    from consumers.pipelines.vibration.stage import VibrationStage
+    from models.vibration.serving import SpectrumTraining, synthetic_spectra, train_spectrum_autoencoder
+    from schemas.vibration import VibrationSettings
+
+    train_spectrum_autoencoder(
+        synthetic_spectra(64, seed=1), ["x", "y", "z"], tmp_path, "fans", "1", SpectrumTraining(epochs=1)
+    )
+    copy_entry(tmp_path, tmp_path, "fans", "2")
+    promote(tmp_path, "fans", "1")
+    observer = CountingObserver()
+    section = VibrationSettings(registry=str(tmp_path), model="fans", reload_interval_s=0)
+    stage = VibrationStage(VigilSettings(), section, observer=observer)
+    try:
+        promote(tmp_path, "fans", "2")
+        stage.reloader.check()
+        assert stage.lane.ref.version == "1", "switched outside the runtime's thread"
+        stage.submit([])
+        assert stage.lane.ref.version == "2"
+        assert observer.switches == [("fans", "1", "2", "switched")]
+    finally:
+        stage.close()
