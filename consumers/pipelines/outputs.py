@@ -79,7 +79,7 @@ class PipelineOutputs:
         label = max(item.scores, key=item.scores.__getitem__)
         shares = {f"share:{part}": share for part, share in item.explanation.items()}
         return outputs + self.result(
-            f"{record.topic}-{record.partition}-{record.offset}",
+            record.item_id(),
             item.source_id,
             item.model,
             label,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,6 +11,9 @@ from typing import Any
 from schemas.common import Message
 
 Headers = tuple[tuple[str, bytes], ...]
+
+_PLAIN_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
+"""Topics that can stand in an ``Identifier`` as they are (Kafka also allows ``_`` and 249 chars)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,14 @@ class InboundRecord:
     value: bytes | None
     headers: Headers = ()
     timestamp_ms: int | None = None
+
+    def item_id(self, *parts: str) -> str:
+        """``topic-partition-offset[-parts]``: an ``Identifier`` for what this record yields, the
+        topic replaced by ``t`` and 16 hex digits of its sha256 where it holds a ``_`` or is long."""
+        topic = self.topic
+        if not _PLAIN_TOPIC.match(topic):
+            topic = "t" + hashlib.sha256(topic.encode()).hexdigest()[:16]
+        return "-".join((topic, str(self.partition), str(self.offset), *parts))
 
     @classmethod
     def from_kafka(cls, message: Any) -> InboundRecord:

@@ -33,7 +33,7 @@ def result_for(work: Work, inferences_topic: str) -> Output:
     else:
         raise TypeError(f"no pass-through for {type(message).__name__}")
     result = InferenceResult(
-        result_id=f"{record.topic}-{record.partition}-{record.offset}",
+        result_id=record.item_id(),
         pipeline="passthrough",
         source_id=source,
         scores=scores,

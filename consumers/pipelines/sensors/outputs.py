@@ -82,7 +82,7 @@ class SensorOutputs(PipelineOutputs):
         """The scores of one window for ``vigil.inferences`` (none when results are not published)."""
         record = work.record
         return self.result(
-            f"{record.topic}-{record.partition}-{record.offset}-w{index}",
+            record.item_id(f"w{index}"),
             asset_id,
             model,
             scored.label,
@@ -134,7 +134,7 @@ class SensorOutputs(PipelineOutputs):
         """The result that says a sample was ``late`` or a ``duplicate`` (published even when scores are not)."""
         record, reading = work.record, _reading(work)
         result = InferenceResult(
-            result_id=f"{record.topic}-{record.partition}-{record.offset}-{outcome}",
+            result_id=record.item_id(outcome),
             pipeline="sensors",
             source_id=reading.asset_id,
             outcome=outcome,  # type: ignore[arg-type]
