@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-workers bench-latency kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-workers bench-latency bench-low-load kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -25,7 +25,7 @@ demo: setup
 
 # The runtime, sink, observability and fault tests run once more on the confluent-kafka client.
 CONFLUENT_TESTS := tests/integration/test_runtime.py tests/integration/test_sinks.py \
-	tests/integration/test_observability.py tests/faults
+	tests/integration/test_observability.py tests/integration/test_webhook.py tests/faults
 
 test: setup prometheus
 	$(BIN)/pytest
@@ -64,6 +64,9 @@ bench-workers: setup
 
 bench-latency: setup
 	$(BIN)/python bench/latency.py
+
+bench-low-load: setup
+	$(BIN)/python bench/low_load.py
 
 kafka-up: setup
 	$(BIN)/vigil kafka up

@@ -133,11 +133,20 @@ class RuntimeSettings(Section):
 
 
 class BatchingSettings(Section):
-    """Micro-batching: a batch closes at ``max_batch_size`` items or ``max_wait_ms`` after its first."""
+    """Micro-batching (``consumers/pipelines/batcher.py``): a batch closes at ``max_batch_size``
+    items, ``max_wait_ms`` after its first, or (``close_when_idle``, at low load) as soon as
+    nothing more is queued while the model has nothing to run next."""
 
     max_batch_size: Annotated[int, Field(gt=0, le=4096)] = 32
     max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 10.0
+    """With ``close_when_idle`` an upper bound only, reached while the model is busy."""
     max_queue: Positive = 1024
+    close_when_idle: bool = True
+    """A batch opened ``max_wait_ms`` or more after the last one closed (low load) closes as
+    soon as nothing more is queued while the model has nothing to run next; False: every
+    batch waits ``max_wait_ms`` for company (the policy before; ``bench/low_load.py``)."""
+    quiet_ms: Annotated[float, Field(ge=0, le=1_000)] = 0.0
+    """With ``close_when_idle``: how long without a new item ends such a batch (0: at once)."""
 
 
 class FetchSettings(Section):

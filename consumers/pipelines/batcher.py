@@ -1,7 +1,14 @@
-"""The micro-batcher: one bounded queue per model, batches closed by size or by waiting time.
+"""The micro-batcher: one bounded queue per model; batches that never wait for nothing.
 
-A batch closes at ``max_batch_size`` items or ``max_wait_ms`` after its first item,
-whichever comes first. Two threads form a pipeline: the assembler closes a batch and runs
+A batch whose first item comes ``max_wait_ms`` or more after the last batch closed (items
+arriving one at a time, low load) is eager: while the model has nothing to run next (the
+executor is idle, or busy with its last batch and none prepared behind it) it closes as soon
+as nothing more is queued (or, with ``quiet_ms``, after that long without a new item), so
+the item runs at once, alone. Any other batch gathers what arrives until it is full
+(``max_batch_size``) or ``max_wait_ms`` after its first item: while items keep arriving,
+batches fill as they did before and the model runs no more often than before. While the
+model is busy and the next batch is already prepared, the executor wakes an eager batch when
+it takes that one. Two threads form a pipeline: the assembler closes a batch and runs
 ``prepare`` on it (stack, pin, copy to the device) while the executor runs ``execute`` on
 the previous one, so preparing batch k+1 overlaps computing batch k. ``execute`` returns one
 result or one exception per item. When ``prepare`` or ``execute`` fails for the batch as a
@@ -12,6 +19,7 @@ backpressure the fetch workers feel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -34,6 +42,8 @@ Execute = Callable[[Sequence[T], Any], Sequence[R | BaseException]]
 Deliver = Callable[[T, R | BaseException], None]
 
 _STOP = object()
+_WAKE = object()
+"""Put by the executor when it takes the prepared batch: the one gathering may close now."""
 
 
 class MicroBatcher(Generic[T, R]):
@@ -49,6 +59,8 @@ class MicroBatcher(Generic[T, R]):
         max_wait_ms: float,
         max_queue: int,
         on_batch: Callable[[int, float], None] | None = None,
+        close_when_idle: bool = True,
+        quiet_ms: float = 0.0,
     ) -> None:
         self.name = name
         self._on_batch = on_batch
@@ -59,6 +71,14 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait_s = max_wait_ms / 1000
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._gathering = False
+        """The assembler waits for more items with a partial batch (the executor wakes it)."""
+        self.close_when_idle = close_when_idle
+        """False: a batch closes only at its size or after ``max_wait_ms``."""
+        self.quiet_s = quiet_ms / 1000
+        """With ``close_when_idle``: how long no new item means the burst is over."""
+        self._last_item = float("-inf")
+        """When the last batch closed: a batch opened ``max_wait_ms`` later or more is eager."""
         self.batch_sizes: Counter[int] = Counter()
         self._threads = [
             threading.Thread(target=self._assemble, name=f"{name}-assembler", daemon=True),
@@ -84,22 +104,12 @@ class MicroBatcher(Generic[T, R]):
     def _assemble(self) -> None:
         while True:
             first = self._queue.get()
+            if first is _WAKE:
+                continue
             if first is _STOP:
                 self._ready.put(_STOP)
                 return
-            batch = [first]
-            deadline = time.monotonic() + self.max_wait_s
-            stop = False
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+            batch, stop = self._gather(first)
             try:
                 prepared = self._prepare(batch)
             except Exception as error:  # a bad batch fails its own items, never the thread
@@ -110,9 +120,45 @@ class MicroBatcher(Generic[T, R]):
                 self._ready.put(_STOP)
                 return
 
+    def _gather(self, first: T) -> tuple[list[T], bool]:
+        """The batch ``first`` opens (see the module docstring), and whether a stop came in it."""
+        batch = [first]
+        now = time.monotonic()
+        deadline = now + self.max_wait_s
+        # Items came one at a time, each long after the last: nothing is gained by waiting.
+        # While they keep coming, batches fill as before, and the model runs no more often.
+        eager = self.close_when_idle and now - self._last_item >= self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                self._gathering = True  # before looking at the model: its wake cannot be missed
+                wait = deadline - time.monotonic()
+                if eager and self._ready.empty():
+                    wait = min(wait, self.quiet_s)  # nothing to run next: only a burst still arriving
+                if wait <= 0:
+                    self._gathering = False
+                    break
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    break
+                finally:
+                    self._gathering = False
+            if item is _STOP:
+                return batch, True
+            if item is not _WAKE:
+                batch.append(item)
+        self._last_item = time.monotonic()
+        return batch, False
+
     def _run(self) -> None:
         while True:
             entry = self._ready.get()
+            if self._gathering and self.close_when_idle:
+                # a full queue closes the gathering batch at its size anyway
+                with contextlib.suppress(queue.Full):
+                    self._queue.put_nowait(_WAKE)
             if entry is _STOP:
                 return
             batch, prepared = entry
@@ -165,6 +211,8 @@ def model_batcher(
         batching.max_wait_ms,
         batching.max_queue,
         on_batch=lambda size, seconds: observer.on_batch(card.name, size, seconds),
+        close_when_idle=batching.close_when_idle,
+        quiet_ms=batching.quiet_ms,
     )
     observer.on_queue(card.name, batcher.depth)
     observer.on_model(pipeline, card.name, card.version, device)

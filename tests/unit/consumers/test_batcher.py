@@ -24,28 +24,65 @@ def doubling(batch: Sequence[int], prepared: object) -> list[object]:
     return [ValueError(f"bad {i}") if i < 0 else i * 2 for i in batch]
 
 
-def test_a_batch_closes_at_its_size() -> None:
+class HeldModel:
+    """An ``execute`` that holds its first batch until ``release``, recording every batch."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.prepared: list[list[int]] = []
+        self.lock = threading.Lock()
+
+    def prepare(self, batch: Sequence[int]) -> list[int]:
+        with self.lock:
+            self.prepared.append(list(batch))
+        return list(batch)
+
+    def execute(self, batch: Sequence[int], prepared: object) -> list[object]:
+        self.release.wait(60)
+        return doubling(batch, prepared)
+
+
+def test_an_idle_model_takes_an_item_at_once_without_waiting_for_a_batch() -> None:
     out = Collector()
     batcher = MicroBatcher(
-        "t", list, doubling, out.deliver, max_batch_size=4, max_wait_ms=60_000, max_queue=100
+        "t", list, doubling, out.deliver, max_batch_size=32, max_wait_ms=60_000, max_queue=100
     )
-    for i in range(8):
-        batcher.put(i)
-    wait_for(lambda: len(out.results) == 8, 10, what="two full batches")
-    assert batcher.batch_sizes == {4: 2}
-    assert out.results == {i: i * 2 for i in range(8)}
+    batcher.put(7)
+    wait_for(lambda: len(out.results) == 1, 10, what="the lone item, long before max_wait_ms")
+    assert batcher.batch_sizes == {1: 1} and out.results == {7: 14}
     batcher.close()
 
 
-def test_a_batch_closes_after_the_wait_of_its_first_item() -> None:
-    out = Collector()
+def test_items_that_keep_arriving_fill_batches_up_to_their_size() -> None:
+    out, model = Collector(), HeldModel()
     batcher = MicroBatcher(
-        "t", list, doubling, out.deliver, max_batch_size=100, max_wait_ms=50, max_queue=100
+        "t", model.prepare, model.execute, out.deliver, max_batch_size=4, max_wait_ms=60_000, max_queue=100
     )
+    batcher.put(0)
+    wait_for(lambda: model.prepared == [[0]], 10, what="the first item running at once")
+    for i in range(1, 9):
+        batcher.put(i)
+    wait_for(lambda: len(model.prepared) == 3, 10, what="two full batches behind the running one")
+    model.release.set()
+    wait_for(lambda: len(out.results) == 9, 10, what="every item")
+    assert model.prepared == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+    assert out.results == {i: i * 2 for i in range(9)}
+    batcher.close()
+
+
+def test_max_wait_bounds_a_batch_while_items_keep_arriving() -> None:
+    out, model = Collector(), HeldModel()
+    batcher = MicroBatcher(
+        "t", model.prepare, model.execute, out.deliver, max_batch_size=100, max_wait_ms=50, max_queue=100
+    )
+    batcher.put(0)
+    wait_for(lambda: model.prepared == [[0]], 10, what="the first item running at once")
     batcher.put(1)
     batcher.put(2)
-    wait_for(lambda: len(out.results) == 2, 10, what="a partial batch")
-    assert batcher.batch_sizes == {2: 1}
+    wait_for(lambda: len(model.prepared) == 2, 10, what="the next batch closed by max_wait_ms")
+    assert model.prepared[1] == [1, 2] and not model.release.is_set()
+    model.release.set()
+    wait_for(lambda: len(out.results) == 3, 10, what="every item")
     batcher.close()
 
 
