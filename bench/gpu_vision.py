@@ -43,6 +43,13 @@ def rate(step, items_per_step: int, seconds: float, sync) -> float:
     return calls * items_per_step / (time.perf_counter() - started)
 
 
+def write_result(result: dict, out: str) -> None:  # type: ignore[type-arg]
+    """Print ``result`` as JSON, and write it to ``out`` when given."""
+    print(json.dumps(result, indent=2))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="resnet50")
@@ -110,9 +117,7 @@ def main() -> None:
         if device.type == "cuda"
         else None,
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

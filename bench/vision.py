@@ -44,37 +44,19 @@ from bench.common import (
     report,
     start_runtime,
 )
+from bench.untrained import LABELS, frame_ref, make_model
 from consumers.pipelines.vision.stage import VisionStage
 from consumers.runtime.kafka_clients import make_consumer, make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from models.engine import InferenceEngine, single_torch_thread
-from models.registry import load_model, save_model
-from models.vision.architectures import build_classifier
+from models.registry import load_model
 from models.vision.preprocess import preprocess
 from models.vision.synthetic import encode, product_image
 from schemas.common import Evidence
 from schemas.messages import FrameRef, InferenceResult
-from schemas.model_card import ImageInputSpec, ModelCard
+from schemas.model_card import ImageInputSpec
 from schemas.settings import VigilSettings
-
-LABELS = ["ok", "crack", "scratch", "spot"]
-
-
-def make_model(registry: Path, architecture: str, size: int) -> None:
-    """An untrained classifier: the benchmark measures speed, not accuracy."""
-    torch.manual_seed(0)
-    card = ModelCard(
-        name="bench",
-        version="1",
-        task="defect_classification",
-        architecture=architecture,
-        input=ImageInputSpec(height=size, width=size, channels=3, mean=[0.5] * 3, std=[0.25] * 3),
-        labels=LABELS,
-        thresholds={label: 0.5 for label in LABELS[1:]},
-        created_at=datetime.now(UTC),
-    )
-    save_model(registry, card, build_classifier(architecture, len(LABELS)).eval())
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -116,15 +98,8 @@ def publish_frames(
             delay = started + n / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # pacing the offered load, not synchronisation
-        camera = f"cam-{n % 16}"
-        frame = FrameRef(
-            frame_id=f"f-{n}",
-            camera_id=camera,
-            site="bench",
-            uri=f"file://{images[n % len(images)]}",
-            captured_at=datetime.now(UTC),
-        )
-        producer.send(settings.topics.frames.name, key=camera.encode(), value=frame.to_json_bytes())
+        frame = frame_ref(n, images[n % len(images)], 16)
+        producer.send(settings.topics.frames.name, key=frame.camera_id.encode(), value=frame.to_json_bytes())
     producer.flush()
     producer.close()
 

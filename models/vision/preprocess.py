@@ -59,16 +59,16 @@ def letterbox_geometry(height: int, width: int, spec: ImageInputSpec) -> tuple[f
 
 
 def resize(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
-    """Resize a uint8 (C, H, W) image to the card's input size (still uint8)."""
+    """Resize uint8 (C, H, W) images, or a stack of them (N, C, H, W) of one size, to the
+    card's input size (still uint8, on the images' device)."""
     if spec.resize == "stretch":
         return F.resize(image, [spec.height, spec.width], antialias=True)
     if spec.resize == "letterbox":
         # Padded with the normalisation mean, which the model sees as zero.
         _, new_h, new_w, top, left = letterbox_geometry(image.shape[-2], image.shape[-1], spec)
-        fill = [round(m * 255) for m in spec.mean]
-        canvas = torch.tensor(fill, dtype=torch.uint8).reshape(-1, 1, 1).expand(-1, spec.height, spec.width)
-        canvas = canvas.clone()
-        canvas[:, top : top + new_h, left : left + new_w] = F.resize(image, [new_h, new_w], antialias=True)
+        fill = torch.tensor([round(m * 255) for m in spec.mean], dtype=torch.uint8, device=image.device)
+        canvas = fill.reshape(-1, 1, 1).expand(*image.shape[:-2], spec.height, spec.width).clone()
+        canvas[..., top : top + new_h, left : left + new_w] = F.resize(image, [new_h, new_w], antialias=True)
         return canvas
     image = F.resize(image, min(spec.height, spec.width), antialias=True)
     return F.center_crop(image, [spec.height, spec.width])
@@ -93,13 +93,13 @@ def to_image_point(
 
 
 def normalise(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
-    """Scale a uint8 (C, H, W) image to [0, 1] and normalise it: the float32 model input."""
+    """Scale uint8 (C, H, W) images (or a stack) to [0, 1] and normalise: the float32 model input."""
     scaled = F.to_dtype(image, torch.float32, scale=True)
     return F.normalize(scaled, mean=list(spec.mean), std=list(spec.std))
 
 
 def to_model_input(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
-    """Resize, scale and normalise a uint8 (C, H, W) image to a float32 (C, H, W) tensor."""
+    """Resize, scale and normalise uint8 (C, H, W) images (or a stack) to float32 model input."""
     return normalise(resize(image, spec), spec)
 
 
@@ -123,11 +123,15 @@ def preprocess_on_device(
     spec: ImageInputSpec,
     rois: Sequence[Roi | None],
     device: torch.device,
+    stacked: bool | None = None,
 ) -> list[torch.Tensor | Exception]:
     """Batched GPU decode of JPEG bytes (nvJPEG), then the same steps on ``device``.
 
     An item that is already a tensor was decoded and preprocessed on the CPU: it only moves.
+    ``stacked``: resize frames of one size as one stack (default: off the CPU only, where one
+    by one is faster; measured 1,080 against 870 frames/s).
     """
+    stacked = device.type != "cpu" if stacked is None else stacked
     results: list[torch.Tensor | Exception] = [CorruptImageError("not decoded")] * len(images)
     jpegs = [i for i, data in enumerate(images) if isinstance(data, bytes)]
     decoded: dict[int, torch.Tensor | Exception] = {}
@@ -137,6 +141,7 @@ def preprocess_on_device(
             decoded = dict(zip(jpegs, decode_jpeg(tensors, mode=_mode(spec), device=device), strict=True))
         except RuntimeError:  # one bad JPEG fails the batched call: decode them one by one
             decoded = {i: _decode_one(images[i], spec, device) for i in jpegs}  # type: ignore[arg-type]
+    same_size: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
     for i, item in enumerate(images):
         if isinstance(item, torch.Tensor):
             results[i] = item.to(device, non_blocking=True)
@@ -146,9 +151,20 @@ def preprocess_on_device(
             results[i] = image
             continue
         try:
-            results[i] = to_model_input(crop(image, rois[i]), spec)
+            region = crop(image, rois[i])
         except RoiOutsideImageError as error:
             results[i] = error
+            continue
+        if not stacked:
+            results[i] = to_model_input(region, spec)
+        else:
+            same_size.setdefault(tuple(region.shape), []).append((i, region))
+    # on the GPU frames of one camera share a size: resized and normalised as one stack, in a
+    # few kernel launches rather than a few per frame
+    for group in same_size.values():
+        inputs = to_model_input(torch.stack([region for _, region in group]), spec)
+        for (i, _), tensor in zip(group, inputs.unbind(0), strict=True):
+            results[i] = tensor
     return results
 
 

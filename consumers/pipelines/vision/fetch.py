@@ -36,6 +36,8 @@ from schemas.settings import FetchSettings
 _CHUNK = 1 << 16
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
 _PROC_FD = Path("/proc/self/fd")
+FOLDER_RESOLVE_S = 1.0
+"""How stale the resolved allowed folders may be (a folder that is a symlink can change)."""
 
 
 class FetchError(Exception):
@@ -64,6 +66,8 @@ class FrameFetcher:
         ]
         self._url_prefixes = [p for p in settings.allowed_prefixes if not p.startswith("file://")]
         self._stop = stop or threading.Event()
+        self._resolved: list[str] = []
+        self._resolved_at = -FOLDER_RESOLVE_S - 1.0
 
     def fetch(self, uri: str, sha256: str | None = None) -> bytes:
         """The object's bytes, checked against ``sha256``.
@@ -124,8 +128,16 @@ class FrameFetcher:
         raise FetchError("disallowed_uri", f"scheme {parts.scheme!r} is not allowed")
 
     def _inside_allowed_folder(self, resolved: str) -> bool:
-        # Resolved on every access: an allowed folder may itself be a symlink that changes.
-        return any(Path(resolved).is_relative_to(os.path.realpath(folder)) for folder in self._folders)
+        return any(Path(resolved).is_relative_to(folder) for folder in self._resolved_folders())
+
+    def _resolved_folders(self) -> list[str]:
+        # An allowed folder may itself be a symlink that changes: resolved again at most once
+        # a second (resolving on every frame cost a fifth of the GPU stage's Python time).
+        now = time.monotonic()
+        if now - self._resolved_at > FOLDER_RESOLVE_S:
+            self._resolved = [os.path.realpath(folder) for folder in self._folders]
+            self._resolved_at = now
+        return self._resolved
 
     def _read(self, target: Path | str, deadline: float) -> bytes:
         if isinstance(target, Path):

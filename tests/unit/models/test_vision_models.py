@@ -344,3 +344,38 @@ def test_training_warns_when_the_model_does_not_beat_the_majority_class(tmp_path
     )
     assert entry.warnings and "does NOT beat" in entry.warnings[0]
     assert entry.card.training is not None and "does NOT beat" in entry.card.training.notes
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+@pytest.mark.parametrize("resize", ["letterbox", "stretch", "shorter_side_then_center_crop"])
+def test_batched_preprocessing_equals_one_image_at_a_time(resize: str, stacked: bool) -> None:
+    """``preprocess_on_device`` resizes same-size frames as one stack: each must come out as
+    ``preprocess`` makes it alone, and a bad item fails alone."""
+    from models.vision.preprocess import preprocess_on_device
+
+    spec = ImageInputSpec(height=48, width=64, channels=3, mean=[0.5] * 3, std=[0.25] * 3, resize=resize)  # type: ignore[arg-type]
+    rgb = [
+        product_image(label, size, seed=n).expand(3, -1, -1).contiguous()
+        for n, (label, size) in enumerate(
+            [("ok", 96), ("crack", 96), ("spot", 80), ("ok", 96), ("scratch", 96)]
+        )
+    ]
+    jpegs = [encode(image, "jpeg") for image in rgb]
+    ready = preprocess(jpegs[4], spec)
+    items: list[bytes | torch.Tensor] = [
+        jpegs[0],
+        jpegs[1],
+        jpegs[2],
+        jpegs[3],
+        b"\xff\xd8\xff not a jpeg",
+        ready,
+    ]
+    rois = [None, None, None, (10, 20, 40, 30), None, None]
+    out = preprocess_on_device(items, spec, rois, torch.device("cpu"), stacked)
+    for i in (0, 1, 2):
+        assert torch.allclose(out[i], preprocess(jpegs[i], spec), atol=1e-5), f"frame {i}"  # type: ignore[arg-type]
+    assert torch.allclose(out[3], preprocess(jpegs[3], spec, (10, 20, 40, 30)), atol=1e-5)  # type: ignore[arg-type]
+    assert isinstance(out[4], CorruptImageError)
+    assert torch.equal(out[5], ready)  # type: ignore[arg-type]
+    outside = preprocess_on_device([jpegs[0]], spec, [(90, 90, 20, 20)], torch.device("cpu"))
+    assert isinstance(outside[0], RoiOutsideImageError)
