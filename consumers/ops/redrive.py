@@ -27,14 +27,12 @@ from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from consumers.runtime.dead_letters import HEADER_PREFIX, original_value
-from consumers.runtime.kafka_clients import make_producer, make_reader
+from consumers.runtime.kafka_clients import make_producer, make_reader, records_between
 from consumers.runtime.records import Output
 from consumers.sinks import Sink, SinkDelivery, configured_sinks
 from consumers.sinks.base import SINK_STAGE, sink_stage
 from schemas.messages import DeadLetter
 from schemas.settings import VigilSettings
-
-POLL_MS = 500
 
 
 @dataclass
@@ -61,54 +59,45 @@ def redrive(
     sinks: dict[str, Sink] | None = None
     try:
         partitions = [TopicPartition(dlq, p) for p in sorted(reader.partitions_for_topic(dlq) or ())]
-        reader.assign(partitions)
         ends = reader.end_offsets(partitions)
         starts = reader.beginning_offsets(partitions)
         if since is not None:
             found = reader.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
             starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in partitions}
-        for tp in partitions:
-            reader.seek(tp, starts[tp])
-        while any(reader.position(tp) < ends[tp] for tp in partitions):
-            for tp, records in reader.poll(timeout_ms=POLL_MS).items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue
-                    where = f"{dlq}[{tp.partition}]@{record.offset}"
-                    try:
-                        letter = DeadLetter.from_json_bytes(record.value)
-                    except ValidationError:
-                        report.skipped.append(f"{where}: not a dead letter")
-                        continue
-                    if wanted and letter.reason not in wanted:
-                        continue
-                    if (since and letter.failed_at < since) or (until and letter.failed_at > until):
-                        continue
-                    if letter.stage.startswith(SINK_STAGE):
-                        if sinks is None:
-                            sinks = {sink_stage(sink.name): sink for sink in configured_sinks(settings)}
-                        problem = None if dry_run else _redeliver(settings, sinks, letter, record.key)
-                        if problem is None:
-                            report.published[(letter.stage, letter.reason)] += 1
-                        else:
-                            report.skipped.append(f"{where}: {problem}")
-                        continue
-                    value = _original(settings, letter)
-                    origin = f"{letter.origin_topic}[{letter.origin_partition}]@{letter.origin_offset}"
-                    if value is None:
-                        report.skipped.append(
-                            f"{where}: the truncated original {origin} is no longer retained"
-                        )
-                        continue
-                    headers = [(k, v) for k, v in record.headers or () if not k.startswith(HEADER_PREFIX)]
-                    headers += [
-                        ("vigil.origin", origin.encode()),
-                        ("vigil.redrive.from", where.encode()),
-                        ("vigil.redrive.reason", letter.reason.encode()),
-                    ]
-                    if producer is not None:
-                        producer.send(letter.origin_topic, key=record.key, value=value, headers=headers)
-                    report.published[(letter.origin_topic, letter.reason)] += 1
+        for tp, record in records_between(reader, starts, ends):
+            where = f"{dlq}[{tp.partition}]@{record.offset}"
+            try:
+                letter = DeadLetter.from_json_bytes(record.value)
+            except ValidationError:
+                report.skipped.append(f"{where}: not a dead letter")
+                continue
+            if wanted and letter.reason not in wanted:
+                continue
+            if (since and letter.failed_at < since) or (until and letter.failed_at > until):
+                continue
+            if letter.stage.startswith(SINK_STAGE):
+                if sinks is None:
+                    sinks = {sink_stage(sink.name): sink for sink in configured_sinks(settings)}
+                problem = None if dry_run else _redeliver(settings, sinks, letter, record.key)
+                if problem is None:
+                    report.published[(letter.stage, letter.reason)] += 1
+                else:
+                    report.skipped.append(f"{where}: {problem}")
+                continue
+            value = _original(settings, letter)
+            origin = f"{letter.origin_topic}[{letter.origin_partition}]@{letter.origin_offset}"
+            if value is None:
+                report.skipped.append(f"{where}: the truncated original {origin} is no longer retained")
+                continue
+            headers = [(k, v) for k, v in record.headers or () if not k.startswith(HEADER_PREFIX)]
+            headers += [
+                ("vigil.origin", origin.encode()),
+                ("vigil.redrive.from", where.encode()),
+                ("vigil.redrive.reason", letter.reason.encode()),
+            ]
+            if producer is not None:
+                producer.send(letter.origin_topic, key=record.key, value=value, headers=headers)
+            report.published[(letter.origin_topic, letter.reason)] += 1
         if producer is not None:
             producer.flush()  # raises when the broker did not take them: the command fails
     finally:

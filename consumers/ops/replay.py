@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from consumers.ops.topics import create_topics
 from consumers.pipelines import build_pipeline
-from consumers.runtime.kafka_clients import consumer_config, make_reader
+from consumers.runtime.kafka_clients import consumer_config, make_reader, records_between
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import Outcome, Work
@@ -41,7 +41,6 @@ from models.registry import resolve_version
 from schemas.messages import Alert
 from schemas.settings import VigilSettings
 
-POLL_MS = 500
 SCORE_TOLERANCE = 1e-4
 REPLAYABLE = {"vision": "frames", "sensors": "sensors"}
 """The pipelines a replay can run, and the input topic (of ``settings.topics``) each reads."""
@@ -140,17 +139,12 @@ def _first_at(reader: KafkaConsumer, tps: Sequence[TopicPartition], moment: date
 
 
 def _scanned(reader: KafkaConsumer, span: ReplayRange) -> ReplayRange:
-    tps = [TopicPartition(span.topic, p) for p in span.starts if span.starts[p] < span.ends[p]]
-    reader.assign(tps)
-    for tp in tps:
-        reader.seek(tp, span.starts[tp.partition])
+    tps = {TopicPartition(span.topic, p): start for p, start in span.starts.items()}
+    ends = {tp: span.ends[tp.partition] for tp in tps}
     count, last = 0, {}
-    while any(reader.position(tp) < span.ends[tp.partition] for tp in tps):
-        for tp, records in reader.poll(timeout_ms=POLL_MS).items():
-            for record in records:
-                if span.holds(tp.partition, record.offset):
-                    count += 1
-                    last[tp.partition] = record.offset
+    for tp, record in records_between(reader, tps, ends):
+        count += 1
+        last[tp.partition] = record.offset
     return ReplayRange(span.topic, span.starts, span.ends, count, last)
 
 
@@ -165,10 +159,12 @@ class RangeStage:
 
     def submit(self, work: Sequence[Work]) -> None:
         """In-range work to the pipeline's stage; the rest ends here."""
-        inside = [w for w in work if self._span.holds(w.record.partition, w.record.offset)]
-        self._outside += [
-            Outcome(w.record) for w in work if not self._span.holds(w.record.partition, w.record.offset)
-        ]
+        inside = []
+        for item in work:
+            if self._span.holds(item.record.partition, item.record.offset):
+                inside.append(item)
+            else:
+                self._outside.append(Outcome(item.record))
         if inside:
             self._inner.submit(inside)
 
@@ -279,8 +275,7 @@ def replay(
 
 def _start_group_at(settings: VigilSettings, group: str, span: ReplayRange) -> None:
     """Commit the range's start as the replay group's offsets, so it reads nothing before."""
-    config = {**consumer_config(settings.kafka, group), "enable_auto_commit": False}
-    consumer = KafkaConsumer(**config)
+    consumer = KafkaConsumer(**consumer_config(settings.kafka, group))
     try:
         tps = [TopicPartition(span.topic, p) for p in span.starts]
         consumer.assign(tps)
@@ -304,8 +299,7 @@ def _run_through(
     thread = threading.Thread(target=target, name="vigil-replay", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s
-    config = {**consumer_config(settings.kafka, group), "enable_auto_commit": False}
-    watcher = KafkaConsumer(**config)
+    watcher = KafkaConsumer(**consumer_config(settings.kafka, group))
     try:
         targets = {TopicPartition(span.topic, p): last + 1 for p, last in span.last.items()}
         while thread.is_alive() and time.monotonic() < deadline:
@@ -328,17 +322,12 @@ def _alerts(settings: VigilSettings, topic: str) -> list[Alert]:
     reader = make_reader(settings.kafka)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
-        reader.assign(tps)
-        reader.seek_to_beginning(*tps)
-        ends = reader.end_offsets(tps)
         found: list[Alert] = []
-        while any(reader.position(tp) < ends[tp] for tp in tps):
-            for records in reader.poll(timeout_ms=POLL_MS).values():
-                for record in records:
-                    try:
-                        found.append(Alert.from_json_bytes(record.value))
-                    except ValidationError:
-                        continue  # not an alert: nothing to compare
+        for _, record in records_between(reader, reader.beginning_offsets(tps), reader.end_offsets(tps)):
+            try:
+                found.append(Alert.from_json_bytes(record.value))
+            except ValidationError:
+                continue  # not an alert: nothing to compare
         return found
     finally:
         reader.close()

@@ -13,7 +13,9 @@ is not tried again until the alias moves. Lanes pinned to a version never change
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +46,31 @@ def follows_alias(registry: str, name: str, requested: str | None) -> str | None
     named = aliases(registry, name)
     alias = requested or DEFAULT_ALIAS
     return alias if alias in named else None
+
+
+class BuiltLanes(Generic[L]):
+    """Lanes the reloader built, held until the runtime's thread installs them between batches
+    (``put`` is the reloader's ``install`` for stages whose lanes only that thread touches)."""
+
+    def __init__(self) -> None:
+        self._built: queue.SimpleQueue[tuple[Binding, L]] = queue.SimpleQueue()
+
+    def put(self, binding: Binding, lane: L) -> None:
+        """Hold ``lane`` for ``binding`` (the reloader's thread)."""
+        self._built.put((binding, lane))
+
+    def take(self) -> list[tuple[Binding, L]]:
+        """What was built since the last call (the runtime's thread)."""
+        taken = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.append(self._built.get_nowait())
+        return taken
+
+
+def retire(close: Callable[[], None], pipeline: str) -> None:
+    """Close a replaced lane on a thread of its own: its queued batches finish, nobody waits."""
+    threading.Thread(target=close, name=f"vigil-{pipeline}-retire", daemon=True).start()
 
 
 def warn_if_unpinned(registry: str, name: str, requested: str | None, serving: str) -> None:

@@ -9,13 +9,16 @@ the runtime's consumer and producer; admin, reader and tooling clients are kafka
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
 
 from schemas.settings import KafkaSettings
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+READ_POLL_MS = 500
 TRANSACTION_TIMEOUT_MS = 60_000
 """How long the broker keeps a transaction open without a commit (both clients' default)."""
 
@@ -145,3 +148,19 @@ def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
 def make_reader(settings: KafkaSettings) -> KafkaConsumer:
     """A consumer outside any group (``read_committed``) for reading a partition's history back."""
     return KafkaConsumer(**{**consumer_config(settings), "group_id": None, "group_instance_id": None})
+
+
+def records_between(
+    reader: KafkaConsumer, starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
+) -> Iterator[tuple[TopicPartition, Any]]:
+    """Each partition's records from its start offset up to its end offset (exclusive), read
+    with ``reader`` (assigned to them here), partitions interleaved as they are fetched."""
+    partitions = [tp for tp, start in starts.items() if start < ends[tp]]
+    reader.assign(partitions)
+    for tp in partitions:
+        reader.seek(tp, starts[tp])
+    while any(reader.position(tp) < ends[tp] for tp in partitions):
+        for tp, records in reader.poll(timeout_ms=READ_POLL_MS).items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield tp, record

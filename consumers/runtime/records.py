@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -14,6 +15,12 @@ Headers = tuple[tuple[str, bytes], ...]
 
 _PLAIN_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")
 """Topics that can stand in an ``Identifier`` as they are (Kafka also allows ``_`` and 249 chars)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic_in_id(topic: str) -> str:
+    """Worked out once per topic, not per record."""
+    return topic if _PLAIN_TOPIC.match(topic) else "t" + hashlib.sha256(topic.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +38,7 @@ class InboundRecord:
     def item_id(self, *parts: str) -> str:
         """``topic-partition-offset[-parts]``: an ``Identifier`` for what this record yields, the
         topic replaced by ``t`` and 16 hex digits of its sha256 where it holds a ``_`` or is long."""
-        topic = self.topic
-        if not _PLAIN_TOPIC.match(topic):
-            topic = "t" + hashlib.sha256(topic.encode()).hexdigest()[:16]
-        return "-".join((topic, str(self.partition), str(self.offset), *parts))
+        return "-".join((_topic_in_id(self.topic), str(self.partition), str(self.offset), *parts))
 
     @classmethod
     def from_kafka(cls, message: Any) -> InboundRecord:

@@ -22,8 +22,6 @@ one kept; the alert state carries over, under the new version's rules.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from consumers.pipelines.lane import ScoredItems
-from consumers.pipelines.reload import Binding, ModelReloader, warn_if_unpinned
+from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
 from consumers.pipelines.sensors.admission import Admission
 from consumers.pipelines.sensors.history import read_back
 from consumers.pipelines.sensors.intake import ReadingRejected
@@ -90,7 +88,7 @@ class SensorStage:
         self._outputs = SensorOutputs(settings)
         self._router: Router[SensorLane[WindowItem]] = Router(sensors.models, self._lanes, sensors.rules)
         self._admission = Admission(sensors, self._router, self._outputs)
-        self._swaps: queue.SimpleQueue[tuple[int, SensorLane[WindowItem]]] = queue.SimpleQueue()
+        self._built: BuiltLanes[SensorLane[WindowItem]] = BuiltLanes()
         self.reloader: ModelReloader[SensorLane[WindowItem]] = ModelReloader(
             STAGE,
             sensors.registry,
@@ -100,7 +98,7 @@ class SensorStage:
                 for i, (b, lane) in enumerate(zip(sensors.models, list(self._lanes), strict=True))
             ],
             self._build_lane,
-            lambda binding, lane: self._swaps.put((int(binding.key), lane)),
+            self._built.put,
             load,
             self.observer,
         )
@@ -135,18 +133,15 @@ class SensorStage:
 
     def _swap_lanes(self) -> None:
         """Install lanes the reloader built (this thread, between batches)."""
-        while True:
-            try:
-                index, lane = self._swaps.get_nowait()
-            except queue.Empty:
-                return
+        for binding, lane in self._built.take():
+            index = int(binding.key)
             old, self._lanes[index] = self._lanes[index], lane
             self._router.rebind(old, lane)
             for state in self._partitions.values():
                 policy = state.model_policies.get(old.ref.name)
                 if policy is not None:
                     policy.rules = list(lane.rules)
-            threading.Thread(target=old.close, name="vigil-sensors-retire", daemon=True).start()
+            retire(old.close, STAGE)
 
     # -- ProcessingStage -------------------------------------------------------------------
 

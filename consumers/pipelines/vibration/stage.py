@@ -14,8 +14,6 @@ queued finish on the old lane (each carries its lane), and the alert state carri
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +23,7 @@ import torch
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
-from consumers.pipelines.reload import Binding, ModelReloader, warn_if_unpinned
+from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Rejected, Work
 from models.alert_policy import AlertPolicy, AlertShape
@@ -114,14 +112,14 @@ class VibrationStage:
         self._outputs = PipelineOutputs(settings, STAGE)
         self._done: list[Outcome] = []
         self._in_flight = 0
-        self._swaps: queue.SimpleQueue[SpectrumLane] = queue.SimpleQueue()
+        self._built: BuiltLanes[SpectrumLane] = BuiltLanes()
         self.reloader: ModelReloader[SpectrumLane] = ModelReloader(
             STAGE,
             section.registry,
             section.reload_interval_s,
             lambda: [Binding(STAGE, section.model, section.model_version, self.lane.ref.version)],
             lambda _, model: SpectrumLane(section, model, self._scored.deliver, self.observer),
-            lambda _, lane: self._swaps.put(lane),
+            self._built.put,
             load,
             self.observer,
         )
@@ -129,14 +127,10 @@ class VibrationStage:
 
     def _swap_lane(self) -> None:
         """Install a lane the reloader built (the runtime's thread, between batches)."""
-        while True:
-            try:
-                lane = self._swaps.get_nowait()
-            except queue.Empty:
-                return
+        for _, lane in self._built.take():
             old, self.lane = self.lane, lane
             lane.policy.continue_from(old.policy)
-            threading.Thread(target=old.close, name="vigil-vibration-retire", daemon=True).start()
+            retire(old.close, STAGE)
 
     def submit(self, work: Sequence[Work]) -> None:
         """Queue each spectrum for its model; one that does not fit fails at once."""

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ import torch
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
-from consumers.pipelines.reload import Binding, ModelReloader, warn_if_unpinned
+from consumers.pipelines.reload import Binding, ModelReloader, retire, warn_if_unpinned
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
@@ -232,9 +233,9 @@ class VisionStage:
             self._lanes[binding.key] = lane
             if self.default_lane is old:
                 self.default_lane = lane
-        threading.Thread(target=self._retire, args=(old,), name="vigil-vision-retire", daemon=True).start()
+        retire(partial(self._drain, old), STAGE)
 
-    def _retire(self, old: VisionLane) -> None:
+    def _drain(self, old: VisionLane) -> None:
         with self._lane_free:
             self._lane_free.wait_for(lambda: old.users == 0)
         old.close()  # finishes the batches already queued on it
