@@ -12,7 +12,8 @@ Kafka). Records past the range that the consumer reads anyway get no output. Sen
 before the range is rebuilt from the partition's history, as on any assignment.
 
 Then the replay's alerts are compared with the alerts production raised for the same
-inputs (those on the alerts topic whose evidence lies in the range), matched by source,
+inputs (those on the alerts topic whose evidence lies in the range, read from an hour before
+the range's first record), matched by source,
 rule, label, state and evidence position: ``added`` (only the replay raised it),
 ``removed`` (only production did), ``changed`` (both, with another kind, severity or a
 score further apart than ``SCORE_TOLERANCE``), ``same``.
@@ -42,6 +43,9 @@ from schemas.messages import Alert
 from schemas.settings import VigilSettings
 
 SCORE_TOLERANCE = 1e-4
+ALERT_CLOCK_SLACK_MS = 3_600_000
+"""Production's alerts are read from this long before the range's first record: room for a
+producer clock ahead of Vigil's (record timestamps are the producers' create times)."""
 REPLAYABLE = {"vision": "frames", "sensors": "sensors"}
 """The pipelines a replay can run, and the input topic (of ``settings.topics``) each reads."""
 
@@ -61,6 +65,8 @@ class ReplayRange:
     last: dict[int, int] = field(default_factory=dict)
     """Per partition, the offset of the last record in the range (end offsets can lie past
     transaction markers)."""
+    first_ms: int | None = None
+    """The earliest Kafka timestamp of a record in the range."""
 
     def holds(self, partition: int, offset: int) -> bool:
         """Whether ``partition``'s ``offset`` lies in the range."""
@@ -141,11 +147,12 @@ def _first_at(reader: KafkaConsumer, tps: Sequence[TopicPartition], moment: date
 def _scanned(reader: KafkaConsumer, span: ReplayRange) -> ReplayRange:
     tps = {TopicPartition(span.topic, p): start for p, start in span.starts.items()}
     ends = {tp: span.ends[tp.partition] for tp in tps}
-    count, last = 0, {}
+    count, last, first_ms = 0, {}, None
     for tp, record in records_between(reader, tps, ends):
         count += 1
         last[tp.partition] = record.offset
-    return ReplayRange(span.topic, span.starts, span.ends, count, last)
+        first_ms = record.timestamp if first_ms is None else min(first_ms, record.timestamp)
+    return ReplayRange(span.topic, span.starts, span.ends, count, last, first_ms)
 
 
 class RangeStage:
@@ -261,7 +268,9 @@ def replay(
         group_id=group,
     )
     _run_through(runtime, pinned, group, span, timeout_s)
-    production = [a for a in _alerts(settings, settings.topics.alerts.name) if _in_range(a, span)]
+    production = [
+        a for a in _alerts(settings, settings.topics.alerts.name, span.first_ms) if _in_range(a, span)
+    ]
     replayed = _alerts(pinned, pinned.topics.alerts.name)
     return ReplayReport(
         span,
@@ -317,13 +326,20 @@ def _run_through(
         raise ReplayError(f"the replay did not get through the range within {timeout_s:.0f}s")
 
 
-def _alerts(settings: VigilSettings, topic: str) -> list[Alert]:
-    """Every alert on ``topic`` up to its end now (committed transactions only)."""
+def _alerts(settings: VigilSettings, topic: str, since_ms: int | None = None) -> list[Alert]:
+    """Every alert on ``topic`` up to its end now (committed transactions only), from the first
+    one stamped ``ALERT_CLOCK_SLACK_MS`` before ``since_ms`` when given: an alert is produced
+    after its input, so older ones cannot be about the range, and weeks of a retained alerts
+    topic are not read."""
     reader = make_reader(settings.kafka)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        starts, ends = reader.beginning_offsets(tps), reader.end_offsets(tps)
+        if since_ms is not None:
+            found_at = reader.offsets_for_times({tp: max(0, since_ms - ALERT_CLOCK_SLACK_MS) for tp in tps})
+            starts = {tp: at.offset if (at := found_at.get(tp)) is not None else ends[tp] for tp in tps}
         found: list[Alert] = []
-        for _, record in records_between(reader, reader.beginning_offsets(tps), reader.end_offsets(tps)):
+        for _, record in records_between(reader, starts, ends):
             try:
                 found.append(Alert.from_json_bytes(record.value))
             except ValidationError:
