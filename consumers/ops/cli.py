@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import get_args
 
@@ -171,13 +172,13 @@ def write_line(line: str) -> None:
         print(line, flush=True)
 
 
+def moment(text: str | None) -> datetime | None:
+    """An ISO 8601 time given on the command line (``Z`` for UTC accepted), or None."""
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from consumers.ops.redrive import redrive
-
-    def moment(text: str | None) -> datetime | None:
-        return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
 
     report = redrive(_settings(args), args.reason or (), moment(args.since), moment(args.until), args.dry_run)
     verb = "would publish" if args.dry_run else "published"

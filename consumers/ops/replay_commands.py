@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from rich.table import Table
@@ -64,11 +63,8 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run the replay and print its summary and the alerts it changed."""
-    from consumers.ops.cli import _settings
+    from consumers.ops.cli import _settings, moment
     from consumers.ops.replay import REPLAYABLE, find_range, replay
-
-    def moment(text: str | None) -> datetime | None:
-        return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
 
     settings = _settings(args)
     topic = getattr(settings.topics, REPLAYABLE[args.pipeline]).name
