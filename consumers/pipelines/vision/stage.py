@@ -251,7 +251,8 @@ class VisionStage:
     def _release(self, lane: VisionLane) -> None:
         with self._lane_free:
             lane.users -= 1
-            self._lane_free.notify_all()
+            if lane.users == 0:  # only a retiring lane's drain waits, and only for none
+                self._lane_free.notify_all()
 
     # -- ProcessingStage -------------------------------------------------------------------
 
