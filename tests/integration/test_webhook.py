@@ -207,7 +207,7 @@ def test_a_receiver_that_is_down_parks_alerts_on_the_dlq_and_a_redrive_delivers_
     assert all(verify_signature(SECRET.encode(), body, h[SIGNATURE_HEADER]) for h, body in receiver.requests)
 
 
-@pytest.mark.parametrize("secret", [None, SecretStr(SECRET)])
-def test_the_secret_never_shows_in_the_settings_text(secret: SecretStr | None) -> None:
-    text = repr(WebhookSinkSettings(url="http://hooks.plant/x", secret=secret))
-    assert SECRET not in text
+def test_the_secret_never_shows_in_the_settings_text() -> None:
+    hook = WebhookSinkSettings(url="http://hooks.plant/x", secret=SecretStr(SECRET))
+    assert hook.secret is not None and hook.secret.get_secret_value() == SECRET
+    assert SECRET not in repr(hook) and SECRET not in hook.model_dump_json()
