@@ -3,8 +3,9 @@
 It owns the offset tracker, the delivery ledger, the sinks and (exactly-once) the
 transaction, and runs the commit procedure:
 a. (at shutdown, on rebalance, and always in exactly-once mode) flush every sink;
-b. settle the ledger: an input whose outputs every sink has acknowledged is complete; a
-   failed delivery raises, nothing is committed past it and a restart re-processes it;
+b. settle the ledger: outcomes emitted together go out as one shipment, and its inputs are
+   complete once every sink has acknowledged every output in it; a failed delivery raises,
+   nothing is committed past it and a restart re-processes it;
 c. commit, per partition, the highest contiguous completed offset + 1.
 In exactly-once mode outcomes are held and sent in offset order, and the outputs and the
 offsets commit together in one Kafka transaction; other sinks deliver at least once, and a
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
@@ -28,10 +29,10 @@ from kafka import errors as Errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumers.runtime.dead_letters import dead_letter_output
-from consumers.runtime.deliveries import DeliveryLedger, RecordKey
+from consumers.runtime.deliveries import DeliveryLedger, RecordKey, Shipment
 from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.offsets import OffsetTracker
+from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
 from consumers.runtime.outage import BrokerOutage, is_broker_trouble
 from consumers.runtime.records import InboundRecord, Outcome, Output
 from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
@@ -95,44 +96,67 @@ class Checkpoint:
         for sink, label in self._others:
             sink.park_in(self._parker(label), self._dlq_topic, self._dlq_limit)
         self._tracker = OffsetTracker()
-        self._ledger = DeliveryLedger()
+        self._ledger = DeliveryLedger(self._tracker)
         self._held: dict[RecordKey, Outcome] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def receive(self, tp: TopicPartition, record: InboundRecord) -> bool:
-        """Track a record just read from ``tp``; False when it is still in flight from before a
-        rebalance (re-delivered to the same member: it will finish, and must not be processed twice)."""
-        key = (record.topic, record.partition, record.offset)
-        if self._ledger.holds(key):
-            return False
-        self._tracker.track(tp, record.offset)
-        self._ledger.receive(record)
-        return True
+    def receive(self, tp: TopicPartition, records: Sequence[InboundRecord]) -> Sequence[InboundRecord]:
+        """Track a poll batch just read from ``tp`` (ascending offsets); returns the records to
+        process, without those still in flight from before a rebalance (re-delivered to the same
+        member: they will finish, and must not be processed twice)."""
+        offsets = [record.offset for record in records]
+        fresh = self._tracker.partition(tp).track_batch(offsets)
+        if fresh is offsets:
+            return records
+        keep = set(fresh)
+        return [record for record in records if record.offset in keep]
 
-    def emit(self, outcome: Outcome) -> None:
-        """Send an outcome's outputs (a failure as its dead letter) through the sinks that want
-        them; in exactly-once mode hold it for the next commit's transaction."""
-        record = outcome.record
-        key = (record.topic, record.partition, record.offset)
-        if not self._ledger.holds(key) or self._ledger.is_processed(key) or key in self._held:
-            return  # its partition was revoked (the new owner re-processes it), or a stale duplicate
+    def emit(self, outcomes: Iterable[Outcome]) -> None:
+        """Send outcomes' outputs (a failure as its dead letter) through the sinks that want them,
+        as one shipment; in exactly-once mode hold them for the next commit's transaction."""
         if self.transactions is not None:
-            self._held[key] = outcome  # sent in offset order at the next commit (see _release_in_order)
+            for outcome in outcomes:
+                record = outcome.record
+                key = (record.topic, record.partition, record.offset)
+                if self._pending(record) is not None and key not in self._held:
+                    self._held[key] = outcome  # sent in offset order at the next commit (_release_in_order)
             return
-        self._send(key, outcome)
+        shipment = Shipment()
+        for outcome in outcomes:
+            partition = self._pending(outcome.record)
+            if partition is not None:
+                self._send(shipment, partition, outcome)
+        self._ledger.seal(shipment)
 
-    def _send(self, key: RecordKey, outcome: Outcome) -> None:
+    def _pending(self, record: InboundRecord) -> PartitionOffsets | None:
+        """The tracker of ``record``'s partition while its outputs are still to be handed over;
+        None when its partition was revoked (the new owner re-processes it) or for a stale
+        duplicate."""
+        partition = self._tracker.get(record.topic, record.partition)
+        if (
+            partition is None
+            or not partition.is_open(record.offset)
+            or partition.is_handed_over(record.offset)
+        ):
+            return None
+        return partition
+
+    def _send(self, shipment: Shipment, partition: PartitionOffsets, outcome: Outcome) -> None:
+        offset = outcome.record.offset
+        shipment.add_input(partition, offset)
         outputs: tuple[Output, ...] = outcome.outputs
         if outcome.failure is not None:
             outputs = (dead_letter_output(outcome.record, outcome.failure, self._dlq_topic, self._dlq_limit),)
             self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
+        expect = self._ledger.expect
         for output in outputs:
-            self._ledger.expect(key, output.topic, self.kafka.send(output))  # Kafka takes every output
+            expect(
+                shipment, partition, offset, output.topic, self.kafka.send(output)
+            )  # Kafka takes every output
             for sink, label in self._others:
                 if sink.wants(output):
-                    self._ledger.expect(key, label, sink.send(output))
-        self._ledger.processed(key)
+                    expect(shipment, partition, offset, label, sink.send(output))
 
     def _parker(self, stage: str) -> Callable[[Output], Acknowledgement]:
         """How a sink parks what it cannot deliver: counted as a dead letter, sent through Kafka
@@ -156,42 +180,48 @@ class Checkpoint:
         if not self._held:
             return
         boundary: dict[tuple[str, int], int] = {}
-        for topic, partition, offset in self._ledger.waiting():
-            if (topic, partition, offset) not in self._held:
-                boundary.setdefault((topic, partition), offset)
+        for partition in self._tracker.partitions():
+            assert partition.tp is not None
+            topic, number = partition.tp
+            for offset in partition.waiting():
+                if (topic, number, offset) not in self._held:
+                    boundary[(topic, number)] = offset
+                    break
         ready = sorted(k for k in self._held if k[2] < boundary.get((k[0], k[1]), k[2] + 1))
-        if ready:
-            self.transactions.begin()
+        if not ready:
+            return
+        self.transactions.begin()
+        shipment = Shipment()
         for key in ready:
-            self._send(key, self._held.pop(key))
+            outcome = self._held.pop(key)
+            if (pending := self._pending(outcome.record)) is not None:
+                self._send(shipment, pending, outcome)
+        self._ledger.seal(shipment)
 
     def settle(self) -> None:
         """Complete the inputs whose outputs are all acknowledged (``DeliveryFailedError`` on a failure)."""
-        for (topic, partition, offset), labels in self._ledger.settle():
-            self._tracker.complete(TopicPartition(topic, partition), offset)
-            for label in labels:
-                self._observer.on_produced(label, 1)
+        for shipment in self._ledger.settle():
+            for label, count in shipment.labels.items():
+                self._observer.on_produced(label, count)
 
     def outstanding(self) -> int:
         """Inputs read whose outputs are not all acknowledged yet."""
-        return len(self._ledger)
+        return self._tracker.in_flight()
 
     def oldest_received(self) -> float | None:
         """``time.monotonic()`` of the oldest input still outstanding."""
-        return self._ledger.oldest_received()
+        return self._tracker.oldest_received()
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The offset last committed for ``tp`` by this member."""
         return self._tracker.committed(tp)
 
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+    def forget(self, partitions: Collection[TopicPartition]) -> None:
         """Drop everything about partitions given up: their next owner re-processes it."""
-        partitions = set(partitions)
         gone = {(tp.topic, tp.partition) for tp in partitions}
         for key in [k for k in self._held if (k[0], k[1]) in gone]:
             del self._held[key]
         self._tracker.forget(partitions)
-        self._ledger.forget(partitions)
 
     # -- the commit procedure --------------------------------------------------------------
 
@@ -242,7 +272,7 @@ class Checkpoint:
                     "the transaction's outputs were not acknowledged in time"
                 ) from error
             self.settle()
-            if self._ledger.unacknowledged():
+            if self._tracker.unacknowledged():
                 # Another sink has not acknowledged outputs whose Kafka outputs are in this
                 # transaction: committing it without their offsets would publish those again
                 # when they are re-processed.

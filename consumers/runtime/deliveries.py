@@ -1,21 +1,21 @@
-"""The delivery ledger: which inputs have every output acknowledged by the broker.
+"""The delivery ledger: which inputs have every output acknowledged by the sinks.
 
-The producer's I/O thread reports each acknowledgement (or failure) through a callback
-that only appends to a queue; the runtime's thread settles the queue, so the ledger itself
-is touched by one thread alone.
+Outputs are tracked a shipment at a time: the outcomes the runtime emits together (one
+collect from the stage, one release of held outcomes) go out as one ``Shipment``, and its
+inputs complete together once the last of its outputs is acknowledged. Each
+acknowledgement (or failure) is reported by the sink's thread through a callback that only
+appends to a queue; the runtime's thread settles the queue, so shipments and offsets are
+touched by one thread alone.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from kafka.structs import TopicPartition
-
-from consumers.runtime.records import InboundRecord
+from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
+from consumers.sinks.base import Acknowledgement
 
 RecordKey = tuple[str, int, int]
 """(topic, partition, offset) of an input record."""
@@ -25,109 +25,86 @@ class DeliveryFailedError(RuntimeError):
     """An output could not be delivered; offsets it covers must not be committed."""
 
 
-@dataclass(slots=True, eq=False)
-class _Entry:
-    record: InboundRecord
-    received: float = field(default_factory=time.monotonic)
-    awaiting: int = 0
-    processed: bool = False
-    topics: list[str] = field(default_factory=list)
+class Shipment:
+    """The outputs of outcomes emitted together, and the inputs they complete."""
+
+    __slots__ = ("awaiting", "inputs", "labels", "sealed")
+
+    def __init__(self) -> None:
+        self.inputs: dict[PartitionOffsets, list[int]] = {}
+        """Input offsets per partition tracker (the tracker of the moment: one forgotten since
+        is no longer the partition's, so a late acknowledgement changes nothing that counts)."""
+        self.awaiting = 0
+        self.labels: dict[str, int] = {}
+        """Outputs per topic or sink label, counted once acknowledged."""
+        self.sealed = False
+
+    def add_input(self, partition: PartitionOffsets, offset: int) -> None:
+        """``offset``'s outputs (possibly none) are in this shipment."""
+        offsets = self.inputs.get(partition)
+        if offsets is None:
+            self.inputs[partition] = [offset]
+        else:
+            offsets.append(offset)
 
 
 class DeliveryLedger:
-    """Inputs between receipt and the acknowledgement of all their outputs."""
+    """Shipments between hand-over and the acknowledgement of all their outputs."""
 
-    def __init__(self) -> None:
-        self._entries: dict[RecordKey, _Entry] = {}
-        self._reports: deque[tuple[RecordKey, _Entry, str, BaseException | None]] = deque()
-        self._ready: list[RecordKey] = []
+    def __init__(self, tracker: OffsetTracker) -> None:
+        self._tracker = tracker
+        self._reports: deque[tuple[Shipment, PartitionOffsets, int, str, Any]] = deque()
+        self._ready: list[Shipment] = []
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def receive(self, record: InboundRecord) -> RecordKey:
-        """Open an entry for a record just read."""
-        key = (record.topic, record.partition, record.offset)
-        self._entries[key] = _Entry(record)
-        return key
-
-    def holds(self, key: RecordKey) -> bool:
-        """Whether ``key`` is still open (its partition was not revoked)."""
-        return key in self._entries
-
-    def is_processed(self, key: RecordKey) -> bool:
-        """Whether ``key``'s outputs were all handed over already (a second outcome is a stale duplicate)."""
-        entry = self._entries.get(key)
-        return entry is not None and entry.processed
-
-    def oldest_received(self) -> float | None:
-        """``time.monotonic()`` at which the oldest open input was received (None when none is open)."""
-        for entry in self._entries.values():  # insertion order is receipt order
-            return entry.received
-        return None
-
-    def waiting(self) -> list[RecordKey]:
-        """Open inputs whose outputs were not handed over yet, in order of receipt."""
-        return [key for key, entry in self._entries.items() if not entry.processed]
-
-    def unacknowledged(self) -> int:
-        """Inputs whose outputs were all handed over but not all acknowledged yet."""
-        return sum(1 for entry in self._entries.values() if entry.processed)
-
-    def expect(self, key: RecordKey, topic: str, future: Any) -> None:
-        """Count an output in flight; ``future`` is kafka-python's send future.
-
-        The acknowledgement is tied to this entry: one that arrives after the entry was
-        forgotten (and the input received again) is not counted for the new entry.
-        """
-        entry = self._entries[key]
-        entry.awaiting += 1
-        future.add_callback(self._report, key, entry, topic, None)
-        future.add_errback(self._report_failure, key, entry, topic)
+    def expect(
+        self, shipment: Shipment, partition: PartitionOffsets, offset: int, label: str, ack: Acknowledgement
+    ) -> None:
+        """Count an output of input ``offset`` in flight until ``ack`` reports it."""
+        shipment.awaiting += 1
+        shipment.labels[label] = shipment.labels.get(label, 0) + 1
+        report = functools.partial(self._report, shipment, partition, offset, label)
+        ack.add_callback(report)
+        ack.add_errback(report)
 
     def _report(
-        self, key: RecordKey, entry: _Entry, topic: str, error: BaseException | None, _metadata: Any
+        self, shipment: Shipment, partition: PartitionOffsets, offset: int, label: str, result: Any
     ) -> None:
-        self._reports.append((key, entry, topic, error))  # deque.append is atomic across threads
+        self._reports.append((shipment, partition, offset, label, result))  # atomic across threads
 
-    def _report_failure(self, key: RecordKey, entry: _Entry, topic: str, error: BaseException) -> None:
-        self._reports.append((key, entry, topic, error))
+    def seal(self, shipment: Shipment) -> None:
+        """No more outputs will be added to ``shipment``: its inputs are handed over."""
+        shipment.sealed = True
+        for partition, offsets in shipment.inputs.items():
+            partition.hand_over(offsets)
+        if shipment.awaiting == 0:
+            self._ready.append(shipment)
 
-    def processed(self, key: RecordKey) -> None:
-        """No more outputs will be added for ``key``."""
-        entry = self._entries[key]
-        entry.processed = True
-        if entry.awaiting == 0:
-            self._ready.append(key)
+    def settle(self) -> list[Shipment]:
+        """Apply the acknowledgements received so far; complete and return the shipments now
+        fully delivered.
 
-    def settle(self) -> list[tuple[RecordKey, list[str]]]:
-        """Apply the acknowledgements received so far; return the inputs now fully delivered.
-
-        Raises ``DeliveryFailedError`` on the first failed delivery of a tracked input.
+        Raises ``DeliveryFailedError`` on the first failed delivery of an input still tracked.
         """
-        while self._reports:
-            key, reported, topic, error = self._reports.popleft()
-            entry = self._entries.get(key)
-            if entry is not reported:
-                continue  # its partition was revoked (the new owner re-processes it), or rewound
-            if error is not None:
+        reports, ready = self._reports, self._ready
+        while reports:
+            shipment, partition, offset, label, result = reports.popleft()
+            if (
+                isinstance(result, BaseException)
+                and self._tracker.owns(partition)
+                and partition.is_open(offset)
+            ):
+                tp = partition.tp
+                where = f"{tp.topic}[{tp.partition}]@{offset}" if tp is not None else str(offset)
                 raise DeliveryFailedError(
-                    f"output of {key[0]}[{key[1]}]@{key[2]} to {topic} was not delivered: {error!r}"
-                ) from error
-            entry.awaiting -= 1
-            entry.topics.append(topic)
-            if entry.awaiting == 0 and entry.processed:
-                self._ready.append(key)
-        done = []
-        for key in self._ready:
-            entry = self._entries.pop(key, None)
-            if entry is not None:
-                done.append((key, entry.topics))
-        self._ready.clear()
+                    f"output of {where} to {label} was not delivered: {result!r}"
+                ) from result
+            # A failure for a partition given up since counts as settled: its next owner
+            # re-processes that input, and the shipment's other inputs must not wait for it.
+            shipment.awaiting -= 1
+            if shipment.awaiting == 0 and shipment.sealed:
+                ready.append(shipment)
+        done, self._ready = ready, []
+        for shipment in done:
+            for partition, offsets in shipment.inputs.items():
+                partition.complete(offsets)
         return done
-
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        """Drop the entries of revoked or lost partitions."""
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        for key in [k for k in self._entries if (k[0], k[1]) in gone]:
-            del self._entries[key]

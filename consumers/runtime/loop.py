@@ -223,8 +223,7 @@ class StreamRuntime:
         work = self._decode(batches)
         if work:
             self.stage.submit(work)
-        for outcome in self.stage.collect(timeout_s=0.005 if busy else 0.0):
-            self._emit(outcome)
+        self._emit(self.stage.collect(timeout_s=0.005 if busy else 0.0))
         self.checkpoint.settle()
         self._apply_backpressure()
 
@@ -232,24 +231,29 @@ class StreamRuntime:
         """Validated work from polled records; a poison record is emitted as its dead letter at once."""
         assert self.checkpoint is not None
         work: list[Work] = []
+        poison: list[Outcome] = []
         now = datetime.now(UTC)
+        limit = self._config.max_message_bytes
         for tp, messages in batches.items():
             self.observer.on_consumed(tp.topic, len(messages))
             message_type = self.inputs[tp.topic]
-            for message in messages:
-                record = InboundRecord.from_kafka(message)
-                if not self.checkpoint.receive(tp, record):
-                    continue  # re-delivered after a rebalance while still in flight: it will finish
-                decoded = decode_record(record, message_type, self._config.max_message_bytes)
+            records = [InboundRecord.from_kafka(message) for message in messages]
+            # a record re-delivered after a rebalance while still in flight is left out: it will finish
+            for record in self.checkpoint.receive(tp, records):
+                decoded = decode_record(record, message_type, limit)
                 if isinstance(decoded, Failure):
-                    self._emit(Outcome(record, failure=decoded))
+                    poison.append(Outcome(record, failure=decoded))
                 else:
                     work.append(Work(record, decoded, now))
+        if poison:
+            self._emit(poison)
         return work
 
-    def _emit(self, outcome: Outcome) -> None:
+    def _emit(self, outcomes: Sequence[Outcome]) -> None:
+        """Hand outcomes to the checkpoint, to go out together."""
         assert self.checkpoint is not None
-        self.checkpoint.emit(outcome)
+        if outcomes:
+            self.checkpoint.emit(outcomes)
 
     def _apply_backpressure(self) -> None:
         assert self._consumer is not None and self.checkpoint is not None
@@ -289,8 +293,7 @@ class StreamRuntime:
         self._paused = True  # partitions assigned from now on stay paused too
         deadline = time.monotonic() + self._config.shutdown_timeout_s
         while self.stage.in_flight() > 0 and time.monotonic() < deadline:
-            for outcome in self.stage.collect(timeout_s=0.05):
-                self._emit(outcome)
+            self._emit(self.stage.collect(timeout_s=0.05))
         if self.stage.in_flight():
             log.warning("abandoning %d in-flight items; they stay uncommitted", self.stage.in_flight())
 
@@ -413,8 +416,7 @@ class StreamRuntime:
         if self._failed:
             self._forget(revoked)
             return
-        for outcome in self.stage.collect(timeout_s=0.0):
-            self._emit(outcome)
+        self._emit(self.stage.collect(timeout_s=0.0))
         try:
             self.commit()
         finally:

@@ -34,9 +34,9 @@ class KillBeforeCommitRuntime(StreamRuntime):
         self._kill_after = kill_after
         self._processed = 0
 
-    def _emit(self, outcome):  # type: ignore[no-untyped-def]
-        super()._emit(outcome)
-        self._processed += 1
+    def _emit(self, outcomes):  # type: ignore[no-untyped-def]
+        super()._emit(outcomes)
+        self._processed += len(outcomes)
 
     def _poll_once(self) -> None:
         super()._poll_once()

@@ -5,68 +5,126 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 from kafka.structs import TopicPartition
 
-from consumers.runtime.deliveries import DeliveryFailedError, DeliveryLedger
-from consumers.runtime.records import InboundRecord
+from consumers.runtime.deliveries import DeliveryFailedError, DeliveryLedger, Shipment
+from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
+from consumers.sinks import SinkDelivery
+
+P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
 
 
-def record(offset: int, partition: int = 0) -> InboundRecord:
-    return InboundRecord("in", partition, offset, None, b"{}")
+def received(tracker: OffsetTracker, tp: TopicPartition, *offsets: int) -> PartitionOffsets:
+    partition = tracker.partition(tp)
+    partition.track_batch(list(offsets))
+    return partition
 
 
-def test_an_input_completes_when_all_its_outputs_are_acknowledged() -> None:
-    ledger = DeliveryLedger()
-    key = ledger.receive(record(1))
-    alert, result = Future(), Future()
-    ledger.expect(key, "alerts", alert)
-    ledger.expect(key, "inferences", result)
-    ledger.processed(key)
+def shipped(
+    ledger: DeliveryLedger, partition: PartitionOffsets, offset: int, ack: Future, label: str = "out"
+) -> Shipment:
+    """A sealed shipment of one output of ``offset``."""
+    shipment = Shipment()
+    shipment.add_input(partition, offset)
+    ledger.expect(shipment, partition, offset, label, ack)
+    ledger.seal(shipment)
+    return shipment
+
+
+def test_inputs_complete_when_every_output_of_their_shipment_is_acknowledged() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    p0 = received(tracker, P0, 1, 2)
+    shipment = Shipment()
+    alert, result, other = Future(), Future(), SinkDelivery()
+    for offset, label, ack in ((1, "alerts", alert), (1, "inferences", result), (2, "sink:webhook", other)):
+        shipment.add_input(p0, offset)
+        ledger.expect(shipment, p0, offset, label, ack)
+    ledger.seal(shipment)
     result.success("metadata")
+    other.succeed()
     assert ledger.settle() == []
+    assert tracker.to_commit() == {P0: 1}
     alert.success("metadata")
-    assert ledger.settle() == [(key, ["inferences", "alerts"])]
-    assert len(ledger) == 0
+    assert ledger.settle() == [shipment]
+    assert shipment.labels == {"alerts": 1, "inferences": 1, "sink:webhook": 1}
+    assert tracker.to_commit() == {P0: 3} and tracker.in_flight() == 0
 
 
-def test_acknowledgements_may_arrive_out_of_order_and_before_processing_ends() -> None:
-    ledger = DeliveryLedger()
-    first, second = ledger.receive(record(1)), ledger.receive(record(2))
+def test_acknowledgements_may_arrive_before_the_shipment_is_sealed() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    p0 = received(tracker, P0, 1)
+    shipment, ack = Shipment(), Future()
+    shipment.add_input(p0, 1)
+    ledger.expect(shipment, p0, 1, "out", ack)
+    ack.success(None)
+    assert ledger.settle() == []  # not sealed: more outputs may come
+    ledger.seal(shipment)
+    assert ledger.settle() == [shipment]
+    assert tracker.in_flight() == 0
+
+
+def test_shipments_complete_independently_and_out_of_order() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    p0 = received(tracker, P0, 1, 2)
     f1, f2 = Future(), Future()
-    ledger.expect(first, "out", f1)
-    ledger.expect(second, "out", f2)
+    first, second = shipped(ledger, p0, 1, f1), shipped(ledger, p0, 2, f2)
     f2.success(None)
+    assert ledger.settle() == [second]
+    assert tracker.to_commit() == {P0: 1}  # 1 is still unacknowledged
     f1.success(None)
-    assert ledger.settle() == []  # neither is processed yet: more outputs may come
-    ledger.processed(second)
-    assert [k for k, _ in ledger.settle()] == [second]
-    ledger.processed(first)
-    assert [k for k, _ in ledger.settle()] == [first]
+    assert ledger.settle() == [first]
+    assert tracker.to_commit() == {P0: 3}
 
 
 def test_an_input_without_outputs_completes_at_once() -> None:
-    ledger = DeliveryLedger()
-    key = ledger.receive(record(5))
-    ledger.processed(key)
-    assert ledger.settle() == [(key, [])]
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    p0 = received(tracker, P0, 5)
+    shipment = Shipment()
+    shipment.add_input(p0, 5)
+    ledger.seal(shipment)
+    assert ledger.settle() == [shipment]
+    assert tracker.to_commit() == {P0: 6}
 
 
 def test_a_failed_delivery_raises_and_nothing_completes() -> None:
-    ledger = DeliveryLedger()
-    key = ledger.receive(record(3))
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    p0 = received(tracker, P0, 3)
     future = Future()
-    ledger.expect(key, "vigil.dlq", future)
-    ledger.processed(key)
+    shipped(ledger, p0, 3, future, "vigil.dlq")
     future.failure(KafkaTimeoutError("broker gone"))
     with pytest.raises(DeliveryFailedError, match=r"in\[0\]@3 to vigil.dlq"):
         ledger.settle()
-    assert len(ledger) == 1
+    assert tracker.in_flight() == 1 and tracker.to_commit() == {P0: 3}
 
 
-def test_revoked_partitions_are_forgotten_and_late_acks_ignored() -> None:
-    ledger = DeliveryLedger()
-    kept, revoked = ledger.receive(record(1, partition=0)), ledger.receive(record(1, partition=1))
-    late = Future()
-    ledger.expect(revoked, "out", late)
-    ledger.forget([TopicPartition("in", 1)])
-    assert not ledger.holds(revoked) and ledger.holds(kept)
+def test_a_late_failure_for_a_revoked_partition_neither_raises_nor_holds_the_rest() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    kept, revoked = received(tracker, P0, 1), received(tracker, P1, 1)
+    shipment, ok, late = Shipment(), Future(), Future()
+    for partition, ack in ((kept, ok), (revoked, late)):
+        shipment.add_input(partition, 1)
+        ledger.expect(shipment, partition, 1, "out", ack)
+    ledger.seal(shipment)
+    tracker.forget({P1})
     late.failure(KafkaTimeoutError("too late to matter"))
-    assert ledger.settle() == []
+    ok.success(None)
+    assert ledger.settle() == [shipment]
+    assert tracker.to_commit() == {P0: 2}
+    assert not tracker.is_tracked(P1)
+
+
+def test_an_acknowledgement_for_a_forgotten_partition_does_not_count_for_its_re_delivery() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    before = received(tracker, P0, 7)
+    ack = Future()
+    shipment = shipped(ledger, before, 7, ack)
+    tracker.forget({P0})
+    again = received(tracker, P0, 7)  # re-delivered after the partition came back
+    ack.success(None)
+    assert ledger.settle() == [shipment]
+    assert again.is_open(7) and tracker.to_commit() == {P0: 7}

@@ -77,3 +77,46 @@ def test_tracker_forgets_revoked_partitions() -> None:
     assert not tracker.is_tracked(b)
     assert tracker.complete(b, 9) is False
     assert tracker.in_flight() == 0
+
+
+def test_a_poll_batch_is_taken_whole_and_a_re_delivery_only_for_what_is_new() -> None:
+    p = PartitionOffsets()
+    assert list(p.track_batch([10, 11, 12], received=1.0)) == [10, 11, 12]
+    p.complete([10])
+    # re-delivered after a rebalance: 11 and 12 are still in flight, 13 is new
+    assert list(p.track_batch([11, 12, 13], received=2.0)) == [13]
+    assert p.in_flight() == 3 and p.committable() == 11
+    p.complete([11, 12, 13])
+    assert p.committable() == 14
+
+
+def test_a_re_delivery_below_what_is_held_keeps_the_commit_point_lowest() -> None:
+    p = PartitionOffsets()
+    p.track_batch([20, 21], received=1.0)
+    assert list(p.track_batch([18, 19, 20], received=2.0)) == [18, 19]
+    assert p.committable() == 18
+    p.complete([18, 19, 20])
+    assert p.committable() == 21
+
+
+def test_the_oldest_received_is_the_arrival_of_the_lowest_open_offset() -> None:
+    p = PartitionOffsets()
+    assert p.oldest_received() is None
+    p.track_batch([0, 1], received=1.0)
+    p.track_batch([2, 3], received=5.0)
+    assert p.oldest_received() == 1.0
+    p.complete([0])
+    assert p.oldest_received() == 1.0  # 1 came with the first batch
+    p.complete([1])
+    assert p.oldest_received() == 5.0
+    p.complete([2, 3])
+    assert p.oldest_received() is None
+
+
+def test_handed_over_and_waiting_split_the_open_offsets() -> None:
+    p = PartitionOffsets()
+    p.track_batch([4, 5, 6])
+    p.hand_over([5])
+    assert p.waiting() == [4, 6] and p.unacknowledged() == 1 and p.is_handed_over(5)
+    p.complete([5])
+    assert p.unacknowledged() == 0 and not p.is_open(5)
