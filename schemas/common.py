@@ -102,8 +102,9 @@ class Message(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
 
     def to_json_bytes(self) -> bytes:
-        """The UTF-8 JSON encoding used on the wire."""
-        return self.model_dump_json(exclude_none=True).encode()
+        """The UTF-8 JSON encoding used on the wire (``model_dump_json(exclude_none=True)``, as
+        bytes straight from the serializer rather than through a ``str``)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> Self:

@@ -23,13 +23,14 @@ def decode_record(record: InboundRecord, message_type: type[Message], max_bytes:
             f"value is {len(value)} bytes, the limit is {max_bytes}",
         )
     try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return Failure.from_exception("undecodable", STAGE, error)
-    try:
-        return message_type.model_validate_json(text)
+        # The bytes go to pydantic as they are (one pass, no ``str`` in between); invalid UTF-8
+        # fails there as invalid JSON and is told apart on that rare path only.
+        return message_type.model_validate_json(value)
     except ValidationError as error:
-        reason = (
-            "invalid_json" if any(e["type"] == "json_invalid" for e in error.errors()) else "schema_violation"
-        )
-        return Failure(reason, STAGE, "ValidationError", describe_errors(error))
+        if any(e["type"] == "json_invalid" for e in error.errors()):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as undecodable:
+                return Failure.from_exception("undecodable", STAGE, undecodable)
+            return Failure("invalid_json", STAGE, "ValidationError", describe_errors(error))
+        return Failure("schema_violation", STAGE, "ValidationError", describe_errors(error))

@@ -20,8 +20,8 @@ from schemas.messages import FrameRef, InferenceResult, SensorReading
 from schemas.settings import VigilSettings
 
 
-def result_for(work: Work, inferences_topic: str) -> Output:
-    """The pass-through result of one input."""
+def result_for(work: Work, inferences_topic: str, inferred_at: datetime | None = None) -> Output:
+    """The pass-through result of one input, inferred at ``inferred_at`` (now by default)."""
     message = work.message
     record = work.record
     scores: dict[str, float] = {}
@@ -40,7 +40,7 @@ def result_for(work: Work, inferences_topic: str) -> Output:
         score=max(scores.values()) if scores else None,
         evidence=Evidence(topic=record.topic, partition=record.partition, offset=record.offset),
         captured_at=captured,
-        inferred_at=datetime.now(UTC),
+        inferred_at=inferred_at or datetime.now(UTC),
     )
     return Output(inferences_topic, source.encode(), result.to_json_bytes())
 
@@ -49,7 +49,8 @@ def passthrough_stage(inferences_topic: str) -> SyncStage:
     """A ``SyncStage`` that emits one pass-through result per input."""
 
     def process(batch: Sequence[Work]) -> list[Outcome]:
-        return [Outcome(w.record, (result_for(w, inferences_topic),)) for w in batch]
+        now = datetime.now(UTC)  # one batch, one inference time, as in the model stages
+        return [Outcome(w.record, (result_for(w, inferences_topic, now),)) for w in batch]
 
     return SyncStage("passthrough", process)
 

@@ -109,3 +109,10 @@ def test_a_dead_letter_always_fits_its_topic_and_says_what_it_cut() -> None:
 
     small = DeadLetter.from_json_bytes(dead_letter_output(record(b"{}"), failure, "dlq").value)
     assert not small.original_truncated and original_value(small) == b"{}"
+
+
+def test_invalid_utf8_inside_valid_json_is_undecodable_not_invalid_json() -> None:
+    value = samples.reading(1).to_json_bytes().replace(b'"units":{', b'"units":{"x":"\xc3\x28",')
+    failure = decode_record(record(value), SensorReading, 10_000)
+    assert isinstance(failure, Failure)
+    assert (failure.reason, failure.error_class) == ("undecodable", "UnicodeDecodeError")
