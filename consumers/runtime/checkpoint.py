@@ -200,6 +200,7 @@ class Checkpoint:
 
     def settle(self) -> None:
         """Complete the inputs whose outputs are all acknowledged (``DeliveryFailedError`` on a failure)."""
+        self.kafka.serve_reports()
         for shipment in self._ledger.settle():
             for label, count in shipment.labels.items():
                 self._observer.on_produced(label, count)

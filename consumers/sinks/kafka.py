@@ -33,6 +33,13 @@ class KafkaTopicSink:
         )
         return future
 
+    def serve_reports(self) -> None:
+        """Settle the acknowledgements the producer has received, on the caller's thread where
+        the client allows it (confluent); kafka-python settles them on its own I/O thread."""
+        serve = getattr(self._producer(), "serve_reports", None)
+        if serve is not None:
+            serve()
+
     def flush(self, timeout_s: float) -> None:
         """Wait until the broker acknowledged everything sent (``KafkaTimeoutError`` past ``timeout_s``)."""
         self._producer().flush(timeout=timeout_s)
