@@ -6,10 +6,12 @@ import json
 
 import pytest
 from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
 
 from consumers.ops.topics import create_topics
 from consumers.runtime.dead_letters import original_value
 from consumers.runtime.deliveries import DeliveryFailedError
+from consumers.runtime.kafka_clients import make_producer
 from schemas.messages import DeadLetter, InferenceResult
 from tests import sample_messages as samples
 from tests.integration.runtime_harness import passthrough_runtime, running
@@ -215,3 +217,25 @@ def test_a_missing_dead_letter_topic_stops_the_start_with_the_fix_named(kafka_bo
         RuntimeError, match=rf"topics missing: {settings.topics.dlq.name}.*vigil topics create"
     ):
         runtime.run(install_signal_handlers=False)
+
+
+def test_both_clients_put_each_key_in_the_partition_the_java_client_would(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap, partitions=6)
+    create_topics(settings, [settings.topics.sensors])
+    topic = settings.topics.sensors.name
+    keys = [f"asset-{n}".encode() for n in range(40)]
+    for client in ("kafka-python", "confluent"):
+        producer = make_producer(settings.kafka.model_copy(update={"client": client}))
+        try:
+            for key in keys:
+                producer.send(topic, value=client.encode(), key=key)
+            producer.flush(30)
+        finally:
+            producer.close(5)
+    records = read_all(kafka_bootstrap, topic, 2 * len(keys))
+    placed = {(r.value.decode(), r.key): r.partition for r in records}
+    # Kafka's Java client: murmur2 of the key, sign bit cleared, modulo the partition count
+    java = {key: (murmur2(key) & 0x7FFFFFFF) % 6 for key in keys}
+    assert {k: placed[("kafka-python", k)] for k in keys} == java
+    assert {k: placed[("confluent", k)] for k in keys} == java
+    assert len(set(java.values())) > 1
