@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-workers bench-latency bench-low-load kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,18 +46,27 @@ bench-vision: setup
 	$(BIN)/python bench/vision.py
 	$(BIN)/python bench/vision_models.py
 
-bench-sensors: setup
+bench-sensors: setup .venv-quix/.installed
 	$(BIN)/python bench/sensors.py
 
-# The Quix Streams peer runs in an environment of its own: it pins other pydantic and
-# confluent-kafka versions than Vigil's.
+# The Quix Streams peers run in an environment of its own: Quix pins other pydantic and
+# confluent-kafka versions than Vigil's. torch and its kin are held at Vigil's versions (from
+# uv's cache: no second download), so both sides run the same model code.
 .venv-quix/.installed: bench/peers-requirements.txt | $(STAMP)
 	$(BIN)/uv venv -q --python $(PYTHON) .venv-quix
-	$(BIN)/uv pip install -q --python .venv-quix/bin/python -r bench/peers-requirements.txt
+	$(BIN)/uv pip freeze --python $(BIN)/python | grep -E '^(torch|torchvision|numpy|safetensors)==' > .venv-quix/vigil-versions.txt
+	$(BIN)/uv pip install -q --python .venv-quix/bin/python -r bench/peers-requirements.txt -c .venv-quix/vigil-versions.txt
 	touch $@
+
+bench-peers-env: .venv-quix/.installed
 
 bench-peers: setup .venv-quix/.installed
 	$(BIN)/python bench/peers.py
+
+# msgspec and orjson are measured against pydantic, never used by Vigil: bench only.
+bench-decoding: setup
+	$(BIN)/uv pip install -q --python $(BIN)/python msgspec orjson
+	$(BIN)/python bench/decoding.py
 
 bench-workers: setup
 	$(BIN)/python bench/workers.py

@@ -34,6 +34,27 @@ from schemas.common import Message
 from schemas.settings import TopicSpec, TopicsSettings, VigilSettings
 
 RESULTS = Path(__file__).with_name("results")
+PEER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-quix" / "bin" / "python"
+"""The Quix Streams peers' own environment (``make bench-peers-env``)."""
+
+
+def require_peers() -> None:
+    """Stop the run, saying how to fix it, when the peers' environment is missing."""
+    if not PEER_PYTHON.exists():
+        sys.exit(f"no peer environment at {PEER_PYTHON.parent.parent}: run `make bench-peers-env`")
+
+
+def run_peer(script: str, *arguments: str) -> dict[str, Any]:
+    """Run a peer (``bench/<script>``) in its own environment; its last stdout line, as JSON."""
+    done = subprocess.run(
+        [str(PEER_PYTHON), str(Path(__file__).with_name(script)), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 @dataclass

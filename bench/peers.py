@@ -11,37 +11,19 @@ with their range. ``make bench-peers`` builds the peer's environment (``.venv-qu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, check_below, report
+from bench.common import Figure, bench_broker, bench_settings, check_below, report, require_peers, run_peer
 from bench.foundation import fill_topic, pipeline_rate, raw_consume_rate
-
-PEER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-quix" / "bin" / "python"
 
 
 def quix_rate(bootstrap: str, source: str, sink: str, count: int) -> float:
     """The Quix Streams peer's messages per second, from its own process and environment."""
-    done = subprocess.run(
-        [
-            str(PEER_PYTHON),
-            str(Path(__file__).with_name("quix_passthrough.py")),
-            bootstrap,
-            source,
-            sink,
-            str(count),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+    return float(run_peer("quix_passthrough.py", bootstrap, source, sink, str(count))["rate"])
 
 
 def spread(values: list[float]) -> str:
@@ -57,8 +39,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if not PEER_PYTHON.exists():
-        sys.exit(f"no peer environment at {PEER_PYTHON.parent.parent}: run `make bench-peers`")
+    require_peers()
     raw: dict[str, list[float]] = {client: [] for client in CLIENTS}
     vigil: dict[str, list[float]] = {client: [] for client in CLIENTS}
     quix: list[float] = []

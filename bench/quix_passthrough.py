@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ def main() -> None:
         auto_offset_reset="earliest",
         processing_guarantee="at-least-once",
         commit_interval=1.0,  # Vigil's default commit interval
+        state_dir=tempfile.mkdtemp(prefix="quix-state-"),  # not the working directory
     )
     source = app.topic(input_topic, value_deserializer="bytes", key_deserializer="bytes")
     sink = app.topic(output_topic, value_serializer="bytes", key_serializer="bytes")

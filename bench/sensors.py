@@ -3,8 +3,10 @@ by a 2-layer GRU autoencoder of hidden size 64.
 
 Figures, each beside its baseline from the same run:
 - events/s of the pipeline (consume, window, micro-batched GRU, publish, commit) against
-  (a) kafka-python's raw consume of the same records and (b) the same pipeline scoring
-  each window on its own (batch size 1);
+  (a) kafka-python's raw consume of the same records, (b) the same pipeline scoring each
+  window on its own (batch size 1) and (c) the per-message Quix Streams peer
+  (``quix_sensors.py``: the same readings, windows, model and result records, one message
+  and one window at a time), each repeated ``--repeats`` times, alternating, median and runs;
 - latency event → published window result (the alerts of a window ride in the same
   outcome) at half the measured capacity: p50/p95/p99;
 - memory of 10,000 assets with full windows: the stage's window bytes and the process RSS.
@@ -37,6 +39,8 @@ from bench.common import (
     current_rss_mib,
     pin_torch_threads,
     report,
+    require_peers,
+    run_peer,
     start_runtime,
 )
 from bench.foundation import raw_consume_rate
@@ -194,6 +198,26 @@ def memory_with(assets: int, registry: Path) -> tuple[float, float, float]:
     return windows, after - before, after
 
 
+def quix_sensor_rate(settings: VigilSettings, registry: Path, count: int, threads: int) -> float:
+    """Readings/s of the per-message Quix Streams peer over the same topic, in a fresh group."""
+    result = run_peer(
+        "quix_sensors.py",
+        settings.kafka.bootstrap_servers,
+        settings.topics.sensors.name,
+        settings.topics.inferences.name + ".quix",
+        str(count),
+        str(registry),
+        "bench-gru",
+        str(threads),
+    )
+    return float(result["rate"])
+
+
+def runs(values: list[float]) -> str:
+    """Each run's figure, as measured."""
+    return ", ".join(f"{v:,.0f}" for v in values)
+
+
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000
 
@@ -206,8 +230,10 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--memory-assets", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of Vigil and the Quix peer, alternating")
     args = parser.parse_args()
     pin_torch_threads(args.threads)
+    require_peers()
 
     registry = Path(tempfile.mkdtemp(prefix="vigil-bench-sensors-")) / "registry"
     make_model(registry)
@@ -216,7 +242,12 @@ def main() -> None:
         settings = configure(bench_settings(broker.bootstrap), registry, 256)
         publish(settings, readings(args.readings, args.assets, start))
         raw = raw_consume_rate(settings, args.readings)
-        rate, observer = pipeline_rate(settings, args.readings)
+        rates, peer = [], []
+        for _ in range(args.repeats):  # every run reads the same topic in a group of its own
+            run_rate, observer = pipeline_rate(settings, args.readings)
+            rates.append(run_rate)
+            peer.append(quix_sensor_rate(settings, registry, args.readings, args.threads))
+        rate, quix = statistics.median(rates), statistics.median(peer)
         check_below("the sensor pipeline", rate, "raw consume of the same records", raw)
         windows = observer.produced[settings.topics.inferences.name]
         single = configure(bench_settings(broker.bootstrap), registry, 1)
@@ -230,7 +261,18 @@ def main() -> None:
             latencies[share] = latencies_at(latency, offered, args.latency_seconds, assets)
     window_mib, growth_mib, rss_mib = memory_with(args.memory_assets, registry)
     figures = [
-        Figure("sensor pipeline", rate, "events/s", f"raw consume {raw:,.0f}/s ({rate / raw:.2f}x)"),
+        Figure(
+            "sensor pipeline",
+            rate,
+            "events/s",
+            f"median of {runs(rates)}; raw consume {raw:,.0f}/s ({rate / raw:.2f}x)",
+        ),
+        Figure(
+            "sensor pipeline",
+            rate,
+            "events/s",
+            f"per-message Quix Streams peer {quix:,.0f}/s, median of {runs(peer)} ({rate / quix:.1f}x)",
+        ),
         Figure(
             "sensor pipeline",
             rate,
