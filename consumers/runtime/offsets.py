@@ -48,6 +48,9 @@ class PartitionOffsets:
         if not offsets:
             return offsets
         received = time.monotonic() if received is None else received
+        if not self._open:  # all done: what was kept for earlier batches is of no use any more
+            self._order.clear()
+            self._arrivals.clear()
         if offsets[0] > self._highest_seen:  # the usual case: the fetch goes on where it was
             fresh = offsets
             self._order.extend(offsets)
@@ -97,6 +100,7 @@ class PartitionOffsets:
         """``time.monotonic()`` at which the batch of the lowest open offset arrived."""
         lowest = self._lowest_open()
         if lowest is None:
+            self._arrivals.clear()
             return None
         arrivals = self._arrivals
         while len(arrivals) > 1 and arrivals[1][0] <= lowest:

@@ -120,3 +120,14 @@ def test_handed_over_and_waiting_split_the_open_offsets() -> None:
     assert p.waiting() == [4, 6] and p.unacknowledged() == 1 and p.is_handed_over(5)
     p.complete([5])
     assert p.unacknowledged() == 0 and not p.is_open(5)
+
+
+def test_what_is_kept_per_batch_does_not_grow_while_batches_complete() -> None:
+    p = PartitionOffsets()
+    for batch in range(10_000):  # a quiet partition: each batch done before the next, no health check
+        offsets = [2 * batch, 2 * batch + 1]
+        p.track_batch(offsets, received=float(batch))
+        p.complete(offsets)
+    # a regression test for a leak: one arrival and two offsets were kept per batch forever
+    assert len(p._arrivals) <= 1 and len(p._order) <= 2
+    assert p.committable() == 20_000 and p.oldest_received() is None
