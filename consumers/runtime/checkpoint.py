@@ -151,9 +151,8 @@ class Checkpoint:
             self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
         expect = self._ledger.expect
         for output in outputs:
-            expect(
-                shipment, partition, offset, output.topic, self.kafka.send(output)
-            )  # Kafka takes every output
+            # Kafka takes every output; other sinks the ones they want
+            expect(shipment, partition, offset, output.topic, self.kafka.send(output))
             for sink, label in self._others:
                 if sink.wants(output):
                     expect(shipment, partition, offset, label, sink.send(output))
