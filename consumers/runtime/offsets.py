@@ -38,10 +38,6 @@ class PartitionOffsets:
         self._highest_seen = -1
         self._last_committed: int | None = None
 
-    def track(self, offset: int) -> bool:
-        """Note that ``offset`` was received; False when it is in flight already."""
-        return bool(self.track_batch((offset,)))
-
     def track_batch(self, offsets: Sequence[int], received: float | None = None) -> Sequence[int]:
         """Note a poll batch of ``offsets`` (ascending) received now; returns those not in flight
         already (a record re-delivered while in flight will finish and must not be processed twice)."""
@@ -77,10 +73,8 @@ class PartitionOffsets:
         """Note that no more outputs will be added for ``offsets``."""
         self._handed_over.update(offsets)
 
-    def complete(self, offsets: int | Iterable[int]) -> None:
+    def complete(self, offsets: Iterable[int]) -> None:
         """Note that every output of ``offsets`` is acknowledged."""
-        if isinstance(offsets, int):
-            offsets = (offsets,)
         self._open.difference_update(offsets)
         self._handed_over.difference_update(offsets)
 
@@ -156,25 +150,9 @@ class OffsetTracker:
         """The tracker of a partition still ours, else None."""
         return self._partitions.get((topic, partition))
 
-    def track(self, tp: TopicPartition, offset: int) -> bool:
-        """Note a received record; False when it is in flight already."""
-        return self.partition(tp).track(offset)
-
-    def complete(self, tp: TopicPartition, offset: int) -> bool:
-        """Note a completed record; False if its partition is no longer tracked."""
-        partition = self._partitions.get(tp)
-        if partition is None:
-            return False
-        partition.complete(offset)
-        return True
-
     def owns(self, offsets: PartitionOffsets) -> bool:
         """Whether ``offsets`` is the live tracker of its partition (not one forgotten since)."""
         return offsets.tp is not None and self._partitions.get(offsets.tp) is offsets
-
-    def is_tracked(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` is still ours (not revoked since the record was read)."""
-        return tp in self._partitions
 
     def forget(self, partitions: Collection[TopicPartition]) -> None:
         """Drop revoked or lost partitions."""

@@ -114,7 +114,7 @@ def test_a_late_failure_for_a_revoked_partition_neither_raises_nor_holds_the_res
     ok.success(None)
     assert ledger.settle() == [shipment]
     assert tracker.to_commit() == {P0: 2}
-    assert not tracker.is_tracked(P1)
+    assert tracker.get(*P1) is None
 
 
 def test_an_acknowledgement_for_a_forgotten_partition_does_not_count_for_its_re_delivery() -> None:
