@@ -38,6 +38,11 @@ PEER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-quix" / "bin" / "pyth
 """The Quix Streams peers' own environment (``make bench-peers-env``)."""
 
 
+def spread(values: list[float]) -> str:
+    """Median, and the runs."""
+    return f"median of {', '.join(f'{v:,.0f}' for v in values)}"
+
+
 def require_peers() -> None:
     """Stop the run, saying how to fix it, when the peers' environment is missing."""
     if not PEER_PYTHON.exists():

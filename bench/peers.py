@@ -17,18 +17,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, check_below, report, require_peers, run_peer
+from bench.common import (
+    Figure,
+    bench_broker,
+    bench_settings,
+    check_below,
+    report,
+    require_peers,
+    run_peer,
+    spread,
+)
 from bench.foundation import fill_topic, pipeline_rate, raw_consume_rate
 
 
 def quix_rate(bootstrap: str, source: str, sink: str, count: int) -> float:
     """The Quix Streams peer's messages per second, from its own process and environment."""
     return float(run_peer("quix_passthrough.py", bootstrap, source, sink, str(count))["rate"])
-
-
-def spread(values: list[float]) -> str:
-    """Median, and the runs."""
-    return f"median of {', '.join(f'{v:,.0f}' for v in values)}"
 
 
 CLIENTS = ("kafka-python", "confluent")

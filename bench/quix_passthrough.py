@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quixstreams import Application
-
+from bench.quix_app import peer_app
 from consumers.pipelines.passthrough import result_for
 from consumers.runtime.records import InboundRecord, Work
 from schemas.messages import SensorReading
@@ -29,16 +26,7 @@ from schemas.messages import SensorReading
 
 def main() -> None:
     bootstrap, input_topic, output_topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    app = Application(
-        broker_address=bootstrap,
-        consumer_group=f"quix-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        processing_guarantee="at-least-once",
-        commit_interval=1.0,  # Vigil's default commit interval
-        state_dir=tempfile.mkdtemp(prefix="quix-state-"),  # not the working directory
-    )
-    source = app.topic(input_topic, value_deserializer="bytes", key_deserializer="bytes")
-    sink = app.topic(output_topic, value_serializer="bytes", key_serializer="bytes")
+    app, source, sink = peer_app(bootstrap, input_topic, output_topic)
     clock: dict[str, float] = {}
 
     def process(value: bytes, key: bytes, timestamp: int, headers: object) -> bytes:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-from quixstreams import Application
 
+from bench.quix_app import peer_app
 from consumers.pipelines.sensors.intake import at
 from consumers.pipelines.sensors.lanes import SENSOR_ALERTS, WindowScores
 from consumers.pipelines.sensors.outputs import SensorOutputs
@@ -54,14 +52,7 @@ def main() -> None:
     windows: dict[str, AssetWindow] = {}
     clock: dict[str, float] = {}
     scored, seen = [0], [0]
-    app = Application(
-        broker_address=bootstrap,
-        consumer_group=f"quix-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        processing_guarantee="at-least-once",
-        commit_interval=1.0,  # Vigil's default commit interval
-        state_dir=tempfile.mkdtemp(prefix="quix-state-"),  # not the working directory
-    )
+    app, source, sink = peer_app(bootstrap, source_topic, sink_topic)
 
     def process(value: bytes, key: bytes, timestamp: int, headers: object) -> list[bytes]:
         clock.setdefault("first", time.monotonic())
@@ -90,8 +81,6 @@ def main() -> None:
             app.stop()  # Quix counts outputs, not inputs: stop once every reading is processed
         return results
 
-    source = app.topic(source_topic, value_deserializer="bytes", key_deserializer="bytes")
-    sink = app.topic(sink_topic, value_serializer="bytes", key_serializer="bytes")
     frame = app.dataframe(source).apply(process, metadata=True, expand=True)
     frame.to_topic(sink)
     app.run()

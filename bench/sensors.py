@@ -41,6 +41,7 @@ from bench.common import (
     report,
     require_peers,
     run_peer,
+    spread,
     start_runtime,
 )
 from bench.foundation import raw_consume_rate
@@ -213,11 +214,6 @@ def quix_sensor_rate(settings: VigilSettings, registry: Path, count: int, thread
     return float(result["rate"])
 
 
-def runs(values: list[float]) -> str:
-    """Each run's figure, as measured."""
-    return ", ".join(f"{v:,.0f}" for v in values)
-
-
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000
 
@@ -265,13 +261,13 @@ def main() -> None:
             "sensor pipeline",
             rate,
             "events/s",
-            f"median of {runs(rates)}; raw consume {raw:,.0f}/s ({rate / raw:.2f}x)",
+            f"{spread(rates)}; raw consume {raw:,.0f}/s ({rate / raw:.2f}x)",
         ),
         Figure(
             "sensor pipeline",
             rate,
             "events/s",
-            f"per-message Quix Streams peer {quix:,.0f}/s, median of {runs(peer)} ({rate / quix:.1f}x)",
+            f"per-message Quix Streams peer {quix:,.0f}/s, {spread(peer)} ({rate / quix:.1f}x)",
         ),
         Figure(
             "sensor pipeline",

@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report, scrape, vigil_run
+from bench.common import Figure, bench_broker, bench_settings, report, scrape, spread, vigil_run
 from bench.foundation import fill_topic
-from bench.peers import spread
 from schemas.settings import VigilSettings
 
 ROOT = Path(__file__).resolve().parents[1]
