@@ -53,13 +53,21 @@ def test_an_idle_model_takes_an_item_at_once_without_waiting_for_a_batch() -> No
     batcher.close()
 
 
-def test_items_that_keep_arriving_fill_batches_up_to_their_size() -> None:
-    out, model = Collector(), HeldModel()
-    batcher = MicroBatcher(
-        "t", model.prepare, model.execute, out.deliver, max_batch_size=4, max_wait_ms=60_000, max_queue=100
+def busy_with_first_item(
+    model: HeldModel, out: Collector, max_batch_size: int, max_wait_ms: float
+) -> MicroBatcher[int, object]:
+    """A batcher whose model is held running item 0 (the first item runs at once)."""
+    batcher: MicroBatcher[int, object] = MicroBatcher(
+        "t", model.prepare, model.execute, out.deliver, max_batch_size, max_wait_ms, max_queue=100
     )
     batcher.put(0)
     wait_for(lambda: model.prepared == [[0]], 10, what="the first item running at once")
+    return batcher
+
+
+def test_items_that_keep_arriving_fill_batches_up_to_their_size() -> None:
+    out, model = Collector(), HeldModel()
+    batcher = busy_with_first_item(model, out, max_batch_size=4, max_wait_ms=60_000)
     for i in range(1, 9):
         batcher.put(i)
     wait_for(lambda: len(model.prepared) == 3, 10, what="two full batches behind the running one")
@@ -72,11 +80,7 @@ def test_items_that_keep_arriving_fill_batches_up_to_their_size() -> None:
 
 def test_max_wait_bounds_a_batch_while_items_keep_arriving() -> None:
     out, model = Collector(), HeldModel()
-    batcher = MicroBatcher(
-        "t", model.prepare, model.execute, out.deliver, max_batch_size=100, max_wait_ms=50, max_queue=100
-    )
-    batcher.put(0)
-    wait_for(lambda: model.prepared == [[0]], 10, what="the first item running at once")
+    batcher = busy_with_first_item(model, out, max_batch_size=100, max_wait_ms=50)
     batcher.put(1)
     batcher.put(2)
     wait_for(lambda: len(model.prepared) == 2, 10, what="the next batch closed by max_wait_ms")
