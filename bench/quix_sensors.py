@@ -32,7 +32,7 @@ from consumers.runtime.records import InboundRecord, Work
 from models.alert_policy import AlertPolicy
 from models.registry import load_model
 from models.sensors.scoring import window_scores
-from models.sensors.windowing import window_spec
+from models.sensors.windowing import stagger, window_spec
 from models.sensors.windows import AssetWindow
 from schemas.messages import SensorReading
 from schemas.model_card import SeriesInputSpec
@@ -60,7 +60,9 @@ def main() -> None:
         work = Work(InboundRecord(source_topic, 0, 0, key, value), reading, datetime.now(UTC))
         window = windows.get(reading.asset_id)
         if window is None:
-            window = windows[reading.asset_id] = AssetWindow(window_spec(spec))
+            window = windows[reading.asset_id] = AssetWindow(
+                window_spec(spec, phase=stagger(reading.asset_id, spec.stride))
+            )
         values = reading.values or {}
         added = window.add(reading.event_time.timestamp(), [values[c] for c in spec.channels])
         results = []

@@ -320,6 +320,10 @@ class SensorSettings(ModelServingSettings):
     batching: BatchingSettings = BatchingSettings(max_batch_size=256, max_wait_ms=20.0, max_queue=8192)
     lateness_s: Annotated[float, Field(ge=0)] = 0.0
     """Events up to this much older than an asset's newest are put back in order; older ones are late."""
+    stagger_windows: bool = True
+    """Each asset's windows fall due at a phase of its own (a stable hash of its id), so assets
+    that report on the same tick spread their scoring over the stride instead of completing
+    every window at once; off, every asset's windows end on the same grid steps."""
     max_future_s: Annotated[float, Field(gt=0)] = 300.0
     """An event time further than this after the record's Kafka timestamp is ``out_of_time_range``."""
     max_block_span_s: Annotated[float, Field(gt=0)] = 3_600.0

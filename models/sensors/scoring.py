@@ -46,12 +46,13 @@ class ScoredSeries:
 
 
 def score_series(
-    module: nn.Module, card: ModelCard, series: Series, stride: int | None = None
+    module: nn.Module, card: ModelCard, series: Series, stride: int | None = None, phase: int = 0
 ) -> ScoredSeries:
-    """Every window the service would score for ``series`` (every ``stride`` samples if given)."""
+    """Every window the service would score for ``series`` (every ``stride`` samples if given)
+    of an asset whose window phase is ``phase`` (``windowing.stagger``)."""
     spec = card.input
     assert isinstance(spec, SeriesInputSpec)
-    made = replay(series, window_spec(spec, stride=stride))
+    made = replay(series, window_spec(spec, stride=stride, phase=phase))
     batch = torch.from_numpy(normalise(made.values, spec.mean, spec.std).astype(np.float32))
     outputs = score_windows(module, batch).numpy().reshape(len(made), -1)
     label, scores = window_scores(card, outputs)

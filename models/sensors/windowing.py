@@ -5,6 +5,7 @@ alignment and padding)."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,9 @@ from models.sensors.windows import AssetWindow, WindowSpec
 from schemas.model_card import SeriesInputSpec
 
 
-def window_spec(spec: SeriesInputSpec, lateness_s: float = 0.0, stride: int | None = None) -> WindowSpec:
+def window_spec(
+    spec: SeriesInputSpec, lateness_s: float = 0.0, stride: int | None = None, phase: int = 0
+) -> WindowSpec:
     """The window state's spec for a card's input (``stride`` overrides the served one)."""
     return WindowSpec(
         tuple(spec.channels),
@@ -24,7 +27,14 @@ def window_spec(spec: SeriesInputSpec, lateness_s: float = 0.0, stride: int | No
         lateness_s,
         spec.gap_policy,
         spec.pad,
+        phase,
     )
+
+
+def stagger(asset_id: str, stride: int) -> int:
+    """The asset's window phase: a stable hash of its id (the same in every process and after
+    every restart, so a rebuilt state scores the same windows), spread evenly over ``stride``."""
+    return zlib.crc32(asset_id.encode()) % stride
 
 
 @dataclass(frozen=True)

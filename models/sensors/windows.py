@@ -7,8 +7,10 @@ told, never silently dropped; an event at a time already held is a *duplicate*. 
 longer than one sampling period is filled on the grid: linear interpolation (``resample``)
 or zeros with the filled samples counted (``mask``). A copy of the full window is ready for
 scoring every ``stride`` samples, at the samples whose grid index (event time / period)
-+ 1 is a multiple of ``stride``: aligned to event time, not to the first sample seen, so a
-window state rebuilt from part of the history scores the same windows as one that saw it all.
++ 1 + ``phase`` is a multiple of ``stride``: aligned to event time, not to the first sample
+seen, so a window state rebuilt from part of the history scores the same windows as one that
+saw it all. The service gives each asset a phase of its own (``windowing.stagger``): a fleet
+whose sensors all report on the same tick would otherwise complete every window at once.
 With ``pad="edge"`` windows are ready from an asset's first sample on, the history they lack
 filled with that first sample (models trained on runs shorter than a window).
 
@@ -40,6 +42,8 @@ class WindowSpec:
     lateness_s: float = 0.0
     gap_policy: Literal["resample", "mask"] = "resample"
     pad: Literal["none", "edge"] = "none"
+    phase: int = 0
+    """Windows fall due this many grid steps earlier than at phase 0 (0 ≤ phase < stride)."""
 
 
 @dataclass(frozen=True)
@@ -85,24 +89,31 @@ class AssetWindow:
         ) or time_s <= self.watermark - self.spec.period_s:
             held = self._last_time is not None and abs(time_s - self._last_time) < 1e-9
             return AddResult("duplicate" if held else "late")
+        if self.spec.lateness_s == 0:
+            # Nothing is ever held back: an event past the last one goes straight into the ring.
+            self._newest = time_s
+            ready: list[ReadyWindow] = []
+            self._commit(time_s, values, ready)
+            return AddResult("accepted", ready)
         index = bisect.bisect_left(self._pending_times, time_s)
         if index < len(self._pending_times) and abs(self._pending_times[index] - time_s) < 1e-9:
             return AddResult("duplicate")
         self._pending_times.insert(index, time_s)
         self._pending_values.insert(index, np.asarray(values, dtype=np.float32))
         self._newest = max(self._newest, time_s)
-        ready: list[ReadyWindow] = []
+        ready = []
         while self._pending_times and self._pending_times[0] <= self.watermark:
             self._commit(self._pending_times.pop(0), self._pending_values.pop(0), ready)
         return AddResult("accepted", ready)
 
-    def _commit(self, time_s: float, values: np.ndarray, ready: list[ReadyWindow]) -> None:
+    def _commit(self, time_s: float, values: Sequence[float] | np.ndarray, ready: list[ReadyWindow]) -> None:
         period = self.spec.period_s
         if self._last_time is not None:
             missing = round((time_s - self._last_time) / period) - 1
             if missing > MAX_GAP_FILL:
                 self._count = 0  # too long a gap: start over
             elif missing > 0:
+                values = np.asarray(values, dtype=np.float32)
                 previous = self._values[(self._count - 1) % self.spec.window].copy()
                 base = self._last_time
                 for k in range(1, missing + 1):
@@ -115,21 +126,22 @@ class AssetWindow:
                     self._push(base + k * period, fill, True, ready)
         self._push(time_s, values, False, ready)
 
-    def _push(self, time_s: float, values: np.ndarray, filled: bool, ready: list[ReadyWindow]) -> None:
+    def _push(
+        self, time_s: float, values: Sequence[float] | np.ndarray, filled: bool, ready: list[ReadyWindow]
+    ) -> None:
         slot = self._count % self.spec.window
         self._values[slot] = values
         self._filled[slot] = filled
         self._count += 1
         self._last_time = time_s
-        on_stride = (round(time_s / self.spec.period_s) + 1) % self.spec.stride == 0
+        on_stride = (round(time_s / self.spec.period_s) + 1 + self.spec.phase) % self.spec.stride == 0
         if not on_stride:
             return
         span = (self.spec.window - 1) * self.spec.period_s
         if self._count >= self.spec.window:
-            order = np.roll(np.arange(self.spec.window), -(self._count % self.spec.window))
-            ready.append(
-                ReadyWindow(self._values[order].copy(), time_s - span, time_s, int(self._filled[order].sum()))
-            )
+            oldest = self._count % self.spec.window
+            values = np.concatenate((self._values[oldest:], self._values[:oldest]))
+            ready.append(ReadyWindow(values, time_s - span, time_s, int(np.count_nonzero(self._filled))))
         elif self.spec.pad == "edge":
             missing = self.spec.window - self._count
             values = np.concatenate(

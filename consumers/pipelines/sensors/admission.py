@@ -85,7 +85,9 @@ class Admission:
         )
         self._alerts(fired, "threshold", work, sample.values, admitted, tally)
         state.rules.remember(asset, reading.kind, sample.time_s, sample.values)
-        placed = place(state, asset, lane, sample, newest, self._settings.lateness_s)
+        placed = place(
+            state, asset, lane, sample, newest, self._settings.lateness_s, self._settings.stagger_windows
+        )
         if placed.out_of_order:
             tally.event("out_of_order")  # within the lateness bound: put back in order
         if placed.outcome != "accepted":

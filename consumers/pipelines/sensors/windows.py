@@ -9,7 +9,7 @@ from consumers.pipelines.sensors.intake import Sample
 from consumers.pipelines.sensors.lanes import SensorLane
 from consumers.pipelines.sensors.partition import PartitionState
 from consumers.runtime.records import Work
-from models.sensors.windowing import window_spec
+from models.sensors.windowing import stagger, window_spec
 from models.sensors.windows import AssetWindow, ReadyWindow
 
 
@@ -43,16 +43,19 @@ def place(
     sample: Sample,
     newest: float | None,
     lateness_s: float,
+    staggered: bool = True,
 ) -> Placed:
     """Add ``sample`` to the asset's window (assets without a model keep none: a sample older
-    than the asset's ``newest`` is then late, an equal one a duplicate)."""
+    than the asset's ``newest`` is then late, an equal one a duplicate); a new window takes the
+    asset's own phase when ``staggered``."""
     if lane is None:
         if newest is None or sample.time_s > newest:
             return Placed("accepted", [])
         return Placed("duplicate" if sample.time_s == newest else "late", [])
     window = state.windows.get(asset_id)
     if window is None:
-        window = state.windows[asset_id] = AssetWindow(window_spec(lane.spec, lateness_s))
+        phase = stagger(asset_id, lane.spec.stride) if staggered else 0
+        window = state.windows[asset_id] = AssetWindow(window_spec(lane.spec, lateness_s, phase=phase))
     added = window.add(sample.time_s, [sample.values[c] for c in lane.channels])
     reordered = added.outcome == "accepted" and newest is not None and sample.time_s < newest
     return Placed(added.outcome, added.ready, reordered)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from types import SimpleNamespace
 from typing import Any
 
@@ -74,6 +75,27 @@ def test_a_model_lanes_window_reorders_within_lateness_and_hands_on_windows_once
         (6.0, "accepted", False, [[2.0, 3.0, 4.0]]),
         (2.0, "late", False, []),
     ]
+
+
+def test_assets_reporting_on_the_same_ticks_complete_their_windows_on_ticks_of_their_own() -> None:
+    spec = SeriesInputSpec(channels=["a"], window=8, stride=4, sample_period_s=1.0, mean=[0.0], std=[1.0])
+    lane: Any = SimpleNamespace(spec=spec, channels=("a",))
+    assets = [f"m-{n}" for n in range(40)]
+
+    def due_ticks(staggered: bool) -> dict[str, list[float]]:
+        state = PartitionState(model_policies={}, rule_policies={})
+        due: dict[str, list[float]] = {asset: [] for asset in assets}
+        for t in range(24):
+            for asset in assets:
+                placed = place(state, asset, lane, Sample(float(t), {"a": 1.0}), None, 0.0, staggered)
+                due[asset] += [r.end_s for r in placed.ready]
+        return due
+
+    aligned, staggered = due_ticks(False), due_ticks(True)
+    assert {tuple(ticks) for ticks in aligned.values()} == {(7.0, 11.0, 15.0, 19.0, 23.0)}
+    assert {int(ticks[0]) % 4 for ticks in staggered.values()} == {0, 1, 2, 3}
+    for ticks in staggered.values():
+        assert len(ticks) >= 4 and all(b - a == 4.0 for a, b in pairwise(ticks))
 
 
 def test_value_rules_fire_on_new_samples_only_and_stale_rules_on_the_partition_clock() -> None:

@@ -20,6 +20,7 @@ from models.sensors.scoring import replay_alerts, score_series
 from models.sensors.series import Series, TableFormat, load_history
 from models.sensors.synthetic import fault_profile, machine_values, runs_to_failure
 from models.sensors.training import SensorTraining, train_sensor_model
+from models.sensors.windowing import stagger
 from models.sensors.windows import AssetWindow, WindowSpec
 from schemas.common import channel_name, channel_names
 from schemas.messages import Alert, InferenceResult, SensorReading
@@ -103,7 +104,9 @@ def test_a_history_scored_offline_gives_the_streamed_scores_and_alerts(tmp_path:
     config = SensorTraining(window=16, stride=4, epochs=3, hidden=8, normal_rows=400)
     train_sensor_model([series], tmp_path / "registry", "rig", "1", config, progress=False)
     model = load_model(tmp_path / "registry", "rig")
-    offline = score_series(model.module, model.card, series)
+    phase = stagger("rig-1", config.stride)
+    assert phase != 0, "an asset whose windows are due off the unstaggered grid"
+    offline = score_series(model.module, model.card, series, phase=phase)
     alerts = replay_alerts(
         offline.end_s, offline.alerting, AlertShape().rule("anomaly", model.card.thresholds["anomaly"])
     )

@@ -55,3 +55,12 @@ def test_windows_align_to_event_time_so_a_partial_history_scores_the_same_window
     later = feed(AssetWindow(SPEC), [float(t) for t in range(8, 20)])
     assert [r.end_s for r in later] == [r.end_s for r in full if r.end_s >= 11]
     assert [r.values.tolist() for r in later] == [r.values.tolist() for r in full if r.end_s >= 11]
+
+
+def test_a_phase_moves_the_windows_due_steps_and_keeps_them_stride_apart() -> None:
+    spec = WindowSpec(channels=("t",), window=4, stride=4, period_s=1.0)
+    aligned = feed(AssetWindow(spec), [float(t) for t in range(16)])
+    shifted = feed(AssetWindow(WindowSpec(("t",), 4, 4, 1.0, phase=1)), [float(t) for t in range(16)])
+    assert [r.end_s for r in aligned] == [3.0, 7.0, 11.0, 15.0]
+    assert [r.end_s for r in shifted] == [6.0, 10.0, 14.0]
+    assert shifted[0].values[:, 0].tolist() == [3, 4, 5, 6]
