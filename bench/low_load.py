@@ -5,7 +5,8 @@ beside the batching it replaced (``batching.close_when_idle: false``), in the sa
 Per pipeline — pass-through (45 readings/s), sensors (45 readings/s, GRU autoencoder,
 windows of 64 every 16) and vision (16 frames/s, MobileNetV3-Small at 224 px) — and per
 policy, a fresh runtime in this process reads topics of its own while a sender process
-offers the load (its producer lingers 0 ms: the upstream's batching is not Vigil's).
+offers the load (``bench.common.offer``: librdkafka, lingering 0 ms: the upstream's batching is
+not Vigil's).
 Latency is the result's Kafka timestamp minus its input's create time (evidence gives the
 input; one clock). The policies alternate, ``--repeats`` times; each run's p50, p99 and max
 are kept and the median over runs reported with the spread. Torch runs on the product's
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, pin_torch_threads, report, start_runtime
+from bench.common import Figure, bench_broker, bench_settings, offer, pin_torch_threads, report, start_runtime
 from bench.sensors import make_model as make_sensor_model
 from bench.sensors import pipeline_rate, read_topic, readings
 from bench.untrained import frame_ref
@@ -38,7 +39,6 @@ from bench.vision import make_model as make_vision_model
 from consumers.pipelines.passthrough import passthrough_stage
 from consumers.pipelines.sensors.stage import SensorStage
 from consumers.pipelines.vision.stage import VisionStage
-from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.stage import ProcessingStage
 from models.engine import default_torch_threads
 from schemas.common import Message
@@ -46,19 +46,6 @@ from schemas.messages import FrameRef, InferenceResult, SensorReading
 from schemas.settings import SensorModelBinding, SensorSettings, VigilSettings
 
 RATES = {"passthrough": 45.0, "sensors": 45.0, "vision": 16.0}
-
-
-def send(settings: VigilSettings, topic: str, items: list[tuple[bytes, bytes]], rate: float) -> None:
-    """Offer ``items`` at ``rate``/s (its own process: it must not share the pipeline's GIL)."""
-    producer = make_producer(settings.kafka.model_copy(update={"linger_ms": 0}))
-    started = time.monotonic()
-    for n, (key, value) in enumerate(items):
-        due = started + n / rate
-        while (left := due - time.monotonic()) > 0:
-            time.sleep(min(left, 0.002))  # pacing the offered load
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
 
 
 def workload(
@@ -117,7 +104,7 @@ def backlog_rate(pipeline: str, bootstrap: str, work: Path, batching: dict[str, 
     """Items/s working off ``count`` queued inputs (full load)."""
     settings, _, inputs, items = workload(pipeline, with_policy(bootstrap, batching), work, count, assets=200)
     [topic] = inputs
-    send(settings, topic, items, rate=1e9)
+    offer(settings, topic, items, None)
     if pipeline == "vision":
         return run_pipeline(settings, count)[0]
     return pipeline_rate(settings, count)[0]
@@ -136,7 +123,7 @@ def run(
         while not runtime.assignment:
             time.sleep(0.01)  # wait for the group join before offering load
         sender = multiprocessing.get_context("spawn").Process(
-            target=send, args=(settings, topic, items, RATES[pipeline])
+            target=offer, args=(settings, topic, items, RATES[pipeline], 0)
         )
         sender.start()
         sender.join()

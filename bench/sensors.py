@@ -37,6 +37,7 @@ from bench.common import (
     bench_settings,
     check_below,
     current_rss_mib,
+    offer,
     pin_torch_threads,
     report,
     require_peers,
@@ -46,7 +47,6 @@ from bench.common import (
 )
 from bench.foundation import raw_consume_rate
 from consumers.pipelines.sensors.stage import SensorStage
-from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import InboundRecord, Work
 from models.sensors.synthetic import MACHINE_CHANNELS, normal_machines
@@ -96,18 +96,16 @@ def readings(count: int, assets: int, start: datetime) -> list[SensorReading]:
 
 
 def publish(settings: VigilSettings, items: list[SensorReading], rate: float | None = None) -> None:
-    producer = make_producer(settings.kafka.model_copy(update={"linger_ms": 5 if rate else 20}))
-    started = time.monotonic()
-    for n, reading in enumerate(items):
-        if rate is not None:
-            due = started + n / rate
-            while time.monotonic() < due:
-                time.sleep(max(0.0, min(0.002, due - time.monotonic())))  # pacing the offered load
-        producer.send(
-            settings.topics.sensors.name, key=reading.asset_id.encode(), value=reading.to_json_bytes()
-        )
-    producer.flush()
-    producer.close()
+    """Send ``items`` to the sensor topic (``offer``), at ``rate``/s from another process when given."""
+    topic = settings.topics.sensors.name
+    encoded = [(reading.asset_id.encode(), reading.to_json_bytes()) for reading in items]
+    if rate is None:
+        offer(settings, topic, encoded, None, linger_ms=20)
+        return
+    # The load comes from another process, as sensors would: it must not share this one's GIL.
+    sender = multiprocessing.get_context("spawn").Process(target=offer, args=(settings, topic, encoded, rate))
+    sender.start()
+    sender.join()
 
 
 def pipeline_rate(settings: VigilSettings, count: int) -> tuple[float, CountingObserver]:
@@ -140,10 +138,7 @@ def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: i
     while not runtime.assignment:
         time.sleep(0.01)  # wait for the group join before offering load
     items = readings(int(rate * seconds), assets, datetime.now(UTC) - timedelta(hours=1))
-    # The load comes from another process, as sensors would: it must not share this one's GIL.
-    sender = multiprocessing.get_context("spawn").Process(target=publish, args=(settings, items, rate))
-    sender.start()
-    sender.join()
+    publish(settings, items, rate)
     while sum(observer.consumed.values()) < len(items) or stage.in_flight() > 0:
         time.sleep(0.01)
     runtime.stop()
