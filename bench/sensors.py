@@ -8,7 +8,10 @@ Figures, each beside its baseline from the same run:
   (``quix_sensors.py``: the same readings, windows, model and result records, one message
   and one window at a time), each repeated ``--repeats`` times, alternating, median and runs;
 - latency event → published window result (the alerts of a window ride in the same
-  outcome) at half the measured capacity: p50/p95/p99;
+  outcome) at half and a quarter of the measured capacity: p50/p95/p99; at half also with
+  every asset's windows due on the same ticks (``stagger_windows: false``), the baseline.
+  The readings come from another process (``bench.common.offer``), one per asset per second
+  of event time, every asset on the same tick;
 - memory of 10,000 assets with full windows: the stage's window bytes and the process RSS.
 
 Usage: python bench/sensors.py [--readings N] [--assets A] [--per-window N] [--latency-seconds S]
@@ -244,12 +247,18 @@ def main() -> None:
         single = configure(bench_settings(broker.bootstrap), registry, 1)
         publish(single, readings(args.per_window, max(1, args.per_window // 160), start))
         single_rate, _ = pipeline_rate(single, args.per_window)
-        latencies = {}
-        for share in (0.5, 0.25):  # each load offered to fresh topics: no backlog carried over
+        latencies: dict[tuple[float, str], list[float]] = {}
+        # Each load offered to fresh topics (no backlog carried over); at half load also with
+        # every asset's windows on the same ticks, the baseline of staggered windows.
+        for share, staggered in ((0.5, True), (0.5, False), (0.25, True)):
             offered = rate * share
             latency = configure(bench_settings(broker.bootstrap), registry, 256)
+            latency = latency.model_copy(
+                update={"sensors": latency.sensors.model_copy(update={"stagger_windows": staggered})}
+            )
             assets = max(1, int(offered * args.latency_seconds / 160))
-            latencies[share] = latencies_at(latency, offered, args.latency_seconds, assets)
+            windows_due = "staggered" if staggered else "aligned windows (before)"
+            latencies[(share, windows_due)] = latencies_at(latency, offered, args.latency_seconds, assets)
     window_mib, growth_mib, rss_mib = memory_with(args.memory_assets, registry)
     figures = [
         Figure(
@@ -273,12 +282,12 @@ def main() -> None:
         Figure("windows scored", windows / (args.readings / rate), "windows/s", f"{windows} windows"),
         *(
             Figure(
-                f"latency p{q} at {share:.0%} load",
+                f"latency p{q} at {share:.0%} load, {windows_due}",
                 percentile(lat, q),
                 "ms",
                 f"{rate * share:,.0f} events/s offered",
             )
-            for share, lat in latencies.items()
+            for (share, windows_due), lat in latencies.items()
             for q in (50, 95, 99)
         ),
         Figure(
