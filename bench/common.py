@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
 from consumers.ops.broker_session import with_bootstrap
 from consumers.ops.local_kafka.broker import LocalKafka
 from consumers.ops.topics import create_topics
-from consumers.runtime.kafka_clients import make_producer
+from consumers.runtime.kafka_clients import bootstrap_servers
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.stage import ProcessingStage
@@ -169,22 +170,36 @@ def offer(
     """Send encoded ``(key, value)`` records to ``topic`` at ``rate``/s (all at once for None).
 
     The load generator of the latency benches, run in a process of its own. It uses librdkafka
-    (the confluent client), whatever the pipeline's client: on a 2-core machine a kafka-python
-    sender took a whole core at 8,600 records/s, leaving the pipeline under test one, where the
-    sensors and cameras it stands for are other machines.
+    whatever the pipeline's client: on a 2-core machine a kafka-python sender took a whole core
+    at 8,600 records/s, leaving the pipeline under test one, where the sensors and cameras it
+    stands for are other machines. It asks for the topic's metadata before the first record:
+    librdkafka connects in the background, and records queued meanwhile waited up to a second.
     """
-    producer = make_producer(
-        settings.kafka.model_copy(update={"client": "confluent", "linger_ms": linger_ms})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap_servers(settings.kafka),
+            "linger.ms": linger_ms,
+            "acks": "all",
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",  # the Java client's placement, as Vigil's clients
+        }
     )
+    producer.list_topics(topic, timeout=30)
     started = time.monotonic()
     for n, (key, value) in enumerate(items):
         if rate is not None:
             due = started + n / rate
             while (left := due - time.monotonic()) > 0:
                 time.sleep(min(left, 0.002))  # pacing the offered load
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:  # librdkafka's queue is full: let it drain
+                producer.poll(0.01)
+        producer.poll(0)
+    if producer.flush(60) > 0:
+        raise RuntimeError(f"{topic}: records left undelivered after 60 s")
 
 
 def peak_rss_mib() -> float:
