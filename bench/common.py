@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -28,7 +29,7 @@ from rich.table import Table
 from consumers.ops.broker_session import with_bootstrap
 from consumers.ops.local_kafka.broker import LocalKafka
 from consumers.ops.topics import create_topics
-from consumers.runtime.kafka_clients import bootstrap_servers
+from consumers.runtime.kafka_clients import librdkafka_producer_config
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.stage import ProcessingStage
@@ -169,20 +170,14 @@ def offer(
 ) -> None:
     """Send encoded ``(key, value)`` records to ``topic`` at ``rate``/s (all at once for None).
 
-    The load generator of the latency benches, run in a process of its own. It uses librdkafka
-    whatever the pipeline's client: on a 2-core machine a kafka-python sender took a whole core
-    at 8,600 records/s, leaving the pipeline under test one, where the sensors and cameras it
-    stands for are other machines. It asks for the topic's metadata before the first record:
-    librdkafka connects in the background, and records queued meanwhile waited up to a second.
+    The load generator of the latency benches. It uses librdkafka whatever the pipeline's
+    client: on a 2-core machine a kafka-python sender took a whole core at 8,600 records/s,
+    leaving the pipeline under test one, where the sensors and cameras it stands for are other
+    machines. It asks for the topic's metadata before the first record: librdkafka connects in
+    the background, and records queued meanwhile waited up to a second.
     """
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap_servers(settings.kafka),
-            "linger.ms": linger_ms,
-            "acks": "all",
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",  # the Java client's placement, as Vigil's clients
-        }
+        librdkafka_producer_config(settings.kafka.model_copy(update={"linger_ms": linger_ms}))
     )
     producer.list_topics(topic, timeout=30)
     started = time.monotonic()
@@ -200,6 +195,20 @@ def offer(
         producer.poll(0)
     if producer.flush(60) > 0:
         raise RuntimeError(f"{topic}: records left undelivered after 60 s")
+
+
+def offer_from_elsewhere(
+    settings: VigilSettings, topic: str, items: list[tuple[bytes, bytes]], rate: float, linger_ms: int = 5
+) -> None:
+    """``offer`` from a process of its own, as sensors and cameras would: the load must not
+    share the pipeline's GIL. Returns once everything is sent."""
+    sender = multiprocessing.get_context("spawn").Process(
+        target=offer, args=(settings, topic, items, rate, linger_ms)
+    )
+    sender.start()
+    sender.join()
+    if sender.exitcode != 0:
+        raise RuntimeError(f"the load generator for {topic} exited with {sender.exitcode}")
 
 
 def peak_rss_mib() -> float:

@@ -18,7 +18,6 @@ Usage: python bench/low_load.py [--seconds 20] [--repeats 2] [--pipelines passth
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, offer, pin_torch_threads, report, start_runtime
+from bench.common import (
+    Figure,
+    bench_broker,
+    bench_settings,
+    offer,
+    offer_from_elsewhere,
+    pin_torch_threads,
+    report,
+    start_runtime,
+)
 from bench.sensors import make_model as make_sensor_model
 from bench.sensors import pipeline_rate, read_topic, readings
 from bench.untrained import frame_ref
@@ -122,11 +130,7 @@ def run(
     try:
         while not runtime.assignment:
             time.sleep(0.01)  # wait for the group join before offering load
-        sender = multiprocessing.get_context("spawn").Process(
-            target=offer, args=(settings, topic, items, RATES[pipeline], 0)
-        )
-        sender.start()
-        sender.join()
+        offer_from_elsewhere(settings, topic, items, RATES[pipeline], linger_ms=0)
         deadline = time.monotonic() + 60
         while (
             sum(observer.consumed.values()) < count or stage.in_flight() > 0

@@ -20,7 +20,6 @@ Usage: python bench/sensors.py [--readings N] [--assets A] [--per-window N] [--l
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from bench.common import (
     check_below,
     current_rss_mib,
     offer,
+    offer_from_elsewhere,
     pin_torch_threads,
     report,
     require_peers,
@@ -104,11 +104,8 @@ def publish(settings: VigilSettings, items: list[SensorReading], rate: float | N
     encoded = [(reading.asset_id.encode(), reading.to_json_bytes()) for reading in items]
     if rate is None:
         offer(settings, topic, encoded, None, linger_ms=20)
-        return
-    # The load comes from another process, as sensors would: it must not share this one's GIL.
-    sender = multiprocessing.get_context("spawn").Process(target=offer, args=(settings, topic, encoded, rate))
-    sender.start()
-    sender.join()
+    else:
+        offer_from_elsewhere(settings, topic, encoded, rate)
 
 
 def pipeline_rate(settings: VigilSettings, count: int) -> tuple[float, CountingObserver]:

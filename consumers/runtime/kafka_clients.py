@@ -132,23 +132,33 @@ def make_consumer(settings: KafkaSettings, group_id: str | None = None, **extra:
     return KafkaConsumer(**config)
 
 
+def librdkafka_producer_config(
+    settings: KafkaSettings, transactional_id: str | None = None
+) -> dict[str, Any]:
+    """``producer_config`` in librdkafka's names, placing keys as the other clients do."""
+    # Keys land where the Java client and kafka-python put them (librdkafka's default,
+    # consistent_random, hashes with CRC32): switching clients keeps each asset's partition.
+    native = {
+        **librdkafka_config(producer_config(settings, transactional_id)),
+        "partitioner": "murmur2_random",
+    }
+    if transactional_id:
+        # librdkafka refuses an output timeout past the transaction's: an output not
+        # delivered by then belongs to a transaction the broker aborts anyway.
+        native["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        native["delivery.timeout.ms"] = min(settings.delivery_timeout_ms, TRANSACTION_TIMEOUT_MS)
+    return native
+
+
 def make_producer(settings: KafkaSettings, transactional_id: str | None = None) -> KafkaProducer:
     """A producer with the runtime's safe options, of the configured client."""
-    config = producer_config(settings, transactional_id)
     if settings.client == "confluent":
         from consumers.runtime.confluent_clients import ConfluentProducer
 
-        # Keys land where the Java client and kafka-python put them (librdkafka's default,
-        # consistent_random, hashes with CRC32): switching clients keeps each asset's partition.
-        native = {**librdkafka_config(config), "partitioner": "murmur2_random"}
-        if transactional_id:
-            # librdkafka refuses an output timeout past the transaction's: an output not
-            # delivered by then belongs to a transaction the broker aborts anyway.
-            native["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
-            native["delivery.timeout.ms"] = min(settings.delivery_timeout_ms, TRANSACTION_TIMEOUT_MS)
         step_timeout_s = settings.request_timeout_ms / 1000
+        native = librdkafka_producer_config(settings, transactional_id)
         return ConfluentProducer(native, step_timeout_s)  # type: ignore[return-value]
-    return KafkaProducer(**config, partitioner=RememberingPartitioner())
+    return KafkaProducer(**producer_config(settings, transactional_id), partitioner=RememberingPartitioner())
 
 
 _LIBRDKAFKA_NAMES = {
