@@ -30,6 +30,9 @@ import numpy as np
 MAX_GAP_FILL = 10_000
 """A longer gap restarts the window instead of filling it (the asset was off)."""
 
+VECTOR_MIN = 16
+"""Runs of at least this many events on the grid go into the ring in one numpy step."""
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -54,6 +57,15 @@ class ReadyWindow:
     start_s: float
     end_s: float
     filled: int
+
+
+@dataclass
+class Extended:
+    """What happened to a run of events: those refused (index, ``late`` or ``duplicate``; the
+    rest were accepted) and the windows they completed (index of the completing event)."""
+
+    refused: list[tuple[int, Literal["late", "duplicate"]]] = field(default_factory=list)
+    ready: list[tuple[int, ReadyWindow]] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +118,65 @@ class AssetWindow:
             self._commit(self._pending_times.pop(0), self._pending_values.pop(0), ready)
         return AddResult("accepted", ready)
 
+    def extend(self, times: Sequence[float], values: Sequence[Sequence[float]] | np.ndarray) -> Extended:
+        """Offer a run of events in arrival order (``values`` one row per event), with the same
+        outcomes and windows as offering each in turn; a long gap-free run on the grid after
+        the last event, with no lateness allowed, is written to the ring in one step."""
+        if len(times) >= VECTOR_MIN and self.spec.lateness_s == 0 and self._continues_grid(times):
+            return self._extend_on_grid(
+                np.asarray(times, dtype=np.float64), np.asarray(values, dtype=np.float32)
+            )
+        extended = Extended()
+        for index, (time_s, row) in enumerate(zip(times, values, strict=True)):
+            added = self.add(time_s, row)
+            if added.outcome != "accepted":
+                extended.refused.append((index, added.outcome))
+            extended.ready.extend((index, window) for window in added.ready)
+        return extended
+
+    def _continues_grid(self, times: Sequence[float]) -> bool:
+        """Each event one period after the one before it (the first after the last committed)."""
+        before = times[0] - self.spec.period_s if self._last_time is None else self._last_time
+        steps = np.diff(np.asarray(times, dtype=np.float64), prepend=before)
+        return bool(np.all(steps > 0) and np.all(np.rint(steps / self.spec.period_s) == 1))
+
+    def _extend_on_grid(self, times: np.ndarray, values: np.ndarray) -> Extended:
+        spec, count = self.spec, self._count
+        held = min(count, spec.window)
+        history = self._ordered(self._values, count)
+        combined = np.concatenate((history, values))
+        filled = np.concatenate((self._ordered(self._filled, count), np.zeros(len(times), dtype=bool)))
+        tail = max(0, len(times) - spec.window)  # earlier events of a long run never stay in the ring
+        slots = (count + np.arange(tail, len(times))) % spec.window
+        self._values[slots] = values[tail:]
+        self._filled[slots] = False
+        self._count += len(times)
+        self._last_time = self._newest = float(times[-1])
+        span = (spec.window - 1) * spec.period_s
+        grid = np.rint(times / spec.period_s).astype(np.int64)
+        extended = Extended()
+        for index in np.flatnonzero((grid + 1 + spec.phase) % spec.stride == 0).tolist():
+            end = held + index + 1
+            time_s = float(times[index])
+            if count + index + 1 >= spec.window:
+                window = combined[end - spec.window : end]
+                gaps = int(np.count_nonzero(filled[end - spec.window : end]))
+            elif spec.pad == "edge":
+                missing = spec.window - end
+                window = np.concatenate([np.repeat(combined[:1], missing, axis=0), combined[:end]])
+                gaps = missing + int(np.count_nonzero(filled[:end]))
+            else:
+                continue
+            extended.ready.append((index, ReadyWindow(window, time_s - span, time_s, gaps)))
+        return extended
+
+    def _ordered(self, ring: np.ndarray, count: int) -> np.ndarray:
+        """The ring's committed rows, oldest first."""
+        if count < self.spec.window:
+            return ring[:count]
+        oldest = count % self.spec.window
+        return np.concatenate((ring[oldest:], ring[:oldest]))
+
     def _commit(self, time_s: float, values: Sequence[float] | np.ndarray, ready: list[ReadyWindow]) -> None:
         period = self.spec.period_s
         if self._last_time is not None:
@@ -139,8 +210,7 @@ class AssetWindow:
             return
         span = (self.spec.window - 1) * self.spec.period_s
         if self._count >= self.spec.window:
-            oldest = self._count % self.spec.window
-            values = np.concatenate((self._values[oldest:], self._values[:oldest]))
+            values = self._ordered(self._values, self._count)
             ready.append(ReadyWindow(values, time_s - span, time_s, int(np.count_nonzero(self._filled))))
         elif self.spec.pad == "edge":
             missing = self.spec.window - self._count

@@ -13,10 +13,12 @@ NaN, infinities and wrong types never get this far: the schema rejects them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+
+import numpy as np
 
 from consumers.runtime.records import Rejected
 from schemas.messages import SensorReading
@@ -40,8 +42,9 @@ class ReadingRejected(Rejected):
     """A reading that cannot be used; ``reason`` is its dead-letter reason."""
 
 
-def check_event_time(reading: SensorReading, reference: datetime, settings: SensorSettings) -> None:
-    """Raise ``ReadingRejected`` when the event time is implausibly far from ``reference``.
+def check_event_time(reading: SensorReading, reference_s: float, settings: SensorSettings) -> None:
+    """Raise ``ReadingRejected`` when the event time is implausibly far from ``reference_s``
+    (seconds since the epoch).
 
     A sample block is judged by its end too: one that spans more than ``max_block_span_s`` or
     ends further than ``max_future_s`` after ``reference`` is ``invalid_block``, so no single
@@ -56,10 +59,10 @@ def check_event_time(reading: SensorReading, reference: datetime, settings: Sens
                 f"block of {samples} samples at {reading.block.sample_rate_hz:g} Hz spans {span:.0f}s "
                 f"(at most {settings.max_block_span_s:g}s)",
             )
-        ends = (reading.event_time - reference).total_seconds() + span
+        ends = reading.event_time.timestamp() - reference_s + span
         if ends > settings.max_future_s:
             raise ReadingRejected("invalid_block", f"block ends {ends:.0f}s after the record's timestamp")
-    offset = (reading.event_time - reference).total_seconds()
+    offset = reading.event_time.timestamp() - reference_s
     if offset > settings.max_future_s:
         raise ReadingRejected(
             "out_of_time_range", f"event time {reading.event_time.isoformat()} is {offset:.0f}s in the future"
@@ -70,14 +73,17 @@ def check_event_time(reading: SensorReading, reference: datetime, settings: Sens
         )
 
 
-def expand(reading: SensorReading) -> list[Sample]:
-    """The reading's samples: its values at the event time, then its block at the block's rate."""
+def expand(reading: SensorReading, without: Collection[str] = ()) -> list[Sample]:
+    """The reading's samples: its values at the event time, then its block at the block's rate;
+    ``without`` channels left out."""
     start = reading.event_time.timestamp()
-    samples = [Sample(start, dict(reading.values))] if reading.values else []
+    samples = []
+    if reading.values:
+        samples.append(Sample(start, {c: v for c, v in reading.values.items() if c not in without}))
     if reading.block is not None:
-        channels = reading.block.channels
+        channels = {name: series for name, series in reading.block.channels.items() if name not in without}
         step = 1.0 / reading.block.sample_rate_hz
-        length = len(next(iter(channels.values())))
+        length = len(next(iter(reading.block.channels.values())))
         samples.extend(
             Sample(start + k * step, {name: series[k] for name, series in channels.items()})
             for k in range(length)
@@ -85,33 +91,50 @@ def expand(reading: SensorReading) -> list[Sample]:
     return samples
 
 
+def sample_times(reading: SensorReading) -> list[float]:
+    """The event times of ``expand``'s samples, without building them."""
+    start = reading.event_time.timestamp()
+    times = [start] if reading.values else []
+    if reading.block is not None:
+        length = len(next(iter(reading.block.channels.values())))
+        times.extend((start + np.arange(length) * (1.0 / reading.block.sample_rate_hz)).tolist())
+    return times
+
+
+def channel_sets(reading: SensorReading) -> list[tuple[tuple[str, ...], int]]:
+    """The channel names of the reading's samples, and how many samples have them: its
+    values (one sample), its block (one per row)."""
+    sets = [(tuple(reading.values), 1)] if reading.values else []
+    if reading.block is not None:
+        channels = reading.block.channels
+        sets.append((tuple(channels), len(next(iter(channels.values())))))
+    return sets
+
+
 def check_channels(
-    samples: list[Sample],
+    channels: Iterable[str],
     model_channels: Sequence[str],
     rules: Sequence[SensorRule],
     unknown: str,
     ignored: Sequence[str] = (),
-) -> int:
-    """Check the samples of a model-scored asset; returns how many unknown channels were dropped.
+) -> tuple[str, ...]:
+    """Check the channels of a sample of a model-scored asset; returns the unknown ones to drop.
 
-    ``ignored`` channels (known to the model's card, not used by it) are neither."""
-    dropped = 0
-    for sample in samples:
-        missing = [c for c in model_channels if c not in sample.values]
-        if missing:
-            raise ReadingRejected(
-                "invalid_value", f"channels {', '.join(missing)} needed by the model are missing"
-            )
-        extra = [
-            c
-            for c in sample.values
-            if c not in model_channels
-            and c not in ignored
-            and not any(fnmatchcase(c, rule.channel) for rule in rules)
-        ]
-        if extra and unknown == "dead_letter":
-            raise ReadingRejected("unknown_channel", f"unknown channels {', '.join(sorted(extra))}")
-        for channel in extra:
-            del sample.values[channel]
-        dropped += len(extra)
-    return dropped
+    ``ignored`` channels (known to the model's card, not used by it) are neither needed nor
+    unknown."""
+    present = set(channels)
+    missing = [c for c in model_channels if c not in present]
+    if missing:
+        raise ReadingRejected(
+            "invalid_value", f"channels {', '.join(missing)} needed by the model are missing"
+        )
+    extra = tuple(
+        c
+        for c in present
+        if c not in model_channels
+        and c not in ignored
+        and not any(fnmatchcase(c, rule.channel) for rule in rules)
+    )
+    if extra and unknown == "dead_letter":
+        raise ReadingRejected("unknown_channel", f"unknown channels {', '.join(sorted(extra))}")
+    return tuple(sorted(extra))

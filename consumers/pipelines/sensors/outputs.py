@@ -9,7 +9,7 @@ import torch
 
 from consumers.pipelines.alerts import build_alert
 from consumers.pipelines.outputs import PipelineOutputs
-from consumers.pipelines.sensors.intake import Sample, at
+from consumers.pipelines.sensors.intake import at
 from consumers.pipelines.sensors.lanes import WindowScores
 from consumers.pipelines.sensors.tally import Tally
 from consumers.pipelines.sensors.windows import WindowItem
@@ -130,8 +130,8 @@ class SensorOutputs(PipelineOutputs):
             explanation=explanation,
         )
 
-    def unscored_result(self, work: Work, outcome: str, sample: Sample) -> Output:
-        """The result that says a sample was ``late`` or a ``duplicate`` (published even when scores are not)."""
+    def unscored_result(self, work: Work, outcome: str, time_s: float) -> Output:
+        """The result that says a sample at ``time_s`` was ``late`` or a ``duplicate`` (published even when scores are not)."""
         record, reading = work.record, _reading(work)
         result = InferenceResult(
             result_id=record.item_id(outcome),
@@ -139,7 +139,7 @@ class SensorOutputs(PipelineOutputs):
             source_id=reading.asset_id,
             outcome=outcome,  # type: ignore[arg-type]
             evidence=_evidence(work),
-            captured_at=at(sample.time_s),
+            captured_at=at(time_s),
             inferred_at=datetime.now(UTC),
         )
         return Output(self.results_topic, reading.asset_id.encode(), result.to_json_bytes())

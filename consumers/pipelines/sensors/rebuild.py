@@ -4,11 +4,11 @@ so the same input gives the same alerts whether or not the consumer restarted.""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from consumers.pipelines.sensors.admission import Admission
-from consumers.pipelines.sensors.intake import ReadingRejected
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
 from consumers.pipelines.sensors.tally import Tally
@@ -19,6 +19,9 @@ from schemas.messages import SensorReading
 
 SCORE_EVERY = 1024
 """Windows gathered before they are scored in one go."""
+
+ADMIT_EVERY = 512
+"""Readings admitted together, as a poll batch would be."""
 
 
 def rebuild(
@@ -32,16 +35,19 @@ def rebuild(
     tally = Tally.silent()
     waiting: list[WindowItem] = []
     replayed = 0
-    for record in history:
-        decoded = decode_record(record, SensorReading, max_message_bytes)
-        if isinstance(decoded, Failure):
-            continue  # it went to the dead-letter topic the first time
-        try:
-            admitted = admission.admit(Work(record, decoded, datetime.now(UTC)), state, tally)
-        except ReadingRejected:
-            continue
-        replayed += 1
-        waiting.extend(admitted.windows)
+    now = datetime.now(UTC)
+    decoded = (
+        Work(record, message, now)
+        for record in history
+        # a record that cannot be decoded went to the dead-letter topic the first time
+        if not isinstance(message := decode_record(record, SensorReading, max_message_bytes), Failure)
+    )
+    while chunk := list(itertools.islice(decoded, ADMIT_EVERY)):
+        for admitted in admission.admit(chunk, state, tally):
+            if isinstance(admitted, Failure):
+                continue
+            replayed += 1
+            waiting.extend(admitted.windows)
         if len(waiting) >= SCORE_EVERY:
             _score(waiting, outputs, tally)
             waiting = []

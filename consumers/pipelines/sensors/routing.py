@@ -20,6 +20,8 @@ class Route(Generic[L]):
 
     lane: L | None
     rules: list[SensorRule] = field(default_factory=list)
+    verdicts: dict[tuple[str, ...], object] = field(default_factory=dict, compare=False, repr=False)
+    """What the channel check said of each set of channel names seen (kept by admission)."""
 
 
 class Router(Generic[L]):

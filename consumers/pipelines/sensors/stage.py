@@ -1,9 +1,10 @@
 """The sensor stage: readings → per-asset windows and rules → micro-batched RNN → results and alerts.
 
-Per reading (one ``Work``), in the runtime's thread, ``admission`` runs the steps: event-time
-and channel checks, the asset's route to a model lane and value rules, each sample through
-its rules and into its window, and the partition's stale check. A bad reading is a failure
-with its dead-letter reason; a late or duplicate sample a ``late``/``duplicate`` result.
+Per poll batch of a partition, in the runtime's thread, ``admission`` runs the steps: each
+reading's event-time and channel checks and its asset's route to a model lane and value rules,
+then per asset its samples through its rules and into its window, and the partition's stale
+check. A bad reading is a failure with its dead-letter reason; a late or duplicate sample a
+``late``/``duplicate`` result.
 Windows made ready go to their lane's micro-batcher, and the reading's outcome waits for
 their scores: ``collect`` joins them and builds the window results and model alerts in
 window order.
@@ -32,7 +33,6 @@ from consumers.pipelines.lane import ScoredItems
 from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
 from consumers.pipelines.sensors.admission import Admission
 from consumers.pipelines.sensors.history import read_back
-from consumers.pipelines.sensors.intake import ReadingRejected
 from consumers.pipelines.sensors.lanes import SensorLane
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
@@ -146,34 +146,31 @@ class SensorStage:
     # -- ProcessingStage -------------------------------------------------------------------
 
     def submit(self, work: Sequence[Work]) -> None:
-        """Admit each reading; outcomes of readings that completed a window wait for its score."""
+        """Admit the readings, a partition's at a time; outcomes of readings that completed a
+        window wait for its score."""
         self._swap_lanes()
+        by_partition: dict[PartitionKey, list[Work]] = {}
         for item in work:
-            self._in_flight += 1
-            record = item.record
-            key = (record.topic, record.partition)
+            by_partition.setdefault((item.record.topic, item.record.partition), []).append(item)
+        for key, readings in by_partition.items():
             if key in self._fresh:
                 self._fresh.discard(key)
-                self._rebuild(key, record.offset)
-            try:
-                admitted = self._admission.admit(item, self._state(key), self._tally)
-            except ReadingRejected as error:
-                self._done.append(Outcome(record, failure=error.failure(STAGE)))
-                continue
-            except Exception as error:  # a bug fails this reading alone, never the stage
-                log.exception("reading %s failed unexpectedly", record)
-                self._done.append(
-                    Outcome(record, failure=Failure.from_exception("processing_error", STAGE, error))
-                )
-                continue
-            if not admitted.windows:
-                self._done.append(Outcome(record, tuple(admitted.outputs)))
-                continue
-            self._pending[(record.topic, record.partition, record.offset)] = _Pending(
-                item, admitted.outputs, len(admitted.windows)
-            )
-            for ready in admitted.windows:
-                ready.lane.batcher.put(ready)
+                self._rebuild(key, readings[0].record.offset)
+            self._in_flight += len(readings)
+            for item, admitted in zip(
+                readings, self._admission.admit(readings, self._state(key), self._tally), strict=True
+            ):
+                record = item.record
+                if isinstance(admitted, Failure):
+                    self._done.append(Outcome(record, failure=admitted))
+                elif not admitted.windows:
+                    self._done.append(Outcome(record, tuple(admitted.outputs)))
+                else:
+                    self._pending[(record.topic, record.partition, record.offset)] = _Pending(
+                        item, admitted.outputs, len(admitted.windows)
+                    )
+                    for ready in admitted.windows:
+                        ready.lane.batcher.put(ready)
 
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call; window results and alerts are built here."""

@@ -9,19 +9,17 @@ from itertools import pairwise
 from types import SimpleNamespace
 from typing import Any
 
-from consumers.pipelines.sensors.admission import Admission
-from consumers.pipelines.sensors.intake import Sample
+from consumers.pipelines.sensors.admission import Admission, Admitted
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
 from consumers.pipelines.sensors.rebuild import rebuild
 from consumers.pipelines.sensors.routing import Router
 from consumers.pipelines.sensors.rules import RuleState, stale_transitions, value_transitions
 from consumers.pipelines.sensors.tally import Tally
-from consumers.pipelines.sensors.windows import place
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import InboundRecord, Work
 from models.alert_policy import AlertPolicy
-from schemas.messages import Alert, SensorReading
+from schemas.messages import Alert, InferenceResult, SensorReading
 from schemas.model_card import SeriesInputSpec
 from schemas.settings import SensorModelBinding, SensorRule, SensorSettings, VigilSettings
 
@@ -48,32 +46,70 @@ def policies(*rules: SensorRule) -> dict[str, AlertPolicy]:
     return {rule.name: AlertPolicy([rule.policy_rule()]) for rule in rules}
 
 
+def reading_work(asset: str, seconds: float, values: dict[str, float], offset: int = 0) -> Work:
+    reading = SensorReading(
+        asset_id=asset,
+        sensor_id=asset,
+        kind="machine",
+        event_time=T0 + timedelta(seconds=seconds),
+        values=values,
+    )
+    return Work(InboundRecord("sensors", 0, offset, asset.encode(), None, (), None), reading, T0)
+
+
+def admitting(
+    lane: Any, lateness_s: float = 0.0, staggered: bool = True
+) -> tuple[Admission, PartitionState, Counter[str]]:
+    """An admission routing every machine to ``lane`` (None: rules only), a state, and its counts."""
+    sensors = SensorSettings(max_past_s=None, lateness_s=lateness_s, stagger_windows=staggered)
+    bindings = [SensorModelBinding(assets="*", model="m")] if lane is not None else []
+    router = Router(bindings, [lane] if lane is not None else [], [])
+    admission = Admission(sensors, router, SensorOutputs(VigilSettings(sensors=sensors)))
+    counts: Counter[str] = Counter()
+    return admission, PartitionState(model_policies={}, rule_policies={}), counts
+
+
 def test_an_asset_without_a_model_keeps_no_window_but_late_and_duplicate_samples_are_named() -> None:
-    state = PartitionState(model_policies={}, rule_policies={})
-    assert place(state, "aq-1", None, Sample(10.0, {}), None, 0.0).outcome == "accepted"
-    assert place(state, "aq-1", None, Sample(10.0, {}), 10.0, 0.0).outcome == "duplicate"
-    assert place(state, "aq-1", None, Sample(9.0, {}), 10.0, 0.0).outcome == "late"
-    assert state.windows == {}
+    admission, state, counts = admitting(None)
+    works = [
+        reading_work("aq-1", t, {"pm25": 1.0}, offset) for offset, t in enumerate((10.0, 10.0, 9.0, 11.0))
+    ]
+    admitted = admission.admit(works, state, Tally(RuntimeObserver(), counts))
+    outcomes = [
+        [InferenceResult.from_json_bytes(o.value).outcome for o in a.outputs]
+        for a in admitted
+        if isinstance(a, Admitted)
+    ]
+    assert outcomes == [[], ["duplicate"], ["late"], []]
+    assert counts == Counter(duplicate=1, late=1) and state.windows == {}
 
 
 def test_a_model_lanes_window_reorders_within_lateness_and_hands_on_windows_once_they_are_settled() -> None:
     spec = SeriesInputSpec(channels=["a"], window=3, stride=1, sample_period_s=1.0, mean=[0.0], std=[1.0])
     lane: Any = SimpleNamespace(spec=spec, channels=("a",))
-    state = PartitionState(model_policies={}, rule_policies={})
-    seen: list[tuple[float, str, bool, list[list[float]]]] = []
-    newest: float | None = None
-    for t in (1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 2.0):
-        placed = place(state, "m-1", lane, Sample(t, {"a": t}), newest, 2.0)
-        seen.append((t, placed.outcome, placed.out_of_order, [r.values[:, 0].tolist() for r in placed.ready]))
-        newest = t if newest is None else max(newest, t)
+    admission, state, counts = admitting(lane, lateness_s=2.0)
+    seen = []
+    for offset, t in enumerate((1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 2.0)):
+        before = counts.copy()
+        [admitted] = admission.admit(
+            [reading_work("m-1", t, {"a": t}, offset)], state, Tally(RuntimeObserver(), counts)
+        )
+        assert isinstance(admitted, Admitted)
+        seen.append(
+            (
+                t,
+                sorted((counts - before).elements()),
+                [w.window.values[:, 0].tolist() for w in admitted.windows],
+            )
+        )
     assert seen == [
-        (1.0, "accepted", False, []),
-        (2.0, "accepted", False, []),
-        (4.0, "accepted", False, []),
-        (3.0, "accepted", True, []),  # put back in order: within the 2 s lateness
-        (5.0, "accepted", False, [[1.0, 2.0, 3.0]]),  # settled once nothing can come before it
-        (6.0, "accepted", False, [[2.0, 3.0, 4.0]]),
-        (2.0, "late", False, []),
+        (1.0, [], []),
+        (2.0, [], []),
+        (4.0, [], []),
+        (3.0, ["out_of_order"], []),  # put back in order: within the 2 s lateness
+        (5.0, [], [[1.0, 2.0, 3.0]]),  # settled once nothing can come before it
+        (6.0, [], [[2.0, 3.0, 4.0]]),
+        (2.0, ["late"], []),
     ]
 
 
@@ -83,12 +119,14 @@ def test_assets_reporting_on_the_same_ticks_complete_their_windows_on_ticks_of_t
     assets = [f"m-{n}" for n in range(40)]
 
     def due_ticks(staggered: bool) -> dict[str, list[float]]:
-        state = PartitionState(model_policies={}, rule_policies={})
+        admission, state, counts = admitting(lane, staggered=staggered)
         due: dict[str, list[float]] = {asset: [] for asset in assets}
         for t in range(24):
-            for asset in assets:
-                placed = place(state, asset, lane, Sample(float(t), {"a": 1.0}), None, 0.0, staggered)
-                due[asset] += [r.end_s for r in placed.ready]
+            works = [reading_work(asset, float(t), {"a": 1.0}) for asset in assets]
+            for admitted in admission.admit(works, state, Tally(RuntimeObserver(), counts)):
+                assert isinstance(admitted, Admitted)
+                for item in admitted.windows:
+                    due[item.asset_id].append(item.window.end_s - T0.timestamp())
         return due
 
     aligned, staggered = due_ticks(False), due_ticks(True)
@@ -147,10 +185,13 @@ def test_a_rebuild_replays_history_into_state_silently_and_the_live_stream_carri
     tally = Tally(live_observer, counts)
     nxt = readings_record(6, 96.0, 6)
     work = Work(nxt, SensorReading.from_json_bytes(nxt.value or b""), datetime.now(UTC))
-    assert admission.admit(work, rebuilt, tally).outputs == []  # already firing: no second alert
+    [continued] = admission.admit([work], rebuilt, tally)
+    assert isinstance(continued, Admitted) and continued.outputs == []  # already firing: no second alert
 
     fresh = PartitionState(model_policies={}, rule_policies=policies(HOT))
-    alerts = [Alert.from_json_bytes(o.value) for o in admission.admit(work, fresh, tally).outputs]
+    [anew] = admission.admit([work], fresh, tally)
+    assert isinstance(anew, Admitted)
+    alerts = [Alert.from_json_bytes(o.value) for o in anew.outputs]
     assert [(a.rule, a.state) for a in alerts] == [
         ("hot", "firing")
     ]  # without the rebuild it would fire again

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models.sensors.windows import AssetWindow, WindowSpec
 
@@ -64,3 +65,60 @@ def test_a_phase_moves_the_windows_due_steps_and_keeps_them_stride_apart() -> No
     assert [r.end_s for r in aligned] == [3.0, 7.0, 11.0, 15.0]
     assert [r.end_s for r in shifted] == [6.0, 10.0, 14.0]
     assert shifted[0].values[:, 0].tolist() == [3, 4, 5, 6]
+
+
+def _run_of(rng: np.random.Generator, start: float, length: int) -> list[float]:
+    """Times mostly on the grid, with gaps, repeats and steps back now and then."""
+    times, t = [], start
+    for _ in range(length):
+        t += float(rng.choice([1.0, 1.0, 1.0, 1.0, 3.0, 0.0, -2.0, 0.5]))
+        times.append(t)
+    return times
+
+
+def test_a_run_of_events_gives_what_offering_each_in_turn_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    in_one_step = []
+    one_step = AssetWindow._extend_on_grid
+    monkeypatch.setattr(
+        AssetWindow, "_extend_on_grid", lambda self, *a: in_one_step.append(len(a[0])) or one_step(self, *a)
+    )
+    rng = np.random.default_rng(7)
+    specs = [
+        WindowSpec(("a", "b"), 8, 3, 1.0, phase=2),
+        WindowSpec(("a", "b"), 8, 3, 1.0, pad="edge"),
+        WindowSpec(("a", "b"), 8, 4, 1.0, gap_policy="mask"),
+        WindowSpec(("a", "b"), 8, 4, 1.0, lateness_s=2.0),
+    ]
+    for spec in specs:
+        one_by_one, in_runs = AssetWindow(spec), AssetWindow(spec)
+        start = 0.0
+        for length in [3, 40, 1, 17, 64, 5, 30]:
+            on_grid = length % 2 == 0  # even runs stay on the grid: the one-step path
+            times = [start + k + 1 for k in range(length)] if on_grid else _run_of(rng, start, length)
+            rows = rng.normal(size=(length, 2)).astype(np.float32)
+            expected_ready, expected_refused = [], []
+            for index, (t, row) in enumerate(zip(times, rows, strict=True)):
+                added = one_by_one.add(t, row)
+                expected_ready += [(index, w) for w in added.ready]
+                if added.outcome != "accepted":
+                    expected_refused.append((index, added.outcome))
+            extended = in_runs.extend(times, rows)
+            assert extended.refused == expected_refused
+            assert [(i, w.start_s, w.end_s, w.filled) for i, w in extended.ready] == [
+                (i, w.start_s, w.end_s, w.filled) for i, w in expected_ready
+            ]
+            for (_, got), (_, want) in zip(extended.ready, expected_ready, strict=True):
+                np.testing.assert_array_equal(got.values, want.values)
+            start = max(*times, start)
+        probe = start + 1.0
+        assert len(in_runs.add(probe, [0.0, 0.0]).ready) == len(one_by_one.add(probe, [0.0, 0.0]).ready)
+    assert in_one_step == [40, 64, 30] * 3  # every spec but the one that allows lateness
+
+
+def test_a_long_run_on_the_grid_keeps_only_the_newest_window_in_the_ring() -> None:
+    window = AssetWindow(WindowSpec(("t",), 4, 4, 1.0))
+    extended = window.extend([float(t) for t in range(40)], np.arange(40, dtype=np.float32)[:, None])
+    assert [w.values[:, 0].tolist() for _, w in extended.ready][-1] == [36, 37, 38, 39]
+    assert [i for i, _ in extended.ready] == list(range(3, 40, 4))
+    after = window.add(43.0, [43.0]).ready
+    assert after[0].values[:, 0].tolist() == [40, 41, 42, 43] and after[0].filled == 3
