@@ -8,12 +8,15 @@ State is kept per (rule, source, label). For each new score of a matching source
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Literal
+
+import numpy as np
 
 from schemas.model_card import ModelCard
 from schemas.settings import AlertRule
@@ -68,6 +71,15 @@ class AlertShape:
         return [self.rule(label, chosen[label], f"{card.name}-{label}") for label in card.thresholds]
 
 
+matches = functools.lru_cache(maxsize=1 << 16)(fnmatchcase)
+"""``fnmatchcase``, remembered: every score of every source asks again of the same few patterns."""
+
+
+def at_time(time_s: float) -> datetime:
+    """An event time (seconds since the epoch) as a UTC timestamp."""
+    return datetime.fromtimestamp(time_s, UTC)
+
+
 @dataclass
 class _Track:
     scores: deque[float]
@@ -92,15 +104,51 @@ class AlertPolicy:
         """Feed one item's scores (by label); return the transitions it causes."""
         transitions = []
         for rule in self.rules:
-            if not fnmatchcase(source_id, rule.sources):
+            if not matches(source_id, rule.sources):
                 continue
             for label, score in scores.items():
-                if not fnmatchcase(label, rule.label):
+                if not matches(label, rule.label):
                     continue
                 transition = self._step(rule, source_id, label, score, at)
                 if transition is not None:
                     transitions.append(transition)
         return transitions
+
+    def observe_run(
+        self, source_id: str, label: str, scores: np.ndarray, times: Sequence[float]
+    ) -> list[tuple[int, int, Transition]]:
+        """``observe`` of one label's scores in turn (NaN: no score), each at its event time
+        (seconds since the epoch): (index, rule index, transition) of each transition. A quiet
+        stretch (nothing reaching a not-firing rule's threshold, nothing dropping below a
+        firing one's resolve) takes one step."""
+        found: list[tuple[int, int, Transition]] = []
+        present = np.flatnonzero(~np.isnan(scores))
+        if not len(present):
+            return found
+        for number, rule in enumerate(self.rules):
+            if not matches(source_id, rule.sources) or not matches(label, rule.label):
+                continue
+            key = (rule.name, source_id, label)
+            track = self._tracks.get(key)
+            if track is None:
+                track = self._tracks[key] = _Track(deque(maxlen=rule.m))
+            values = scores[present]
+            held = list(track.scores)
+            quiet = (
+                all(held_score >= rule.resolve_below for held_score in held)
+                and bool(np.all(values >= rule.resolve_below))
+                if track.firing
+                else not any(held_score >= rule.hi for held_score in held)
+                and not bool(np.any(values >= rule.hi))
+            )
+            if quiet:
+                track.scores.extend(values[-rule.m :].tolist())
+                continue
+            for index in present.tolist():
+                transition = self._step(rule, source_id, label, float(scores[index]), at_time(times[index]))
+                if transition is not None:
+                    found.append((index, number, transition))
+        return found
 
     def _step(
         self, rule: AlertRule, source_id: str, label: str, score: float, at: datetime

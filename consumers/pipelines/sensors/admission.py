@@ -39,7 +39,8 @@ from consumers.pipelines.sensors.rules import stale_transitions, value_transitio
 from consumers.pipelines.sensors.tally import STAGE, Tally
 from consumers.pipelines.sensors.windows import WindowItem, window_of
 from consumers.runtime.records import Failure, Output, Work
-from models.alert_policy import Transition
+from models.alert_policy import Transition, matches
+from models.sensors.windows import VECTOR_MIN
 from schemas.messages import AlertKind, SensorReading
 from schemas.settings import SensorSettings
 
@@ -180,11 +181,15 @@ class Admission:
         newest_before = (
             _newest_before(state.rules.newest(asset), times) if lane is None or lateness_s > 0 else []
         )
-        for item in items:
-            if route.rules:
-                self._rules(asset, item, state, tally)
-            else:
-                _remember_last(item, asset, state)
+        channels = _same_channels(items) if route.rules and len(times) >= VECTOR_MIN else None
+        if channels is not None:
+            self._rules_on_arrays(asset, items, owners, channels, state, tally)
+        else:
+            for item in items:
+                if route.rules:
+                    self._rules(asset, item, state, tally)
+                else:
+                    _remember_last(item, asset, state)
         if lane is None:  # no window: a sample no newer than the asset's newest is refused
             for time_s, newest, item in zip(times, newest_before, owners, strict=True):
                 if newest is not None and time_s <= newest:
@@ -214,6 +219,45 @@ class Admission:
             )
             self._alerts(fired, "threshold", item, sample.values, tally)
             memory.remember(asset, item.reading.kind, sample.time_s, sample.values)
+
+    def _rules_on_arrays(
+        self,
+        asset: str,
+        items: list[_Taken],
+        owners: list[_Taken],
+        channels: tuple[str, ...],
+        state: PartitionState,
+        tally: Tally,
+    ) -> None:
+        """A long run's samples (every one with the same ``channels``) through the asset's value
+        rules at once: the alerts ``_rules`` would raise sample by sample, in the same order."""
+        route, memory, kind = items[0].route, state.rules, items[0].reading.kind
+        times = np.asarray([time_s for item in items for time_s in item.times])
+        values = np.concatenate([_columns(item, channels, np.float64) for item in items])
+        newest = memory.newest(asset)
+        newer = times > np.maximum.accumulate(
+            np.concatenate(([-np.inf if newest is None else newest], times[:-1]))
+        )
+        found = []
+        for number, rule in enumerate(route.rules):
+            for column, channel in enumerate(channels):
+                if matches(channel, rule.channel):
+                    scores = memory.scores_of_run(rule, asset, channel, times, values[:, column], newer)
+                    found += [
+                        (index, number, policy_rule, column, transition)
+                        for index, policy_rule, transition in state.rule_policies[rule.name].observe_run(
+                            asset, channel, scores, times.tolist()
+                        )
+                    ]
+        memory.remember_run(asset, kind, times, channels, values)
+        for index, _, _, column, transition in sorted(found, key=lambda f: f[:4]):
+            self._alerts(
+                [transition],
+                "threshold",
+                owners[index],
+                {channels[column]: float(values[index, column])},
+                tally,
+            )
 
     def _refused(self, item: _Taken, outcome: str, time_s: float, tally: Tally) -> None:
         tally.event(outcome)
@@ -262,16 +306,29 @@ def _remember_last(item: _Taken, asset: str, state: PartitionState) -> None:
         memory.remember(asset, reading.kind, item.times[-1], last)
 
 
+def _same_channels(items: list[_Taken]) -> tuple[str, ...] | None:
+    """The channels every sample of ``items`` has, when each has the same ones, in the same order."""
+    sets = {
+        tuple(c for c in names if c not in item.dropped)
+        for item in items
+        for names, _ in channel_sets(item.reading)
+    }
+    return sets.pop() if len(sets) == 1 else None
+
+
+def _columns(item: _Taken, channels: Sequence[str], dtype: type[np.floating]) -> np.ndarray:
+    """``channels`` of the reading's samples, one row per sample."""
+    reading, parts = item.reading, []
+    if reading.values:
+        parts.append(np.asarray([[reading.values[c] for c in channels]], dtype=dtype))
+    if reading.block is not None:
+        block = reading.block.channels
+        parts.append(np.column_stack([np.asarray(block[c], dtype=dtype) for c in channels]))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _rows(items: list[_Taken], channels: Sequence[str]) -> list[list[float]] | np.ndarray:
     """The model's channels of every sample of ``items``, one row per sample."""
     if all(item.reading.block is None for item in items):
         return [[item.reading.values[c] for c in channels] for item in items if item.reading.values]
-    parts = []
-    for item in items:
-        reading = item.reading
-        if reading.values:
-            parts.append(np.asarray([[reading.values[c] for c in channels]], dtype=np.float32))
-        if reading.block is not None:
-            block = reading.block.channels
-            parts.append(np.column_stack([np.asarray(block[c], dtype=np.float32) for c in channels]))
-    return np.concatenate(parts)
+    return np.concatenate([_columns(item, channels, np.float32) for item in items])

@@ -15,19 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 import numpy as np
 
 from consumers.runtime.records import Rejected
+from models.alert_policy import at_time
 from schemas.messages import SensorReading
 from schemas.settings import SensorRule, SensorSettings
-
-
-def at(time_s: float) -> datetime:
-    """An event time (seconds since the epoch) as a UTC timestamp."""
-    return datetime.fromtimestamp(time_s, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +31,10 @@ class Sample:
 
     time_s: float
     values: dict[str, float]
+
+
+at = at_time
+"""An event time (seconds since the epoch) as a UTC timestamp."""
 
 
 class ReadingRejected(Rejected):

@@ -11,10 +11,11 @@ Each condition scores 1.0 while it holds and 0.0 otherwise, so the shared ``Aler
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from fnmatch import fnmatchcase
+
+import numpy as np
 
 from consumers.pipelines.sensors.intake import at
-from models.alert_policy import AlertPolicy, Transition
+from models.alert_policy import AlertPolicy, Transition, matches
 from schemas.settings import SensorRule
 
 __all__ = ["RuleState", "SensorRule", "stale_transitions", "value_transitions"]
@@ -34,7 +35,7 @@ class RuleState:
         """Condition scores (1 = the condition holds) by channel."""
         out: dict[str, float] = {}
         for channel, value in values.items():
-            if not fnmatchcase(channel, rule.channel):
+            if not matches(channel, rule.channel):
                 continue
             if rule.kind == "threshold":
                 key = (rule.name, asset_id, channel)
@@ -54,6 +55,61 @@ class RuleState:
                 too_high = rule.high is not None and value > rule.high
                 out[channel] = 1.0 if too_low or too_high else 0.0
         return out
+
+    def scores_of_run(
+        self,
+        rule: SensorRule,
+        asset_id: str,
+        channel: str,
+        times: np.ndarray,
+        values: np.ndarray,
+        newer: np.ndarray,
+    ) -> np.ndarray:
+        """``scores``' condition scores of one channel over a run of the asset's samples, as
+        scoring (the ``newer`` ones) and remembering each in turn gives them; NaN where there
+        is none (an older sample; a rate without an earlier sample before it)."""
+        out = np.full(len(times), np.nan)
+        if rule.kind == "threshold":
+            key = (rule.name, asset_id, channel)
+            seen = np.flatnonzero(newer)
+            above = values[seen] > rule.limit
+            # an unbroken stretch above the limit counts from its first sample, or from before the run
+            starts = above & ~np.concatenate(([key in self._above_since], above[:-1]))
+            since = np.where(starts, times[seen], np.nan)
+            if len(above) and above[0] and key in self._above_since:
+                since[0] = self._above_since[key]
+            since = _carried_forward(since)
+            out[seen] = np.where(above, (times[seen] - since) >= rule.for_s, False).astype(float)
+            if len(above) and above[-1]:
+                self._above_since[key] = float(since[-1])
+            elif len(above):
+                self._above_since.pop(key, None)
+        elif rule.kind == "rate":
+            last = self._last.get((asset_id, channel))
+            before_t = np.concatenate(([np.nan if last is None else last[0]], times[:-1]))
+            before_v = np.concatenate(([np.nan if last is None else last[1]], values[:-1]))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scored = newer & (times > before_t)  # NaN compares False: no earlier sample
+                rate = np.abs(values - before_v) / (times - before_t)
+            out[scored] = (rate[scored] > rule.limit).astype(float)
+        elif rule.kind == "range":
+            outside = np.zeros(len(values), dtype=bool)
+            if rule.low is not None:
+                outside |= values < rule.low
+            if rule.high is not None:
+                outside |= values > rule.high
+            out[newer] = outside[newer].astype(float)
+        return out
+
+    def remember_run(
+        self, asset_id: str, sensor_kind: str, times: np.ndarray, channels: Sequence[str], values: np.ndarray
+    ) -> None:
+        """``remember`` each sample of a run (``values`` one row per sample, in ``channels``)."""
+        for index, channel in enumerate(channels):
+            self._last[(asset_id, channel)] = (float(times[-1]), float(values[-1, index]))
+        seen = self.last_seen.get(asset_id)
+        newest = float(times.max())
+        self.last_seen[asset_id] = (newest if seen is None else max(newest, seen[0]), sensor_kind)
 
     def remember(self, asset_id: str, sensor_kind: str, time_s: float, values: dict[str, float]) -> None:
         """Record the reading after every rule has seen it."""
@@ -76,6 +132,13 @@ class RuleState:
         }
 
 
+def _carried_forward(values: np.ndarray) -> np.ndarray:
+    """Each NaN replaced by the last value before it that is not NaN."""
+    present = ~np.isnan(values)
+    last = np.maximum.accumulate(np.where(present, np.arange(len(values)), 0))
+    return values[last]
+
+
 def value_transitions(
     memory: RuleState,
     policies: Mapping[str, AlertPolicy],
@@ -89,11 +152,12 @@ def value_transitions(
     newest = memory.newest(asset_id)
     if newest is not None and time_s <= newest:
         return []
+    when = at(time_s)
     return [
         transition
         for rule in rules
         for transition in policies[rule.name].observe(
-            asset_id, memory.scores(rule, asset_id, time_s, values), at(time_s)
+            asset_id, memory.scores(rule, asset_id, time_s, values), when
         )
     ]
 

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from consumers.pipelines.alerts import alert_id, build_alert
-from models.alert_policy import AlertPolicy
+from models.alert_policy import AlertPolicy, at_time
 from schemas.common import Evidence
 from schemas.settings import AlertRule
 
@@ -54,3 +56,31 @@ def test_alert_ids_are_deterministic_per_input_and_rule() -> None:
     assert alert_id(transition, evidence) != alert_id(transition, evidence.model_copy(update={"offset": 43}))
     alert = build_alert(transition, "visual_defect", evidence, T0, T0, T0, "a" * 64)
     assert alert.state == "firing" and alert.threshold == 0.5 and alert.score == 0.9
+
+
+def test_a_run_of_scores_gives_the_transitions_of_observing_each_in_turn() -> None:
+    rng = np.random.default_rng(11)
+    rules = [
+        AlertRule(name="two-of-three", hi=0.8, lo=0.5, n=2, m=3, cooldown_s=4.0),
+        AlertRule(name="edgy", sources="m-*", hi=0.95, n=1, m=1),
+        AlertRule(name="others", sources="pump-*", hi=0.1),
+    ]
+    one_by_one, in_runs = AlertPolicy(rules), AlertPolicy(rules)
+    start = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    expected, found = [], []
+    offset = 0
+    for length in [5, 40, 1, 64, 17, 30]:
+        quiet = length % 2 == 0  # even runs stay low or stay high: the one-step path
+        level = 0.2 if length in (40, 30) else 0.9
+        scores = np.full(length, level) if quiet else rng.uniform(0.0, 1.0, length)
+        scores[rng.random(length) < 0.1] = np.nan  # no score for those
+        times = [start + offset + k for k in range(length)]
+        for k, (score, time_s) in enumerate(zip(scores, times, strict=True)):
+            if not np.isnan(score):
+                expected += [
+                    (offset + k, t) for t in one_by_one.observe("m-1", {"x": float(score)}, at_time(time_s))
+                ]
+        found += [(offset + k, t) for k, _, t in in_runs.observe_run("m-1", "x", scores, times)]
+        offset += length
+    assert found == expected
+    assert {t.state for _, t in found} == {"firing", "resolved"}

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import consumers.pipelines.sensors.admission as admission_module
+import models.sensors.windows as windows_module
 from consumers.pipelines.sensors.admission import Admission, Admitted
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
@@ -30,7 +32,7 @@ from schemas.settings import SensorModelBinding, SensorRule, SensorSettings, Vig
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
 RULES = [
     SensorRule(
-        name="hot", kind="threshold", channel="a", sensor_kind="machine", limit=2.0, for_s=2.0, n=1, m=1
+        name="hot", kind="threshold", channel="a", sensor_kind="machine", limit=1.5, for_s=1.0, n=1, m=1
     ),
     SensorRule(name="jumpy", kind="rate", channel="b", sensor_kind="machine", limit=3.0, n=2, m=3),
     SensorRule(name="dusty", kind="range", channel="pm25", high=1.5, n=1, m=2),
@@ -136,24 +138,30 @@ def admitted_as(batches: list[list[Work]]) -> tuple[list[Any], Counter[str], Par
 def test_a_batch_admits_exactly_what_its_readings_admitted_one_at_a_time_would(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    in_one_step = []
-    one_step = AssetWindow._extend_on_grid
-    monkeypatch.setattr(
-        AssetWindow, "_extend_on_grid", lambda self, *a: in_one_step.append(len(a[0])) or one_step(self, *a)
-    )
     works = stream(seed=3, count=600)
-    one_by_one, counts_alone, alone = admitted_as([[work] for work in works])
     rng = random.Random(5)
     batches, start = [], 0
     while start < len(works):
         size = rng.choice([1, 7, 50, 120])
         batches.append(works[start : start + size])
         start += size
+    on_arrays = Counter[str]()
+    for name in ("_extend_on_grid", "_rules_on_arrays"):
+        owner = AssetWindow if name == "_extend_on_grid" else Admission
+        original = getattr(owner, name)
+        monkeypatch.setattr(owner, name, counted(original, name, on_arrays))
     in_batches, counts_batched, batched = admitted_as(batches)
+    assert on_arrays["_extend_on_grid"] and on_arrays["_rules_on_arrays"]  # both numpy paths ran
+
+    # the reference: one reading at a time, every sample on its own (no run is long enough for numpy)
+    for module in (admission_module, windows_module):
+        monkeypatch.setattr(module, "VECTOR_MIN", 10**9)
+    one_by_one, counts_alone, alone = admitted_as([[work] for work in works])
 
     assert in_batches == one_by_one
     assert counts_batched == counts_alone
     assert batched.rules.last_seen == alone.rules.last_seen and batched.clock_s == alone.clock_s
+    assert batched.rules._last == alone.rules._last and batched.rules._above_since == alone.rules._above_since
     for asset, window in alone.windows.items():
         np.testing.assert_array_equal(batched.windows[asset]._values, window._values)
     # the stream exercises what the test claims
@@ -163,4 +171,11 @@ def test_a_batch_admits_exactly_what_its_readings_admitted_one_at_a_time_would(
     assert alerts.keys() == {"hot", "jumpy", "dusty", "silent"}
     assert {"late", "duplicate", "dropped_channel"} <= counts_alone.keys()
     assert sum(len(r[1]) for r in one_by_one if r[0] != "failed") > 50
-    assert in_one_step  # long blocks on the grid went into their windows in one step
+
+
+def counted(method: Any, name: str, calls: Counter[str]) -> Any:
+    def counting(*args: Any) -> Any:
+        calls[name] += 1
+        return method(*args)
+
+    return counting
