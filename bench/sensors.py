@@ -12,7 +12,10 @@ Figures, each beside its baseline from the same run:
   every asset's windows due on the same ticks (``stagger_windows: false``), the baseline.
   The readings come from another process (``bench.common.offer``), one per asset per second
   of event time, every asset on the same tick;
-- memory of 10,000 assets with full windows: the stage's window bytes and the process RSS.
+- memory of 10,000 assets with full windows: the stage's window bytes and the process RSS;
+- the stage's admission time per sample of 32-sample blocks with a threshold and a range rule
+  (no broker: ``submit`` alone), against the same stage with its numpy runs off (each sample
+  through the rules and into its window on its own), alternating, repeated.
 
 Usage: python bench/sensors.py [--readings N] [--assets A] [--per-window N] [--latency-seconds S]
 """
@@ -24,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import consumers.pipelines.sensors.admission as admission_steps
+import models.sensors.windows as window_steps
 from bench.common import (
     Figure,
     bench_broker,
@@ -54,8 +60,8 @@ from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import InboundRecord, Work
 from models.sensors.synthetic import MACHINE_CHANNELS, normal_machines
 from models.sensors.training import SensorTraining, train_sensor_model
-from schemas.messages import InferenceResult, SensorReading
-from schemas.settings import BatchingSettings, SensorModelBinding, SensorSettings, VigilSettings
+from schemas.messages import InferenceResult, SampleBlock, SensorReading
+from schemas.settings import BatchingSettings, SensorModelBinding, SensorRule, SensorSettings, VigilSettings
 
 WINDOW, STRIDE, HIDDEN = 64, 16, 64
 
@@ -194,6 +200,65 @@ def memory_with(assets: int, registry: Path) -> tuple[float, float, float]:
     return windows, after - before, after
 
 
+def block_readings(count: int, assets: int, samples: int, start: datetime) -> list[SensorReading]:
+    """``count`` readings of ``samples``-sample blocks at 1 Hz, one per asset per block span."""
+    rng = np.random.default_rng(1)
+    values = rng.normal([60.0, 2.0], [0.5, 0.1], size=(count, samples, 2))
+    return [
+        SensorReading(
+            asset_id=f"machine-{i % assets}",
+            sensor_id=f"machine-{i % assets}-th",
+            kind="machine",
+            event_time=start + timedelta(seconds=(i // assets) * samples),
+            block=SampleBlock(
+                sample_rate_hz=1.0,
+                channels={c: values[i, :, k].tolist() for k, c in enumerate(MACHINE_CHANNELS)},
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def admission_us_per_sample(registry: Path, items: list[SensorReading], on_arrays: bool) -> float:
+    """µs of the stage's admission (``submit``) per sample, polls of 500 readings from 6
+    partitions (an asset's readings on one), with a threshold and a range rule; numpy runs off
+    (each sample on its own) unless ``on_arrays``."""
+    rules = [
+        SensorRule(name="hot", kind="threshold", channel="temp_c", limit=61.5, for_s=5.0, n=2, m=3),
+        SensorRule(name="shaky", kind="range", channel="vibration_mm_s", high=2.3),
+    ]
+    settings = configure(VigilSettings(), registry, 256)
+    sensors = settings.sensors.model_copy(update={"rebuild_history_s": 0.0, "rules": rules})
+    stage = SensorStage(settings.model_copy(update={"sensors": sensors}))
+    stage.on_assignment({("bench", p) for p in range(6)})
+    now_ms, received = int(time.time() * 1000), datetime.now(UTC)
+    works = [
+        Work(
+            InboundRecord("bench", zlib.crc32(r.asset_id.encode()) % 6, n, None, None, (), now_ms),
+            r,
+            received,
+        )
+        for n, r in enumerate(items)
+    ]
+    vector_min = admission_steps.VECTOR_MIN, window_steps.VECTOR_MIN
+    if not on_arrays:
+        admission_steps.VECTOR_MIN = window_steps.VECTOR_MIN = 10**9
+    try:
+        spent = 0.0
+        for begin in range(0, len(works), 500):
+            started = time.perf_counter()
+            stage.submit(works[begin : begin + 500])
+            spent += time.perf_counter() - started
+            stage.collect(0.0)
+        while stage.in_flight():
+            stage.collect(0.05)
+    finally:
+        admission_steps.VECTOR_MIN, window_steps.VECTOR_MIN = vector_min
+        stage.close()
+    samples = sum(len(r.block.channels[MACHINE_CHANNELS[0]]) for r in items if r.block is not None)
+    return spent / samples * 1e6
+
+
 def quix_sensor_rate(settings: VigilSettings, registry: Path, count: int, threads: int) -> float:
     """Readings/s of the per-message Quix Streams peer over the same topic, in a fresh group."""
     result = run_peer(
@@ -220,6 +285,9 @@ def main() -> None:
     parser.add_argument("--per-window", type=int, default=32_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--memory-assets", type=int, default=10_000)
+    parser.add_argument(
+        "--block-readings", type=int, default=2_000, help="32-sample blocks for the admission figure"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of Vigil and the Quix peer, alternating")
     args = parser.parse_args()
@@ -257,6 +325,11 @@ def main() -> None:
             windows_due = "staggered" if staggered else "aligned windows (before)"
             latencies[(share, windows_due)] = latencies_at(latency, offered, args.latency_seconds, assets)
     window_mib, growth_mib, rss_mib = memory_with(args.memory_assets, registry)
+    blocks = block_readings(args.block_readings, 200, 32, start)
+    per_sample: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(args.repeats):
+        for on_arrays in (True, False):
+            per_sample[on_arrays].append(admission_us_per_sample(registry, blocks, on_arrays))
     figures = [
         Figure(
             "sensor pipeline",
@@ -286,6 +359,13 @@ def main() -> None:
             )
             for (share, windows_due), lat in latencies.items()
             for q in (50, 95, 99)
+        ),
+        Figure(
+            "admission of 32-sample blocks, rules on",
+            statistics.median(per_sample[True]),
+            "µs/sample",
+            f"{', '.join(f'{v:.2f}' for v in per_sample[True])}; each sample on its own "
+            f"{statistics.median(per_sample[False]):.2f} ({', '.join(f'{v:.2f}' for v in per_sample[False])})",
         ),
         Figure(
             f"window state, {args.memory_assets:,} assets",
