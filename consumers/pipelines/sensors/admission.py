@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 SensorRoute = Route[SensorLane[WindowItem]]
 
+VERDICTS_KEPT = 16
+"""Sets of channel names whose check is kept per route; further sets are checked each time."""
+
 
 @dataclass
 class Admitted:
@@ -142,7 +145,8 @@ class Admission:
                 )
             except ReadingRejected as error:
                 verdict = error
-            route.verdicts[names] = verdict
+            if len(route.verdicts) < VERDICTS_KEPT:  # a source inventing channel names cannot grow it
+                route.verdicts[names] = verdict
         if isinstance(verdict, ReadingRejected):
             raise ReadingRejected(verdict.reason, str(verdict))
         assert isinstance(verdict, tuple)

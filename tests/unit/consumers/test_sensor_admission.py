@@ -179,3 +179,27 @@ def counted(method: Any, name: str, calls: Counter[str]) -> Any:
         return method(*args)
 
     return counting
+
+
+def test_a_source_sending_ever_new_channel_names_is_checked_each_time_without_growing_memory() -> None:
+    spec = SeriesInputSpec(
+        channels=["a", "b"], window=8, stride=3, sample_period_s=1.0, mean=[0, 0], std=[1, 1]
+    )
+    lane: Any = SimpleNamespace(spec=spec, channels=("a", "b"))
+    sensors = SensorSettings(max_past_s=None, unknown_channels="ignore")
+    router = Router([SensorModelBinding(assets="*", model="m")], [lane], [])
+    steps = Admission(sensors, router, SensorOutputs(VigilSettings(sensors=sensors)))
+    state, counts = PartitionState(model_policies={}, rule_policies={}), Counter[str]()
+    for n in range(100):
+        reading = SensorReading(
+            asset_id="m-0",
+            sensor_id="s",
+            kind="machine",
+            event_time=T0 + timedelta(seconds=n),
+            values={"a": 1.0, "b": 1.0, f"made_up_{n}": 0.0},
+        )
+        work = Work(InboundRecord("sensors", 0, n, b"m-0", None, (), None), reading, T0)
+        [admitted] = steps.admit([work], state, Tally(RuntimeObserver(), counts))
+        assert isinstance(admitted, Admitted)
+    assert counts["dropped_channel"] == 100  # every one checked, the made-up channel dropped
+    assert len(router.route("m-0", "machine").verdicts) == admission_module.VERDICTS_KEPT
