@@ -51,9 +51,13 @@ class InboundRecord:
             offset=message.offset,
             key=message.key,
             value=message.value,
-            headers=tuple((k, v if v is not None else b"") for k, v in (message.headers or ())),
+            headers=_headers(message.headers) if message.headers else (),
             timestamp_ms=message.timestamp,
         )
+
+
+def _headers(headers: Any) -> Headers:
+    return tuple((k, v if v is not None else b"") for k, v in headers)
 
 
 @dataclass(frozen=True, slots=True)
