@@ -174,11 +174,14 @@ def offer(
     client: on a 2-core machine a kafka-python sender took a whole core at 8,600 records/s,
     leaving the pipeline under test one, where the sensors and cameras it stands for are other
     machines. It asks for the topic's metadata before the first record: librdkafka connects in
-    the background, and records queued meanwhile waited up to a second.
+    the background, and records queued meanwhile waited up to a second. It is not idempotent:
+    an idempotent librdkafka producer holds its first records until the broker has given it a
+    producer id, and in half the runs that took ~490 ms after the clock had started, which
+    showed as a start-of-run tail of the pipeline under test (devices upstream have long had
+    theirs).
     """
-    producer = Producer(
-        librdkafka_producer_config(settings.kafka.model_copy(update={"linger_ms": linger_ms}))
-    )
+    config = librdkafka_producer_config(settings.kafka.model_copy(update={"linger_ms": linger_ms}))
+    producer = Producer({**config, "enable.idempotence": False})
     producer.list_topics(topic, timeout=30)
     started = time.monotonic()
     for n, (key, value) in enumerate(items):
