@@ -49,7 +49,7 @@ def without_wall_clock(value: Any) -> Any:
 
 
 def stream(seed: int, count: int) -> list[Work]:
-    """Readings of four model-scored machines (one without rules) and two air sensors."""
+    """Readings of four model-scored machines (two model bindings) and two rules-only air sensors."""
     rng = random.Random(seed)
     clocks: dict[str, float] = {}
     works = []
