@@ -101,15 +101,22 @@ class Admission:
         for end, (_, item) in enumerate(taken, 1):
             if state.advance(item.times[-1], self._stale_every_s):
                 self._take([t for _, t in taken[start:end]], state, tally)
-                stale = stale_transitions(
-                    state.rules, state.rule_policies, self._settings.rules, state.clock_s
-                )
-                self._alerts(stale, "stale_source", item, {}, tally, own=False)
+                self._stale_check(state, item, tally)
                 start = end
         self._take([t for _, t in taken[start:]], state, tally)
         for position, item in taken:
             results[position] = item.failure or item.admitted
         return [result for result in results if result is not None]
+
+    def _stale_check(self, state: PartitionState, item: _Taken, tally: Tally) -> None:
+        """The stale rules at the partition's clock, their alerts riding on ``item``; a bug fails
+        that reading alone."""
+        try:
+            stale = stale_transitions(state.rules, state.rule_policies, self._settings.rules, state.clock_s)
+            self._alerts(stale, "stale_source", item, {}, tally, own=False)
+        except Exception as error:
+            log.exception("the stale check after %s failed unexpectedly", item.work.record)
+            item.failure = Failure.from_exception("processing_error", STAGE, error)
 
     def _check(self, work: Work, tally: Tally) -> _Taken:
         """The reading's checks and route; ``ReadingRejected`` when it cannot be used."""

@@ -203,3 +203,18 @@ def test_a_source_sending_ever_new_channel_names_is_checked_each_time_without_gr
         assert isinstance(admitted, Admitted)
     assert counts["dropped_channel"] == 100  # every one checked, the made-up channel dropped
     assert len(router.route("m-0", "machine").verdicts) == admission_module.VERDICTS_KEPT
+
+
+def test_a_stale_check_that_fails_costs_the_reading_it_rides_on_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> list[Any]:
+        raise RuntimeError("a bug in the stale check")
+
+    monkeypatch.setattr(admission_module, "stale_transitions", broken)
+    works = stream(seed=3, count=200)
+    results, _, _ = admitted_as([works[start : start + 50] for start in range(0, len(works), 50)])
+    failed = Counter(result[1] for result in results if result[0] == "failed")
+    assert failed["processing_error"] >= 1  # the readings whose stale check broke
+    assert sum(failed.values()) < len(works) // 2  # their neighbours went on
+    assert any(result[0] != "failed" and result[1] for result in results)  # windows still made
