@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -203,7 +204,7 @@ class Admission:
                     _remember_last(item, asset, state)
         if lane is None:  # no window: a sample no newer than the asset's newest is refused
             for time_s, newest, item in zip(times, newest_before, owners, strict=True):
-                if newest is not None and time_s <= newest:
+                if time_s <= newest:
                     self._refused(item, "duplicate" if time_s == newest else "late", time_s, tally)
             return
         window = window_of(state, asset, lane, lateness_s, self._settings.stagger_windows)
@@ -213,7 +214,7 @@ class Admission:
         if newest_before:
             refused = dict(extended.refused)
             for index, (time_s, newest) in enumerate(zip(times, newest_before, strict=True)):
-                if index not in refused and newest is not None and time_s < newest:
+                if index not in refused and time_s < newest:
                     tally.event("out_of_order")  # within the lateness bound: put back in order
         for index, ready in extended.ready:
             admitted = owners[index].admitted
@@ -245,10 +246,7 @@ class Admission:
         route, memory, kind = items[0].route, state.rules, items[0].reading.kind
         times = np.asarray([time_s for item in items for time_s in item.times])
         values = np.concatenate([_columns(item, channels, np.float64) for item in items])
-        newest = memory.newest(asset)
-        newer = times > np.maximum.accumulate(
-            np.concatenate(([-np.inf if newest is None else newest], times[:-1]))
-        )
+        newer = times > np.asarray(_newest_before(memory.newest(asset), times.tolist()))
         found = []
         for number, rule in enumerate(route.rules):
             for column, channel in enumerate(channels):
@@ -293,13 +291,14 @@ def _route_of(item: _Taken) -> int:
     return id(item.route)
 
 
-def _newest_before(newest: float | None, times: list[float]) -> list[float | None]:
-    """The asset's newest event time before each of ``times`` (the rules remember every sample)."""
-    before: list[float | None] = []
+def _newest_before(newest: float | None, times: list[float]) -> list[float]:
+    """The asset's newest event time before each of ``times`` (the rules remember every
+    sample); -inf before its first."""
+    before = []
+    latest = -math.inf if newest is None else newest
     for time_s in times:
-        before.append(newest)
-        if newest is None or time_s > newest:
-            newest = time_s
+        before.append(latest)
+        latest = max(latest, time_s)
     return before
 
 

@@ -49,6 +49,7 @@ def check_event_time(reading: SensorReading, reference_s: float, settings: Senso
     ends further than ``max_future_s`` after ``reference`` is ``invalid_block``, so no single
     record can move an asset's clock beyond ``max_future_s`` past its Kafka timestamp.
     """
+    offset = reading.event_time.timestamp() - reference_s
     if reading.block is not None:
         samples = len(next(iter(reading.block.channels.values())))
         span = (samples - 1) / reading.block.sample_rate_hz
@@ -58,10 +59,9 @@ def check_event_time(reading: SensorReading, reference_s: float, settings: Senso
                 f"block of {samples} samples at {reading.block.sample_rate_hz:g} Hz spans {span:.0f}s "
                 f"(at most {settings.max_block_span_s:g}s)",
             )
-        ends = reading.event_time.timestamp() - reference_s + span
+        ends = offset + span
         if ends > settings.max_future_s:
             raise ReadingRejected("invalid_block", f"block ends {ends:.0f}s after the record's timestamp")
-    offset = reading.event_time.timestamp() - reference_s
     if offset > settings.max_future_s:
         raise ReadingRejected(
             "out_of_time_range", f"event time {reading.event_time.isoformat()} is {offset:.0f}s in the future"
@@ -73,25 +73,24 @@ def check_event_time(reading: SensorReading, reference_s: float, settings: Senso
 
 
 def expand(reading: SensorReading, without: Collection[str] = ()) -> list[Sample]:
-    """The reading's samples: its values at the event time, then its block at the block's rate;
-    ``without`` channels left out."""
-    start = reading.event_time.timestamp()
+    """The reading's samples (at ``sample_times``): its values at the event time, then its
+    block at the block's rate; ``without`` channels left out."""
+    times = sample_times(reading)
     samples = []
     if reading.values:
-        samples.append(Sample(start, {c: v for c, v in reading.values.items() if c not in without}))
+        samples.append(Sample(times[0], {c: v for c, v in reading.values.items() if c not in without}))
     if reading.block is not None:
         channels = {name: series for name, series in reading.block.channels.items() if name not in without}
-        step = 1.0 / reading.block.sample_rate_hz
-        length = len(next(iter(reading.block.channels.values())))
+        block_times = times[1:] if reading.values else times
         samples.extend(
-            Sample(start + k * step, {name: series[k] for name, series in channels.items()})
-            for k in range(length)
+            Sample(time_s, {name: series[k] for name, series in channels.items()})
+            for k, time_s in enumerate(block_times)
         )
     return samples
 
 
 def sample_times(reading: SensorReading) -> list[float]:
-    """The event times of ``expand``'s samples, without building them."""
+    """The event times of the reading's samples: its values, then each row of its block."""
     start = reading.event_time.timestamp()
     times = [start] if reading.values else []
     if reading.block is not None:
