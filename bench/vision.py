@@ -50,7 +50,7 @@ from consumers.runtime.kafka_clients import make_consumer, make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from models.engine import InferenceEngine, single_torch_thread
-from models.registry import load_model
+from models.registry import LoadedModel, load_model
 from models.vision.preprocess import preprocess
 from models.vision.synthetic import encode, product_image
 from schemas.common import Evidence
@@ -102,6 +102,16 @@ def publish_frames(
         producer.send(settings.topics.frames.name, key=frame.camera_id.encode(), value=frame.to_json_bytes())
     producer.flush()
     producer.close()
+
+
+def serving_engine(loaded: LoadedModel, batch: int) -> InferenceEngine:
+    """The model's engine as a lane builds it with the default settings (traced where it may
+    be), so that the ceilings run the model the pipeline runs."""
+    spec = loaded.card.input
+    assert isinstance(spec, ImageInputSpec)
+    engine = InferenceEngine(loaded.module, trace=VigilSettings().vision.trace)
+    engine.warm_up(torch.zeros(spec.channels, spec.height, spec.width), (1, batch))
+    return engine
 
 
 def model_only(engine: InferenceEngine, tensors: list[torch.Tensor], batch: int, batches: int) -> float:
@@ -262,7 +272,7 @@ def main() -> None:
     loaded = load_model(registry, "bench")
     spec = loaded.card.input
     assert isinstance(spec, ImageInputSpec)
-    engine = InferenceEngine(loaded.module)
+    engine = serving_engine(loaded, args.batch)
     tensors = [preprocess(b, spec) for b in blobs]
     model_rate = model_only(engine, tensors, args.batch, 30)
     ceiling = compute_ceiling(engine, spec, blobs, 2000, args.batch, args.workers)

@@ -26,8 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Figure, bench_broker, bench_settings, report
-from bench.vision import LABELS, configure, make_images, model_only, publish_frames, run_pipeline
-from models.engine import InferenceEngine
+from bench.vision import (
+    LABELS,
+    configure,
+    make_images,
+    model_only,
+    publish_frames,
+    run_pipeline,
+    serving_engine,
+)
 from models.registry import load_model, save_model
 from models.vision.anomaly import PatchCoreScorer
 from models.vision.architectures import BackboneClassifier, SmallCnn
@@ -113,7 +120,7 @@ def main() -> None:
             spec = loaded.card.input
             assert isinstance(spec, ImageInputSpec)
             ceiling = model_only(
-                InferenceEngine(loaded.module), [preprocess(b, spec) for b in blobs], args.batch, 6
+                serving_engine(loaded, args.batch), [preprocess(b, spec) for b in blobs], args.batch, 6
             )
             rates = []
             for _ in range(args.repeats):

@@ -232,6 +232,10 @@ class ModelServingSettings(Section):
     reload_interval_s: Annotated[float, Field(ge=0)] = 5.0
     """How often models bound to a registry alias check whether it moved (0: never); a
     promotion is picked up without a restart (``consumers/pipelines/reload.py``)."""
+    trace: bool = True
+    """On the CPU, serve each model as one TorchScript graph, traced at load and kept only
+    where it gives the eager model's outputs (``models/engine.py``): a batch then holds
+    Python's GIL once, not once per layer, and does not crawl beside a busy consumer thread."""
 
     @model_validator(mode="before")
     @classmethod

@@ -69,7 +69,9 @@ class ModelLane(Generic[T]):
         self.model = model
         self.ref = model.ref
         self.rules: list[AlertRule] = serving.alert_rules or shape.card_rules(model.card, thresholds)
-        self.engine = InferenceEngine(model.module, serving.device, serving.precision, channels_last, compile)
+        self.engine = InferenceEngine(
+            model.module, serving.device, serving.precision, channels_last, compile, serving.trace
+        )
         self.engine.warm_up(example, sorted({1, serving.batching.max_batch_size}))
         self.batcher: MicroBatcher[T, torch.Tensor] = model_batcher(
             pipeline,

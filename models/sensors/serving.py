@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.engine import static_graph
 from models.registry import register_builder
 from models.sensors.networks import build_sensor_model
 from schemas.model_card import ModelCard, SeriesInputSpec
@@ -20,7 +21,7 @@ def sensor_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Module:
     if card.task == "sensor_autoencoder" and "score_steps" not in state:
         state = {**state, "score_steps": torch.tensor(card.input.window)}  # made before recent-step scoring
     model.load_state_dict(state)
-    return model
+    return static_graph(model)
 
 
 for task in ("sensor_autoencoder", "sensor_forecast", "sensor_rul"):

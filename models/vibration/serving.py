@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.engine import static_graph
 from models.registry import register_builder, save_model
 from schemas.model_card import ModelCard, TensorInputSpec, ThresholdRule, TrainingSummary
 
@@ -66,7 +67,7 @@ def spectrum_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Modul
     assert isinstance(card.input, TensorInputSpec)
     model = SpectrumAutoencoder(card.input.shape[0], width=state["encoder.0.weight"].shape[0])
     model.load_state_dict(state)
-    return model
+    return static_graph(model)
 
 
 register_builder(TASK, spectrum_module)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.engine import static_graph
 from models.registry import ProbabilitiesFromLogits, register_builder
 from models.vision.anomaly import PatchCoreScorer
 from models.vision.architectures import build_classifier
@@ -18,7 +19,7 @@ def classifier_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Mod
     """Class probabilities (N, labels) from a classifier's logits weights, loaded strictly."""
     model = build_classifier(card.architecture, len(card.labels), card.backbone)
     model.load_state_dict(state)
-    return ProbabilitiesFromLogits(model)
+    return static_graph(ProbabilitiesFromLogits(model))
 
 
 def anomaly_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -31,7 +32,7 @@ def anomaly_module(card: ModelCard, state: dict[str, torch.Tensor]) -> nn.Module
     trunk = FeatureTrunk(card.backbone.name, tuple(card.backbone.levels))
     scorer = PatchCoreScorer(trunk, torch.empty(state["memory"].shape))
     scorer.load_state_dict(state)
-    return scorer
+    return scorer  # not a static graph: its region grows for as many steps as the frame needs
 
 
 register_builder("defect_classification", classifier_module)
