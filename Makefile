@@ -75,7 +75,7 @@ bench-latency: setup
 	$(BIN)/python bench/latency.py
 
 bench-low-load: setup
-	$(BIN)/python bench/low_load.py
+	$(BIN)/python bench/low_load.py --seconds 60
 
 kafka-up: setup
 	$(BIN)/vigil kafka up
