@@ -39,8 +39,8 @@ from bench.common import (
     report,
     start_runtime,
 )
+from bench.sensors import encode, pipeline_rate, read_topic, readings
 from bench.sensors import make_model as make_sensor_model
-from bench.sensors import pipeline_rate, read_topic, readings
 from bench.untrained import frame_ref
 from bench.vision import make_images, run_pipeline
 from bench.vision import make_model as make_vision_model
@@ -84,10 +84,10 @@ def workload(
         )
         settings = settings.model_copy(update={"sensors": sensors})
         start = datetime.now(UTC) - timedelta(hours=1)
-        items = [(r.asset_id.encode(), r.to_json_bytes()) for r in readings(count, assets, start)]
+        items = encode(readings(count, assets, start))
         return settings, partial(SensorStage, settings), {settings.topics.sensors.name: SensorReading}, items
     start = datetime.now(UTC)
-    items = [(r.asset_id.encode(), r.to_json_bytes()) for r in readings(count, 16, start)]
+    items = encode(readings(count, 16, start))
     stage = partial(passthrough_stage, settings.topics.inferences.name)
     return settings, stage, {settings.topics.sensors.name: SensorReading}, items
 
