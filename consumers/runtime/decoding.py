@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from pydantic import ValidationError
 
-from consumers.runtime.records import Failure, InboundRecord
+from consumers.runtime.records import Failure, InboundRecord, Outcome, Work
 from schemas.common import Message, describe_errors
 
 STAGE = "decode"
@@ -34,3 +37,26 @@ def decode_record(record: InboundRecord, message_type: type[Message], max_bytes:
                 return Failure.from_exception("undecodable", STAGE, undecodable)
             return Failure("invalid_json", STAGE, "ValidationError", describe_errors(error))
         return Failure("schema_violation", STAGE, "ValidationError", describe_errors(error))
+
+
+def decode_records(
+    records: Iterable[InboundRecord], message_type: type[Message], max_bytes: int, received_at: datetime
+) -> tuple[list[Work], list[Outcome]]:
+    """``decode_record`` over a poll batch: the work of the valid records, and a dead-letter
+    outcome for each of the others. A valid record costs one call into pydantic and nothing
+    else; only a record that fails is looked at again, to say why."""
+    validate = message_type.model_validate_json
+    work: list[Work] = []
+    poison: list[Outcome] = []
+    for record in records:
+        value = record.value
+        if value is not None and len(value) <= max_bytes:
+            try:
+                work.append(Work(record, validate(value), received_at))
+                continue
+            except ValidationError:
+                pass
+        failure = decode_record(record, message_type, max_bytes)
+        assert isinstance(failure, Failure)  # the same checks failed just above
+        poison.append(Outcome(record, failure=failure))
+    return work, poison

@@ -40,10 +40,10 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 
 from consumers.runtime.checkpoint import Checkpoint, CommitResult
-from consumers.runtime.decoding import decode_record
+from consumers.runtime.decoding import decode_records
 from consumers.runtime.kafka_clients import make_consumer
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, InboundRecord, Outcome, Work
+from consumers.runtime.records import InboundRecord, Outcome, Work
 from consumers.runtime.signals import drain_on_signals
 from consumers.runtime.stage import ProcessingStage
 from consumers.runtime.topic_check import check_topics
@@ -239,12 +239,9 @@ class StreamRuntime:
             message_type = self.inputs[tp.topic]
             records = [InboundRecord.from_kafka(message) for message in messages]
             # a record re-delivered after a rebalance while still in flight is left out: it will finish
-            for record in self.checkpoint.receive(tp, records):
-                decoded = decode_record(record, message_type, limit)
-                if isinstance(decoded, Failure):
-                    poison.append(Outcome(record, failure=decoded))
-                else:
-                    work.append(Work(record, decoded, now))
+            valid, invalid = decode_records(self.checkpoint.receive(tp, records), message_type, limit, now)
+            work += valid
+            poison += invalid
         if poison:
             self._emit(poison)
         return work

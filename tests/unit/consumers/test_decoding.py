@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.runtime.dead_letters import dead_letter_output, original_value
-from consumers.runtime.decoding import decode_record
+from consumers.runtime.decoding import decode_record, decode_records
 from consumers.runtime.records import Failure, InboundRecord
 from schemas.messages import DeadLetter, FrameRef, SensorReading
 from tests import sample_messages as samples
@@ -35,6 +36,26 @@ def test_each_poison_kind_has_its_reason() -> None:
         assert result.reason == reason, value
     assert decode_record(record(None), SensorReading, 10).reason == "undecodable"  # type: ignore[union-attr]
     assert decode_record(record(b"x" * 11), SensorReading, 10).reason == "oversize"  # type: ignore[union-attr]
+
+
+def test_a_poll_batch_splits_into_work_and_dead_letters_in_offset_order() -> None:
+    readings = [samples.reading(i) for i in range(3)]
+    values = [readings[0].to_json_bytes(), None, b"{not json", readings[1].to_json_bytes(), b"x" * 2000]
+    values.append(readings[2].to_json_bytes())
+    now = datetime.now(UTC)
+    work, poison = decode_records(
+        [record(value, offset) for offset, value in enumerate(values)], SensorReading, 1000, now
+    )
+    assert [(w.record.offset, w.message, w.received_at) for w in work] == [
+        (0, readings[0], now),
+        (3, readings[1], now),
+        (5, readings[2], now),
+    ]
+    assert [(o.record.offset, o.failure.reason) for o in poison if o.failure] == [
+        (1, "undecodable"),
+        (2, "invalid_json"),
+        (4, "oversize"),
+    ]
 
 
 def test_schema_violation_names_the_field_without_echoing_values() -> None:
