@@ -96,7 +96,7 @@ class Checkpoint:
         for sink, label in self._others:
             sink.park_in(self._parker(label), self._dlq_topic, self._dlq_limit)
         self._tracker = OffsetTracker()
-        self._ledger = DeliveryLedger(self._tracker)
+        self._ledger = DeliveryLedger(self._tracker, self.kafka.delivery_error)
         self._held: dict[RecordKey, Outcome] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -123,10 +123,7 @@ class Checkpoint:
                     self._held[key] = outcome  # sent in offset order at the next commit (_release_in_order)
             return
         shipment = Shipment()
-        for outcome in outcomes:
-            partition = self._pending(outcome.record)
-            if partition is not None:
-                self._send(shipment, partition, outcome)
+        self._ship(shipment, outcomes)
         self._ledger.seal(shipment)
 
     def _pending(self, record: InboundRecord) -> PartitionOffsets | None:
@@ -134,28 +131,30 @@ class Checkpoint:
         None when its partition was revoked (the new owner re-processes it) or for a stale
         duplicate."""
         partition = self._tracker.get(record.topic, record.partition)
-        if (
-            partition is None
-            or not partition.is_open(record.offset)
-            or partition.is_handed_over(record.offset)
-        ):
-            return None
-        return partition
+        return partition if partition is not None and partition.awaits_outputs(record.offset) else None
 
-    def _send(self, shipment: Shipment, partition: PartitionOffsets, outcome: Outcome) -> None:
-        offset = outcome.record.offset
-        shipment.add_input(partition, offset)
-        outputs: tuple[Output, ...] = outcome.outputs
-        if outcome.failure is not None:
-            outputs = (dead_letter_output(outcome.record, outcome.failure, self._dlq_topic, self._dlq_limit),)
-            self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
-        expect = self._ledger.expect
-        for output in outputs:
-            # Kafka takes every output; other sinks the ones they want
-            expect(shipment, partition, offset, output.topic, self.kafka.send(output))
+    def _ship(self, shipment: Shipment, outcomes: Iterable[Outcome]) -> None:
+        """Hand the outputs of ``outcomes`` (a failure as its dead letter) to the sinks, all of
+        their Kafka outputs in one call, and note them in ``shipment``."""
+        kafka: list[Output] = []
+        for outcome in outcomes:
+            record = outcome.record
+            partition = self._pending(record)
+            if partition is None:
+                continue
+            shipment.add_input(partition, record.offset)
+            outputs: tuple[Output, ...] = outcome.outputs
+            if outcome.failure is not None:
+                outputs = (dead_letter_output(record, outcome.failure, self._dlq_topic, self._dlq_limit),)
+                self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
+            kafka += outputs  # Kafka takes every output; other sinks the ones they want
             for sink, label in self._others:
-                if sink.wants(output):
-                    expect(shipment, partition, offset, label, sink.send(output))
+                for output in outputs:
+                    if sink.wants(output):
+                        self._ledger.expect(shipment, partition, record.offset, label, sink.send(output))
+        if kafka:
+            self.kafka.send_all(kafka, self._ledger.reporter(shipment))
+            self._ledger.expect_kafka(shipment, [output.topic for output in kafka])
 
     def _parker(self, stage: str) -> Callable[[Output], Acknowledgement]:
         """How a sink parks what it cannot deliver: counted as a dead letter, sent through Kafka
@@ -191,10 +190,7 @@ class Checkpoint:
             return
         self.transactions.begin()
         shipment = Shipment()
-        for key in ready:
-            outcome = self._held.pop(key)
-            if (pending := self._pending(outcome.record)) is not None:
-                self._send(shipment, pending, outcome)
+        self._ship(shipment, [self._held.pop(key) for key in ready])
         self._ledger.seal(shipment)
 
     def settle(self) -> None:

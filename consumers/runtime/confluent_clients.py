@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, Producer
@@ -28,7 +28,7 @@ from confluent_kafka import TopicPartition as NativePartition
 from kafka import errors as Errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumers.runtime.records import InboundRecord
+from consumers.runtime.records import InboundRecord, Output
 from consumers.sinks.base import SinkDelivery
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,11 @@ class ConfluentConsumer:
                 tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
                 message.timestamp()[1],
             )
-            tp = TopicPartition(topic, partition)
-            batch = batches.get(tp)
+            # a TopicPartition is the tuple (topic, partition): the plain tuple finds its key,
+            # and the named one is made once per partition, not once per record
+            batch = batches.get((topic, partition))
             if batch is None:
-                batches[tp] = [record]
+                batches[TopicPartition(topic, partition)] = [record]
             else:
                 batch.append(record)
         if messages:
@@ -299,16 +300,40 @@ class ConfluentProducer:
         """Queue one record; the returned acknowledgement settles on the broker's answer
         (reported on the thread serving delivery reports)."""
         delivery = _Delivery()
+        self._produce(topic, value, key, headers or None, delivery.report)
+        return delivery
+
+    def send_all(self, outputs: Iterable[Output], report: Callable[[NativeError | None, Any], None]) -> None:
+        """Queue ``outputs`` in order; librdkafka calls ``report(error, message)`` with each
+        answer (on the thread serving delivery reports), ``error`` None once delivered."""
+        produce = self._producer.produce
+        headers: list[tuple[str, str | bytes | None]] | None
+        for output in outputs:
+            headers = list(output.headers) if output.headers else None
+            try:
+                produce(output.topic, output.value, output.key, headers=headers, on_delivery=report)
+            except (BufferError, KafkaException):  # queue full, or an error to translate
+                self._produce(output.topic, output.value, output.key, headers, report)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, Any]] | None,
+        on_delivery: Callable[[NativeError | None, Any], None],
+    ) -> None:
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers or None, on_delivery=delivery.report
-                )
-                return delivery
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
             except BufferError:  # librdkafka's queue is full: wait for the broker to drain it
                 self._producer.poll(0.05)
             except KafkaException as error:
                 raise kafka_error(error) from error
+
+    delivery_error = staticmethod(kafka_error)
+    """The kafka-python error for a delivery report's error."""
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued record is acknowledged (``KafkaTimeoutError`` past ``timeout``)."""

@@ -6,12 +6,17 @@ inputs complete together once the last of its outputs is acknowledged. Each
 acknowledgement (or failure) is reported by the sink's thread through a callback that only
 appends to a queue; the runtime's thread settles the queue, so shipments and offsets are
 touched by one thread alone.
+
+Kafka outputs, one or more per input, are the hot path: all of a shipment's Kafka outputs
+report to one callback (``Shipment.reporter``), called straight by the client, with nothing
+made per output. Other sinks hand back an ``Acknowledgement`` per output (``expect``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
@@ -28,7 +33,7 @@ class DeliveryFailedError(RuntimeError):
 class Shipment:
     """The outputs of outcomes emitted together, and the inputs they complete."""
 
-    __slots__ = ("awaiting", "inputs", "labels", "sealed")
+    __slots__ = ("awaiting", "inputs", "labels", "reporter", "sealed")
 
     def __init__(self) -> None:
         self.inputs: dict[PartitionOffsets, list[int]] = {}
@@ -38,6 +43,8 @@ class Shipment:
         self.labels: dict[str, int] = {}
         """Outputs per topic or sink label, counted once acknowledged."""
         self.sealed = False
+        self.reporter: Callable[..., None] | None = None
+        """What reports each of its Kafka outputs (``DeliveryLedger.reporter``), once asked for."""
 
     def add_input(self, partition: PartitionOffsets, offset: int) -> None:
         """``offset``'s outputs (possibly none) are in this shipment."""
@@ -51,9 +58,13 @@ class Shipment:
 class DeliveryLedger:
     """Shipments between hand-over and the acknowledgement of all their outputs."""
 
-    def __init__(self, tracker: OffsetTracker) -> None:
+    def __init__(self, tracker: OffsetTracker, kafka_error: Callable[[Any], Any] | None = None) -> None:
         self._tracker = tracker
+        self._kafka_error = kafka_error
+        """Turns a Kafka client's report of a failed delivery into the runtime's error."""
         self._reports: deque[tuple[Shipment, PartitionOffsets, int, str, Any]] = deque()
+        self._shipped: deque[tuple[Shipment, Any]] = deque()
+        """(shipment, None or the client's error) of each Kafka output reported."""
         self._ready: list[Shipment] = []
 
     def expect(
@@ -65,6 +76,28 @@ class DeliveryLedger:
         report = functools.partial(self._report, shipment, partition, offset, label)
         ack.add_callback(report)
         ack.add_errback(report)
+
+    def reporter(self, shipment: Shipment) -> Callable[..., None]:
+        """The callback of every Kafka output of ``shipment``: ``report(None)`` (or
+        ``report(None, anything)``) once delivered, ``report(error)`` once failed for good.
+        Count the outputs with ``expect_kafka``."""
+        if shipment.reporter is None:
+            shipped = self._shipped
+
+            def report(error: Any, _detail: Any = None) -> None:
+                shipped.append((shipment, error))  # atomic across threads
+
+            shipment.reporter = report
+        return shipment.reporter
+
+    @staticmethod
+    def expect_kafka(shipment: Shipment, topics: Iterable[str]) -> None:
+        """Count Kafka outputs of ``shipment`` (one per topic named) in flight until its
+        reporter is called for each."""
+        labels = shipment.labels
+        for topic in topics:
+            shipment.awaiting += 1
+            labels[topic] = labels.get(topic, 0) + 1
 
     def _report(
         self, shipment: Shipment, partition: PartitionOffsets, offset: int, label: str, result: Any
@@ -85,7 +118,14 @@ class DeliveryLedger:
 
         Raises ``DeliveryFailedError`` on the first failed delivery of an input still tracked.
         """
-        reports, ready = self._reports, self._ready
+        reports, shipped, ready = self._reports, self._shipped, self._ready
+        while shipped:
+            shipment, error = shipped.popleft()
+            if error is not None:
+                self._fail_shipment(shipment, error)
+            shipment.awaiting -= 1
+            if shipment.awaiting == 0 and shipment.sealed:
+                ready.append(shipment)
         while reports:
             shipment, partition, offset, label, result = reports.popleft()
             if (
@@ -108,3 +148,26 @@ class DeliveryLedger:
             for partition, offsets in shipment.inputs.items():
                 partition.complete(offsets)
         return done
+
+    def _fail_shipment(self, shipment: Shipment, error: Any) -> None:
+        """Raise for a failed Kafka output of ``shipment`` unless none of its inputs is still
+        tracked (their partitions were given up: the next owner re-processes them)."""
+        held = [
+            (partition, [o for o in offsets if partition.is_open(o)])
+            for partition, offsets in shipment.inputs.items()
+            if self._tracker.owns(partition)
+        ]
+        held = [(partition, offsets) for partition, offsets in held if offsets]
+        if not held:
+            return
+        cause = self._kafka_error(error) if self._kafka_error is not None else error
+        if not isinstance(cause, BaseException):
+            cause = RuntimeError(repr(cause))
+        where = ", ".join(_offsets_at(partition, offsets) for partition, offsets in held)
+        raise DeliveryFailedError(f"an output of {where} to Kafka was not delivered: {cause!r}") from cause
+
+
+def _offsets_at(partition: PartitionOffsets, offsets: list[int]) -> str:
+    tp = partition.tp
+    span = str(offsets[0]) if len(offsets) == 1 else f"{min(offsets)}-{max(offsets)}"
+    return f"{tp.topic}[{tp.partition}]@{span}" if tp is not None else span

@@ -69,6 +69,10 @@ class PartitionOffsets:
         """Whether every output of ``offset`` was handed to the sinks already."""
         return offset in self._handed_over
 
+    def awaits_outputs(self, offset: int) -> bool:
+        """Whether ``offset`` is open and its outputs are still to be handed to the sinks."""
+        return offset in self._open and offset not in self._handed_over
+
     def hand_over(self, offsets: Iterable[int]) -> None:
         """Note that no more outputs will be added for ``offsets``."""
         self._handed_over.update(offsets)

@@ -6,7 +6,8 @@ transaction is reset), so the sink is handed a way to reach the current one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kafka import KafkaProducer
 
@@ -32,6 +33,27 @@ class KafkaTopicSink:
             output.topic, value=output.value, key=output.key, headers=list(output.headers)
         )
         return future
+
+    def send_all(self, outputs: Sequence[Output], report: Callable[..., None]) -> None:
+        """Hand ``outputs`` to the producer, in order; the client calls ``report(None, ...)`` as
+        each is delivered and ``report(error)`` as one fails for good (on the thread serving its
+        reports). Nothing is made per output: this is the path every result and alert takes."""
+        producer = self._producer()
+        send_all = getattr(producer, "send_all", None)
+        if send_all is not None:  # confluent: the report is librdkafka's callback itself
+            send_all(outputs, report)
+            return
+        for output in outputs:
+            future = producer.send(
+                output.topic, value=output.value, key=output.key, headers=list(output.headers)
+            )
+            future.add_callback(report, None).add_errback(report)
+
+    def delivery_error(self, error: Any) -> Any:
+        """The runtime's error for what the client reported of a failed delivery (kafka-python
+        reports its own errors; confluent's are translated)."""
+        translate = getattr(self._producer(), "delivery_error", None)
+        return translate(error) if translate is not None else error
 
     def serve_reports(self) -> None:
         """Settle the acknowledgements the producer has received, on the caller's thread where

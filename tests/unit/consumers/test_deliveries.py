@@ -128,3 +128,55 @@ def test_an_acknowledgement_for_a_forgotten_partition_does_not_count_for_its_re_
     ack.success(None)
     assert ledger.settle() == [shipment]
     assert again.is_open(7) and tracker.to_commit() == {P0: 7}
+
+
+def kafka_shipment(
+    ledger: DeliveryLedger, *inputs: tuple[PartitionOffsets, int], outputs: int = 1
+) -> Shipment:
+    """A sealed shipment of ``outputs`` Kafka outputs to ``out`` covering ``inputs``."""
+    shipment = Shipment()
+    for partition, offset in inputs:
+        shipment.add_input(partition, offset)
+    ledger.expect_kafka(shipment, ["out"] * outputs)
+    ledger.seal(shipment)
+    return shipment
+
+
+def test_a_shipments_kafka_outputs_report_to_one_callback_and_complete_it() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    p0 = received(tracker, P0, 1, 2)
+    shipment = kafka_shipment(ledger, (p0, 1), (p0, 2), outputs=3)
+    report = ledger.reporter(shipment)
+    assert ledger.reporter(shipment) is report  # one per shipment, none per output
+    report(None, "librdkafka's message")  # confluent: (error, message)
+    report(None, "record metadata")  # kafka-python's callback: (None, metadata)
+    assert ledger.settle() == [] and tracker.to_commit() == {P0: 1}
+    report(None)
+    assert ledger.settle() == [shipment]
+    assert shipment.labels == {"out": 3}
+    assert tracker.to_commit() == {P0: 3} and tracker.in_flight() == 0
+
+
+def test_a_failed_kafka_output_raises_the_clients_error_naming_the_shipments_inputs() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker, kafka_error=lambda error: KafkaTimeoutError(f"translated {error}"))
+    p0, p1 = received(tracker, P0, 4, 5, 6), received(tracker, P1, 9)
+    shipment = kafka_shipment(ledger, (p0, 4), (p0, 6), (p1, 9), outputs=3)
+    report = ledger.reporter(shipment)
+    report(None)
+    report("MSG_SIZE_TOO_LARGE", "librdkafka's message")
+    with pytest.raises(DeliveryFailedError, match=r"in\[0\]@4-6, in\[1\]@9 to Kafka.*translated MSG_SIZE"):
+        ledger.settle()
+    assert tracker.in_flight() == 4 and tracker.to_commit() == {P0: 4, P1: 9}
+
+
+def test_a_late_kafka_failure_for_a_partition_given_up_settles_quietly() -> None:
+    tracker = OffsetTracker()
+    ledger = DeliveryLedger(tracker)
+    gone = received(tracker, P1, 3)
+    shipment = kafka_shipment(ledger, (gone, 3))
+    tracker.forget({P1})
+    ledger.reporter(shipment)(KafkaTimeoutError("too late to matter"))
+    assert ledger.settle() == [shipment]
+    assert tracker.get(*P1) is None

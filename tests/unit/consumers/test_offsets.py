@@ -117,8 +117,9 @@ def test_handed_over_and_waiting_split_the_open_offsets() -> None:
     p.track_batch([4, 5, 6])
     p.hand_over([5])
     assert p.waiting() == [4, 6] and p.unacknowledged() == 1 and p.is_handed_over(5)
+    assert p.awaits_outputs(4) and not p.awaits_outputs(5) and not p.awaits_outputs(7)
     p.complete([5])
-    assert p.unacknowledged() == 0 and not p.is_open(5)
+    assert p.unacknowledged() == 0 and not p.is_open(5) and not p.awaits_outputs(5)
 
 
 def test_what_is_kept_per_batch_does_not_grow_while_batches_complete() -> None:
