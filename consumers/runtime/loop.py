@@ -237,7 +237,7 @@ class StreamRuntime:
         for tp, messages in batches.items():
             self.observer.on_consumed(tp.topic, len(messages))
             message_type = self.inputs[tp.topic]
-            records = [InboundRecord.from_kafka(message) for message in messages]
+            records = InboundRecord.all_from_kafka(messages)
             # a record re-delivered after a rebalance while still in flight is left out: it will finish
             valid, invalid = decode_records(self.checkpoint.receive(tp, records), message_type, limit, now)
             work += valid

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -42,7 +43,8 @@ class InboundRecord(NamedTuple):
     def item_id(self, *parts: str) -> str:
         """``topic-partition-offset[-parts]``: an ``Identifier`` for what this record yields, the
         topic replaced by ``t`` and 16 hex digits of its sha256 where it holds a ``_`` or is long."""
-        return "-".join((_topic_in_id(self.topic), str(self.partition), str(self.offset), *parts))
+        base = f"{_topic_in_id(self.topic)}-{self.partition}-{self.offset}"
+        return "-".join((base, *parts)) if parts else base
 
     @classmethod
     def from_kafka(cls, message: Any) -> InboundRecord:
@@ -58,6 +60,14 @@ class InboundRecord(NamedTuple):
             headers=_headers(message.headers) if message.headers else (),
             timestamp_ms=message.timestamp,
         )
+
+    @classmethod
+    def all_from_kafka(cls, messages: Sequence[Any]) -> Sequence[InboundRecord]:
+        """``from_kafka`` of a poll batch; a batch of records (the confluent client reads them as
+        these) is returned as it is, without a pass over it."""
+        if messages and isinstance(messages[0], cls):
+            return messages
+        return [cls.from_kafka(message) for message in messages]
 
 
 def _headers(headers: Any) -> Headers:

@@ -30,3 +30,32 @@ def test_ids_stay_distinct_per_topic_partition_offset_and_part() -> None:
         for parts in ((), ("w0",), ("w1",))
     }
     assert len(ids) == 3 * 2 * 2 * 3
+
+
+def test_an_item_id_names_its_parts_after_topic_partition_and_offset() -> None:
+    record = InboundRecord("vigil.sensors", 4, 99, None, None)
+    assert record.item_id() == "vigil.sensors-4-99"
+    assert record.item_id("w3", "a") == "vigil.sensors-4-99-w3-a"
+
+
+def test_a_poll_batch_becomes_records_once() -> None:
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    read = ConsumerRecord(
+        topic="t",
+        partition=1,
+        leader_epoch=0,
+        offset=5,
+        timestamp=1700,
+        timestamp_type=0,
+        key=b"k",
+        value=b"v",
+        headers=[("h", None)],
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=1,
+        serialized_header_size=1,
+    )
+    assert InboundRecord.all_from_kafka([read]) == [InboundRecord("t", 1, 5, b"k", b"v", (("h", b""),), 1700)]
+    records = [InboundRecord("t", 1, 6, None, b"v")]
+    assert InboundRecord.all_from_kafka(records) is records  # the confluent client's: kept as they are
