@@ -62,8 +62,9 @@ class Sink(Protocol):
 class SinkDelivery:
     """An ``Acknowledgement`` a sink settles with ``succeed`` or ``fail``, from any thread.
 
-    Light enough for one per output (the confluent client makes one per record): a lock and
-    slots; the event ``wait`` needs is made only when somebody waits.
+    Light enough for one per output (the confluent client makes one for each record it sends
+    outside a shipment, such as a parked dead letter): a lock and slots; the event ``wait``
+    needs is made only when somebody waits.
     """
 
     __slots__ = ("_callbacks", "_done", "_error", "_lock", "_waiters")
