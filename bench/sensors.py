@@ -7,6 +7,7 @@ Figures, each beside its baseline from the same run:
   window on its own (batch size 1) and (c) the per-message Quix Streams peer
   (``quix_sensors.py``: the same readings, windows, model and result records, one message
   and one window at a time), each repeated ``--repeats`` times, alternating, median and runs;
+  the pipeline on ``kafka.client: confluent`` runs in each round too, against the same peer;
 - latency event → published window result (the alerts of a window ride in the same
   outcome) at half and a quarter of the measured capacity: p50/p95/p99; at half also with
   every asset's windows due on the same ticks (``stagger_windows: false``), the baseline.
@@ -304,12 +305,17 @@ def main() -> None:
         settings = configure(bench_settings(broker.bootstrap), registry, 256)
         publish(settings, readings(args.readings, args.assets, start))
         raw = raw_consume_rate(settings, args.readings)
-        rates, peer = [], []
+        on_confluent = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"client": "confluent"})}
+        )
+        rates, confluent_rates, peer = [], [], []
         for _ in range(args.repeats):  # every run reads the same topic in a group of its own
             run_rate, observer = pipeline_rate(settings, args.readings)
             rates.append(run_rate)
+            confluent_rates.append(pipeline_rate(on_confluent, args.readings)[0])
             peer.append(quix_sensor_rate(settings, registry, args.readings, args.threads))
         rate, quix = statistics.median(rates), statistics.median(peer)
+        confluent_rate = statistics.median(confluent_rates)
         check_below("the sensor pipeline", rate, "raw consume of the same records", raw)
         windows = observer.produced[settings.topics.inferences.name]
         single = configure(bench_settings(broker.bootstrap), registry, 1)
@@ -351,6 +357,13 @@ def main() -> None:
             rate,
             "events/s",
             f"one window at a time {single_rate:,.0f}/s ({rate / single_rate:.1f}x)",
+        ),
+        Figure(
+            "sensor pipeline, kafka.client: confluent",
+            confluent_rate,
+            "events/s",
+            f"{spread(confluent_rates)}; {confluent_rate / quix:.1f}x the Quix Streams peer, "
+            f"{confluent_rate / rate:.2f}x kafka-python",
         ),
         Figure("windows scored", windows / (args.readings / rate), "windows/s", f"{windows} windows"),
         *(
