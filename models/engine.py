@@ -36,6 +36,16 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 STATIC_GRAPH = "vigil_static_graph"
 
 
+def _silence_torchscript() -> None:
+    """Silence TorchScript's own noise for good, and nothing else: its deprecation notices (the
+    engine serves eagerly if TorchScript goes) and the tracer's warnings (a trace is kept only
+    where it gives the eager outputs). A ``catch_warnings`` block around tracing would swap the
+    filters of every thread while a lane is traced. Adding the same filter again moves it, so
+    calling this before each trace keeps one copy."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+
+
 def static_graph(module: nn.Module) -> nn.Module:
     """Mark ``module`` as traceable: its forward runs the same operations whatever its input's
     values (no loop or branch on them), so ``InferenceEngine`` may serve its trace."""
@@ -171,9 +181,9 @@ class InferenceEngine:
         """Serve the module traced on ``example`` if it gives the eager outputs on it and on
         every batch of ``checks``."""
         eager = self.module
+        _silence_torchscript()
         try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer warnings
+            with torch.no_grad():
                 traced = torch.jit.freeze(torch.jit.trace(eager, example, check_trace=False))  # type: ignore[arg-type]
                 for batch in (example, *checks):
                     expected, got = eager(batch), traced(batch)

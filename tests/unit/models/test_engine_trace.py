@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytest
 import torch
@@ -90,3 +91,17 @@ def test_the_sensor_stage_serves_its_models_traced_unless_told_not_to(sensor_mod
             assert stage.lanes[0].engine.traced is trace
         finally:
             stage.close()
+
+
+def test_tracing_leaves_other_warnings_alone_and_shows_none_of_torchscripts() -> None:
+    class _WarnsWhenCalled(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > -1e9:  # a branch on a value: the tracer warns about it
+                return x * 2
+            return x
+
+    with warnings.catch_warnings(record=True) as seen:
+        engine = _engine(static_graph(_WarnsWhenCalled()), torch.randn(4))
+        warnings.warn("a warning of the service's own", UserWarning, stacklevel=1)
+    assert engine.traced
+    assert [str(w.message) for w in seen] == ["a warning of the service's own"]
