@@ -169,17 +169,17 @@ class InferenceEngine:
             return self.prepare(example.unsqueeze(0).expand(size, *example.shape).contiguous())
 
         batches = [of(size) for size in batch_sizes]
-        if self._trace and not self.traced:
-            # traced on 3, a size no check uses: a graph that kept its batch size fails a check
-            self._swap_for_trace(of(3), batches)
+        # traced on 3, a size no check uses: a graph that kept its batch size fails a check
+        if self._trace and not self.traced and self._swap_for_trace(of(3), batches):
+            return  # the checks ran every warm-up batch through the trace already
         for batch in batches:
             self.run(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def _swap_for_trace(self, example: torch.Tensor, checks: Sequence[torch.Tensor]) -> None:
+    def _swap_for_trace(self, example: torch.Tensor, checks: Sequence[torch.Tensor]) -> bool:
         """Serve the module traced on ``example`` if it gives the eager outputs on it and on
-        every batch of ``checks``."""
+        every batch of ``checks``; whether it does."""
         eager = self.module
         _silence_torchscript()
         try:
@@ -193,6 +193,7 @@ class InferenceEngine:
                         raise ValueError(f"the trace gave other outputs at batch {len(batch)}")
         except Exception as error:  # any model may refuse tracing; eager serving still works
             log.warning("serving %s eagerly: it could not be traced (%s)", type(eager).__name__, error)
-            return
+            return False
         self.module = traced
         self.traced = True
+        return True
