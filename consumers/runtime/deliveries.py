@@ -152,12 +152,10 @@ class DeliveryLedger:
     def _fail_shipment(self, shipment: Shipment, error: Any) -> None:
         """Raise for a failed Kafka output of ``shipment`` unless none of its inputs is still
         tracked (their partitions were given up: the next owner re-processes them)."""
-        held = [
-            (partition, [o for o in offsets if partition.is_open(o)])
-            for partition, offsets in shipment.inputs.items()
-            if self._tracker.owns(partition)
-        ]
-        held = [(partition, offsets) for partition, offsets in held if offsets]
+        held = []
+        for partition, offsets in shipment.inputs.items():
+            if self._tracker.owns(partition) and (still := [o for o in offsets if partition.is_open(o)]):
+                held.append((partition, still))
         if not held:
             return
         cause = self._kafka_error(error) if self._kafka_error is not None else error

@@ -44,10 +44,7 @@ class KafkaTopicSink:
             send_all(outputs, report)
             return
         for output in outputs:
-            future = producer.send(
-                output.topic, value=output.value, key=output.key, headers=list(output.headers)
-            )
-            future.add_callback(report, None).add_errback(report)
+            self.send(output).add_callback(report, None).add_errback(report)
 
     def delivery_error(self, error: Any) -> Any:
         """The runtime's error for what the client reported of a failed delivery (kafka-python
