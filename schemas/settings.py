@@ -69,6 +69,14 @@ class KafkaSettings(Section):
     max_poll_interval_ms: Positive = 300_000
     max_poll_records: Positive = 500
     max_partition_fetch_bytes: Positive = 1_048_576
+    fetch_min_bytes: Positive = 65_536
+    fetch_max_wait_ms: Positive = 10
+    """A fetch is answered once ``fetch_min_bytes`` are ready or after ``fetch_max_wait_ms``.
+    The clients' defaults (1 byte, 500 ms) answer at once with whatever is there: a consumer
+    that keeps up sends a fetch for every few records, and the broker's and the client's work
+    per record grows with the load. Measured (pass-through, confluent, two cores shared with
+    the broker and the sender; README, "Fetches that wait for a batch"): at 22,000 readings/s
+    the p99 fell from 165-217 ms to 37-66 ms; at 45 readings/s it rose from 5 to 13 ms."""
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     linger_ms: Annotated[int, Field(ge=0)] = 5
     """How long the producer waits to fill a batch. Measured (``bench/latency.py``): 5 ms

@@ -64,6 +64,8 @@ def consumer_config(settings: KafkaSettings, group_id: str | None = None) -> dic
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "session_timeout_ms": settings.session_timeout_ms,
         "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
+        "fetch_min_bytes": settings.fetch_min_bytes,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "group_instance_id": settings.group_instance_id,
         # A group leader whose metadata lacked a just-created topic assigns none of it until
         # the next refresh: 30 s bounds that instead of the default 5 minutes.
@@ -170,6 +172,7 @@ _LIBRDKAFKA_NAMES = {
     "sasl_plain_username": "sasl.username",
     "sasl_plain_password": "sasl.password",
     "request_timeout_ms": "socket.timeout.ms",
+    "fetch_max_wait_ms": "fetch.wait.max.ms",
 }
 _KAFKA_PYTHON_ONLY = {"max_poll_records"}
 

@@ -68,6 +68,8 @@ def test_librdkafka_gets_the_same_options_in_its_names(monkeypatch: pytest.Monke
         ssl_cafile="/etc/ca.pem",
         ssl_check_hostname=False,
         linger_ms=3,
+        fetch_min_bytes=1000,
+        fetch_max_wait_ms=7,
     )
     producer = librdkafka_config(producer_config(settings, transactional_id="tx"))
     assert producer["bootstrap.servers"] == "b1:9093,b2:9093"
@@ -77,9 +79,11 @@ def test_librdkafka_gets_the_same_options_in_its_names(monkeypatch: pytest.Monke
     assert producer["ssl.ca.location"] == "/etc/ca.pem"
     assert producer["ssl.endpoint.identification.algorithm"] == "none"
     assert "compression.type" not in producer  # unset options are left to librdkafka
+    assert consumer_config(settings)["fetch_max_wait_ms"] == 7
     consumer = librdkafka_config(consumer_config(settings, "plant-a"))
     assert consumer["group.id"] == "plant-a" and consumer["enable.auto.commit"] is False
     assert consumer["isolation.level"] == "read_committed"
+    assert consumer["fetch.min.bytes"] == 1000 and consumer["fetch.wait.max.ms"] == 7
     assert "max.poll.records" not in consumer  # kafka-python's; the confluent consumer takes it itself
 
 
