@@ -70,13 +70,14 @@ class KafkaSettings(Section):
     max_poll_records: Positive = 500
     max_partition_fetch_bytes: Positive = 1_048_576
     fetch_min_bytes: Positive = 65_536
-    fetch_max_wait_ms: Positive = 10
+    fetch_max_wait_ms: Positive = 5
     """A fetch is answered once ``fetch_min_bytes`` are ready or after ``fetch_max_wait_ms``.
     The clients' defaults (1 byte, 500 ms) answer at once with whatever is there: a consumer
     that keeps up sends a fetch for every few records, and the broker's and the client's work
-    per record grows with the load. Measured (pass-through, confluent, two cores shared with
-    the broker and the sender; README, "Fetches that wait for a batch"): at 22,000 readings/s
-    the p99 fell from 165-217 ms to 37-66 ms; at 45 readings/s it rose from 5 to 13 ms."""
+    per record grows with the load. Measured (``bench/load_latency.py``, pass-through,
+    confluent, two cores shared with the broker and the sender): at 50% of capacity the p99
+    fell from 188-310 ms to 40-56 ms; at low load it rose from 2-3 to 9-10 ms (10 ms of wait:
+    64-78 ms and 12 ms; 2 ms: 67-178 ms and 6 ms)."""
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     linger_ms: Annotated[int, Field(ge=0)] = 5
     """How long the producer waits to fill a batch. Measured (``bench/latency.py``): 5 ms
