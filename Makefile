@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load bench-load-latency kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -76,6 +76,9 @@ bench-latency: setup
 
 bench-low-load: setup
 	$(BIN)/python bench/low_load.py --seconds 60
+
+bench-load-latency: setup
+	$(BIN)/python bench/load_latency.py --shares 0.5,0.25,0.001
 
 kafka-up: setup
 	$(BIN)/vigil kafka up

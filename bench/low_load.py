@@ -92,11 +92,14 @@ def workload(
     return settings, stage, {settings.topics.sensors.name: SensorReading}, items
 
 
-def with_policy(bootstrap: str, batching: dict[str, object]) -> VigilSettings:
-    """Fresh topics, default settings, the batching policy asked for."""
+def with_policy(
+    bootstrap: str, batching: dict[str, object], kafka: dict[str, object] | None = None
+) -> VigilSettings:
+    """Fresh topics, default settings, the batching policy (and Kafka options) asked for."""
     base = bench_settings(bootstrap)
     base = base.model_copy(
         update={
+            "kafka": base.kafka.model_copy(update=kafka or {}),
             "vision": base.vision.model_copy(
                 update={"batching": base.vision.batching.model_copy(update=batching)}
             ),
@@ -119,18 +122,27 @@ def backlog_rate(pipeline: str, bootstrap: str, work: Path, batching: dict[str, 
 
 
 def run(
-    pipeline: str, bootstrap: str, work: Path, batching: dict[str, object], seconds: float
+    pipeline: str,
+    bootstrap: str,
+    work: Path,
+    batching: dict[str, object],
+    seconds: float,
+    kafka: dict[str, object] | None = None,
+    rate: float | None = None,
 ) -> list[float]:
-    """Latencies (ms) of one run."""
-    count = int(RATES[pipeline] * seconds)
-    settings, make_stage, inputs, items = workload(pipeline, with_policy(bootstrap, batching), work, count)
+    """Latencies (ms) of one run, at ``rate`` (the pipeline's low load by default)."""
+    rate = rate or RATES[pipeline]
+    count = int(rate * seconds)
+    settings, make_stage, inputs, items = workload(
+        pipeline, with_policy(bootstrap, batching, kafka), work, count
+    )
     stage = make_stage()
     [topic] = inputs
     runtime, thread, observer = start_runtime(settings, inputs, stage, f"low-{pipeline}")
     try:
         while not runtime.assignment:
             time.sleep(0.01)  # wait for the group join before offering load
-        offer_from_elsewhere(settings, topic, items, RATES[pipeline], linger_ms=0)
+        offer_from_elsewhere(settings, topic, items, rate, linger_ms=0)
         deadline = time.monotonic() + 60
         while (
             sum(observer.consumed.values()) < count or stage.in_flight() > 0
