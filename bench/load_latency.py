@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, offer, report, start_runtime
+from bench.common import Figure, bench_broker, bench_settings, offer, report, spread, start_runtime
 from bench.low_load import percentile, run
 from bench.sensors import encode, readings
 from consumers.pipelines.passthrough import passthrough_stage
@@ -103,7 +103,7 @@ def main() -> None:
             f"live capacity, {args.client}",
             capacity,
             "readings/s",
-            f"runs {', '.join(f'{c:,.0f}' for c in capacities)}; the sender running beside it",
+            f"{spread(capacities)}; the sender running beside it",
         )
     ]
     for (fetch, share), found in runs.items():
@@ -114,7 +114,7 @@ def main() -> None:
                     f"{name} at {share:.0%} load, fetch {fetch}",
                     statistics.median(values),
                     "ms",
-                    f"runs {', '.join(f'{v:.0f}' for v in values)}; {capacity * share:,.0f}/s offered",
+                    f"{spread(values)}; {capacity * share:,.0f}/s offered",
                 )
             )
     report("load-latency", figures, {"args": vars(args), "capacities": capacities})
