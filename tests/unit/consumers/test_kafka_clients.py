@@ -154,3 +154,21 @@ def test_a_timed_out_init_is_resumed_on_the_same_producer_when_the_client_can(re
         assert len(made) == 2 and made[1].inits == 1
     else:  # kafka-python: a new producer fences whatever the old one left
         assert len(made) == 3 and transactions.producer is made[2]
+
+
+def test_the_runtime_consumer_sleeps_briefly_and_retries_as_configured() -> None:
+    """kafka-python's poll may sleep through buffered records; the runtime's consumer bounds
+    that sleep and leaves the back-off of its coordinator's and fetcher's retries alone."""
+    from consumers.runtime.kafka_clients import IDLE_SLEEP_MS, RuntimeConsumer
+
+    # a known api_version: no broker is asked for one (there is none at this address)
+    consumer = make_consumer(
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"), "g", api_version=(4, 0), retry_backoff_ms=250
+    )
+    try:
+        assert isinstance(consumer, RuntimeConsumer)
+        assert consumer.config["retry_backoff_ms"] == IDLE_SLEEP_MS < 250
+        assert consumer._coordinator.config["retry_backoff_ms"] == 250
+        assert consumer._fetcher.config["retry_backoff_ms"] == 250
+    finally:
+        consumer.close()
