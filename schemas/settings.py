@@ -77,7 +77,10 @@ class KafkaSettings(Section):
     per record grows with the load. Measured (``bench/load_latency.py``, pass-through,
     confluent, two cores shared with the broker and the sender): at 50% of capacity the p99
     fell from 188-310 ms to 40-56 ms; at low load it rose from 2-3 to 9-10 ms (10 ms of wait:
-    64-78 ms and 12 ms; 2 ms: 67-178 ms and 6 ms)."""
+    64-78 ms and 12 ms; 2 ms: 67-178 ms and 6 ms). The price is paid while idle: a consumer
+    with nothing to read fetches every ``fetch_max_wait_ms``, which on kafka-python cost a
+    fifth of a core of this machine (5 ms; 50 ms: 4%; 500 ms: 1.5%). Where consumers sit idle
+    for long and a few tens of milliseconds do not matter, raise it."""
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     linger_ms: Annotated[int, Field(ge=0)] = 5
     """How long the producer waits to fill a batch. Measured (``bench/latency.py``): 5 ms
