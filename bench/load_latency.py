@@ -1,4 +1,4 @@
-"""Pass-through latency at a share of its capacity, per fetch configuration, in one run.
+"""Latency at a share of a pipeline's capacity, per fetch configuration, in one run.
 
 Capacity is measured live: a sender process offers readings as fast as it can while the
 runtime works them off, so the broker and the load generator take the share of the cores
@@ -7,9 +7,11 @@ fetch configuration (``kafka.fetch_min_bytes`` / ``kafka.fetch_max_wait_ms``) ru
 share of that capacity through ``low_load.run``: a fresh runtime in this process, the load
 from another process (librdkafka, lingering 0 ms), capture → result on Kafka's clock. The
 configurations alternate and the rounds repeat; each figure is the median with the runs.
+``--pipeline sensors`` runs the sensor pipeline (the GRU of ``bench/sensors.py``, torch on
+``default_torch_threads``) over one asset per 160 readings, as ``bench/sensors.py`` does.
 
-Usage: python bench/load_latency.py [--client confluent] [--shares 0.5,0.25,0.001]
-       [--fetches 1/500,65536/10] [--seconds 15] [--repeats 2]
+Usage: python bench/load_latency.py [--pipeline passthrough|sensors] [--client confluent]
+       [--shares 0.5,0.25,0.001] [--fetches 1/500,65536/10] [--seconds 15] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -20,26 +22,29 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, offer, report, spread, start_runtime
-from bench.low_load import percentile, run
-from bench.sensors import encode, readings
-from consumers.pipelines.passthrough import passthrough_stage
-from schemas.messages import SensorReading
+from bench.common import Figure, bench_broker, offer, pin_torch_threads, report, spread, start_runtime
+from bench.low_load import percentile, run, with_policy, workload
+from bench.sensors import make_model as make_sensor_model
+from models.engine import default_torch_threads
 
 
-def live_capacity(bootstrap: str, kafka: dict[str, object], count: int) -> float:
-    """Readings/s the pass-through works off while a sender offers ``count`` as fast as it can."""
-    base = bench_settings(bootstrap)
-    settings = base.model_copy(update={"kafka": base.kafka.model_copy(update=kafka)})
-    topic = settings.topics.sensors.name
-    items = encode(readings(count, 16, datetime.now(UTC)))
-    stage = passthrough_stage(settings.topics.inferences.name)
-    runtime, thread, observer = start_runtime(settings, {topic: SensorReading}, stage, "capacity")
+def assets_for(pipeline: str, count: int) -> int:
+    """Sensor assets for ``count`` readings: 160 each (7 windows), as ``bench/sensors.py``."""
+    return max(1, count // 160) if pipeline == "sensors" else 16
+
+
+def live_capacity(pipeline: str, bootstrap: str, work: Path, kafka: dict[str, object], count: int) -> float:
+    """Readings/s ``pipeline`` works off while a sender offers ``count`` as fast as it can."""
+    settings, make_stage, inputs, items = workload(
+        pipeline, with_policy(bootstrap, {}, kafka), work, count, assets_for(pipeline, count)
+    )
+    [topic] = inputs
+    stage = make_stage()
+    runtime, thread, observer = start_runtime(settings, inputs, stage, "capacity")
     sender = multiprocessing.get_context("spawn").Process(target=offer, args=(settings, topic, items, None))
     try:
         while not runtime.assignment:
@@ -49,15 +54,17 @@ def live_capacity(bootstrap: str, kafka: dict[str, object], count: int) -> float
             time.sleep(0.001)  # the first record read starts the clock
         started = time.monotonic()
         deadline = started + 300
-        while sum(observer.consumed.values()) < count and time.monotonic() < deadline:
-            time.sleep(0.005)  # polling the runtime's counter from outside its thread
+        while (
+            sum(observer.consumed.values()) < count or stage.in_flight() > 0
+        ) and time.monotonic() < deadline:
+            time.sleep(0.005)  # polling the runtime's counters from outside its thread
         elapsed = time.monotonic() - started
     finally:
         runtime.stop()
         thread.join()
         sender.join()
     if sum(observer.consumed.values()) < count:
-        raise RuntimeError(f"the pass-through read {sum(observer.consumed.values())} of {count} in 300 s")
+        raise RuntimeError(f"the {pipeline} read {sum(observer.consumed.values())} of {count} in 300 s")
     return count / elapsed
 
 
@@ -69,6 +76,7 @@ def fetch_options(text: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--pipeline", default="passthrough", choices=("passthrough", "sensors"))
     parser.add_argument("--client", default="confluent", choices=("kafka-python", "confluent"))
     parser.add_argument("--shares", default="0.5,0.25", help="shares of the live capacity offered")
     parser.add_argument(
@@ -81,16 +89,24 @@ def main() -> None:
     shares = [float(share) for share in args.shares.split(",")]
     runs: dict[tuple[str, float], list[tuple[float, float]]] = {}
     capacities: list[float] = []
+    threads = pin_torch_threads(default_torch_threads())
     with tempfile.TemporaryDirectory() as tmp, bench_broker() as broker:
+        work = Path(tmp)
+        if args.pipeline == "sensors":
+            make_sensor_model(work / "registry")
         for _ in range(args.repeats):
-            capacity = live_capacity(broker.bootstrap, {"client": args.client}, args.capacity_readings)
+            capacity = live_capacity(
+                args.pipeline, broker.bootstrap, work, {"client": args.client}, args.capacity_readings
+            )
             capacities.append(capacity)
             print(f"live capacity {capacity:,.0f} readings/s")
             for share in shares:
                 for fetch in args.fetches.split(","):
                     kafka = {"client": args.client, **fetch_options(fetch)}
+                    rate = capacity * share
+                    assets = assets_for(args.pipeline, int(rate * args.seconds))
                     latencies = run(
-                        "passthrough", broker.bootstrap, Path(tmp), {}, args.seconds, kafka, capacity * share
+                        args.pipeline, broker.bootstrap, work, {}, args.seconds, kafka, rate, assets
                     )
                     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
                     runs.setdefault((fetch, share), []).append((p50, p99))
@@ -100,7 +116,7 @@ def main() -> None:
     capacity = statistics.median(capacities)
     figures = [
         Figure(
-            f"live capacity, {args.client}",
+            f"live capacity, {args.pipeline}, {args.client}",
             capacity,
             "readings/s",
             f"{spread(capacities)}; the sender running beside it",
@@ -117,7 +133,7 @@ def main() -> None:
                     f"{spread(values)}; {capacity * share:,.0f}/s offered",
                 )
             )
-    report("load-latency", figures, {"args": vars(args), "capacities": capacities})
+    report("load-latency", figures, {"args": vars(args), "capacities": capacities, "torch_threads": threads})
 
 
 if __name__ == "__main__":

@@ -129,12 +129,14 @@ def run(
     seconds: float,
     kafka: dict[str, object] | None = None,
     rate: float | None = None,
+    assets: int = 3,
 ) -> list[float]:
-    """Latencies (ms) of one run, at ``rate`` (the pipeline's low load by default)."""
+    """Latencies (ms) of one run, at ``rate`` (the pipeline's low load by default), from
+    ``assets`` sensor assets."""
     rate = rate or RATES[pipeline]
     count = int(rate * seconds)
     settings, make_stage, inputs, items = workload(
-        pipeline, with_policy(bootstrap, batching, kafka), work, count
+        pipeline, with_policy(bootstrap, batching, kafka), work, count, assets
     )
     stage = make_stage()
     [topic] = inputs
