@@ -136,7 +136,8 @@ class RuntimeConsumer(KafkaConsumer):  # type: ignore[misc]
     quarter of its capacity. After construction the consumer reads ``retry_backoff_ms`` only
     for that sleep (its coordinator, fetcher and network client keep copies of the options
     they were built with), so lowering it here bounds the stall and leaves every retry's
-    back-off as configured.
+    back-off as configured. The history reader (``make_reader``) is one too: a sensor state
+    rebuild reads on the runtime's thread.
     """
 
     def __init__(self, **config: Any) -> None:
@@ -218,7 +219,7 @@ def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
 
 def make_reader(settings: KafkaSettings) -> KafkaConsumer:
     """A consumer outside any group (``read_committed``) for reading a partition's history back."""
-    return KafkaConsumer(**{**consumer_config(settings), "group_id": None, "group_instance_id": None})
+    return RuntimeConsumer(**{**consumer_config(settings), "group_id": None, "group_instance_id": None})
 
 
 def records_between(

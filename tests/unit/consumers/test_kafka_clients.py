@@ -12,6 +12,7 @@ from consumers.runtime.kafka_clients import (
     librdkafka_config,
     make_consumer,
     make_producer,
+    make_reader,
     producer_config,
 )
 from consumers.runtime.outage import is_broker_trouble
@@ -172,3 +173,18 @@ def test_the_runtime_consumer_sleeps_briefly_and_retries_as_configured() -> None
         assert consumer._fetcher.config["retry_backoff_ms"] == 250
     finally:
         consumer.close()
+
+
+def test_the_history_reader_is_a_runtime_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sensor state rebuild reads history on the runtime's thread: its sleeps are bounded too."""
+    from kafka import KafkaConsumer
+
+    from consumers.runtime.kafka_clients import IDLE_SLEEP_MS, RuntimeConsumer
+
+    def built(self: KafkaConsumer, **config: object) -> None:  # no broker to bootstrap from
+        self.config = {"retry_backoff_ms": 100, **config}
+
+    monkeypatch.setattr(KafkaConsumer, "__init__", built)
+    reader = make_reader(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    assert isinstance(reader, RuntimeConsumer) and reader.config["group_id"] is None
+    assert reader.config["retry_backoff_ms"] == IDLE_SLEEP_MS
