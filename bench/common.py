@@ -245,6 +245,19 @@ def start_runtime(
     return runtime, thread, observer
 
 
+def work_off(
+    observer: CountingObserver, stage: ProcessingStage, count: int, timeout_s: float | None = None
+) -> bool:
+    """Wait until the runtime has read ``count`` records and ``stage`` holds none of them;
+    False if ``timeout_s`` passed first."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while sum(observer.consumed.values()) < count or stage.in_flight() > 0:
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)  # polling the runtime's counters from outside its thread
+    return True
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

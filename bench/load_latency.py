@@ -26,7 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, offer, pin_torch_threads, report, spread, start_runtime
+from bench.common import (
+    Figure,
+    bench_broker,
+    offer,
+    pin_torch_threads,
+    report,
+    spread,
+    start_runtime,
+    work_off,
+)
 from bench.low_load import percentile, run, with_policy, workload
 from bench.sensors import make_model as make_sensor_model
 from models.engine import default_torch_threads
@@ -53,11 +62,7 @@ def live_capacity(pipeline: str, bootstrap: str, work: Path, kafka: dict[str, ob
         while not observer.consumed:
             time.sleep(0.001)  # the first record read starts the clock
         started = time.monotonic()
-        deadline = started + 300
-        while (
-            sum(observer.consumed.values()) < count or stage.in_flight() > 0
-        ) and time.monotonic() < deadline:
-            time.sleep(0.005)  # polling the runtime's counters from outside its thread
+        work_off(observer, stage, count, timeout_s=300)
         elapsed = time.monotonic() - started
     finally:
         runtime.stop()

@@ -38,6 +38,7 @@ from bench.common import (
     pin_torch_threads,
     report,
     start_runtime,
+    work_off,
 )
 from bench.sensors import encode, pipeline_rate, read_topic, readings
 from bench.sensors import make_model as make_sensor_model
@@ -145,11 +146,7 @@ def run(
         while not runtime.assignment:
             time.sleep(0.01)  # wait for the group join before offering load
         offer_from_elsewhere(settings, topic, items, rate, linger_ms=0)
-        deadline = time.monotonic() + 60
-        while (
-            sum(observer.consumed.values()) < count or stage.in_flight() > 0
-        ) and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling the runtime's counters until the offered load is worked off
+        work_off(observer, stage, count, timeout_s=60)
     finally:
         runtime.stop()
         thread.join()

@@ -54,6 +54,7 @@ from bench.common import (
     run_peer,
     spread,
     start_runtime,
+    work_off,
 )
 from bench.foundation import raw_consume_rate
 from consumers.pipelines.sensors.stage import SensorStage
@@ -124,8 +125,7 @@ def pipeline_rate(settings: VigilSettings, count: int) -> tuple[float, CountingO
     while not observer.consumed:
         time.sleep(0.001)  # the first fetch starts the clock
     started = time.monotonic()
-    while sum(observer.consumed.values()) < count or stage.in_flight() > 0:
-        time.sleep(0.01)  # polling the runtime's counters from outside its thread
+    work_off(observer, stage, count)
     elapsed = time.monotonic() - started
     runtime.stop()
     thread.join()
@@ -149,8 +149,7 @@ def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: i
     while not runtime.assignment:
         time.sleep(0.01)  # wait for the group join before offering load
     offer_from_elsewhere(settings, settings.topics.sensors.name, encoded, rate)
-    while sum(observer.consumed.values()) < len(encoded) or stage.in_flight() > 0:
-        time.sleep(0.01)
+    work_off(observer, stage, len(encoded))
     runtime.stop()
     thread.join()
     sent = {(r.partition, r.offset): r.timestamp for r in read_topic(settings, settings.topics.sensors.name)}
