@@ -9,7 +9,10 @@ On the CPU, ``trace`` makes the model one TorchScript graph at warm-up: a batch 
 one call that holds Python's GIL once, where the eager module takes it back after every layer.
 Beside a thread busy in Python (the consumer's), each of those takes waits out the
 interpreter's 5 ms switch interval: an eager MobileNetV3-Small batch of 8 took 964 ms there
-against 37 ms alone, and 49 ms traced. The trace is kept only where it gives the eager
+against 37 ms alone, and 49 ms traced. For the same reason a batch's outputs leave ``run``
+without another operator call where none is needed: a no-op ``.float().cpu()``, an ``unbind``
+or a ``reshape`` each gave the GIL up too, and beside a busy thread each cost 5-10 ms (a
+GRU window's whole run is 2 ms); basic indexing, ``.numpy()`` and ``.tolist()`` keep it. The trace is kept only where it gives the eager
 outputs at every warm-up batch size; otherwise the model serves eagerly, with a warning.
 Only modules marked ``static_graph`` are traced: a trace replays the operations its example
 ran, so a loop or branch on the input's values (PatchCore's region growing) would be frozen
@@ -140,7 +143,15 @@ class InferenceEngine:
                     out = self.module(batch)
             else:
                 out = self.module(batch)
+            if out.dtype is torch.float32 and out.device.type == "cpu":
+                return out  # no conversion call: each one lets go of the GIL (module docstring)
             return out.float().cpu()
+
+    def run_items(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """``run``'s outputs, one per item (views of one CPU tensor, made without a call into
+        torch's operators: see the module docstring)."""
+        out = self.run(batch)
+        return [out[i] for i in range(len(out))]
 
     def run_splitting(self, batch: torch.Tensor) -> list[torch.Tensor | BaseException]:
         """Per-item outputs; on CUDA out-of-memory halve the batch and retry each half.
@@ -148,8 +159,7 @@ class InferenceEngine:
         A single item that still fails gets its exception in its place.
         """
         try:
-            out = self.run(batch)
-            return list(out.unbind(0))
+            return list(self.run_items(batch))
         except torch.cuda.OutOfMemoryError as error:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -96,7 +96,7 @@ class ModelLane(Generic[T]):
         """Outputs for host ``inputs`` at once, in this thread (state rebuilds, explanations)."""
         outputs: list[torch.Tensor] = []
         for start in range(0, len(inputs), chunk):
-            outputs.extend(self.engine.run(self.engine.prepare(inputs[start : start + chunk])).unbind(0))
+            outputs.extend(self.engine.run_items(self.engine.prepare(inputs[start : start + chunk])))
         return outputs
 
     def close(self) -> None:

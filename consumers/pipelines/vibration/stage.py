@@ -178,7 +178,7 @@ class VibrationStage:
             return Outcome(record, failure=Failure.from_exception("inference_failed", STAGE, result))
         spectrum = item.work.message
         assert isinstance(spectrum, VibrationSpectrum)
-        errors = result.float().tolist()
+        errors = result.tolist()  # float32 from the engine already
         total = sum(errors)
         lane = item.lane
         axes = lane.spec.names

@@ -11,6 +11,7 @@ from models.registry import load_model
 from models.sensors.synthetic import normal_machines, runs_to_failure
 from models.sensors.training import SensorTraining, train_sensor_model
 from schemas.settings import SensorSettings
+from tests.operator_calls import OperatorCalls
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,17 @@ def test_an_anomaly_score_is_the_mean_channel_error_and_names_the_channels(regis
         window = np.zeros((16, 2), dtype=np.float32)
         [output] = ae.score_now([window])
         assert output.shape == (2,)
+    finally:
+        ae.close()
+
+
+def test_scoring_a_window_makes_no_operator_call(registry: Path) -> None:
+    ae = lane(registry, "ae")
+    try:
+        output = torch.tensor([3.0, 1.0])
+        with OperatorCalls() as calls:
+            ae.scores(output)
+        assert calls.releasing_the_gil() == []
     finally:
         ae.close()
 
