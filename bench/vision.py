@@ -5,18 +5,27 @@ Figures:
   isolated in child processes (the default) and in-process, to show what isolation costs;
 - (a) a per-message loop: fetch, decode, infer, produce and commit one frame at a time;
 - (b) the compute ceiling: decode + inference on the same bytes held in memory, same batch size,
-  same decode workers, no Kafka;
+  same decode workers each with its decoder process (the pipeline's default), no Kafka; (b')
+  the same decoding in this process, the ceiling of ``vision.decode.isolate: false``;
 - (c) the model-only ceiling on pre-decoded tensors;
 - latency p50/p95/p99 from capture to publish at 50% of the measured pipeline capacity;
 - batch sizes reached; peak RSS of a process working off a 20,000-frame backlog.
 
-Usage: python bench/vision.py [--model mobilenet_v3_small] [--size 96] [--frames 3000]
+Every throughput runs ``--repeats`` times, in rounds (model, ceiling, pipeline, pipeline with
+decoding in the process, per-message loop; each pipeline on topics of its own); a figure is
+the median with the runs beside it, and the ratios are taken round by round, so each compares
+measurements minutes apart. A round whose pipeline beats its own compute ceiling fails the
+run. Latency runs ``--repeats`` times at half the median capacity; peak RSS once (a backlog's
+memory does not vary with a busy machine the way a rate does).
+
+Usage: python bench/vision.py [--model mobilenet_v3_small] [--size 96] [--frames 3000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import statistics
 import subprocess
 import sys
@@ -24,7 +33,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +56,7 @@ from bench.common import (
     start_runtime,
 )
 from bench.untrained import LABELS, frame_ref, make_model
+from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.stage import VisionStage
 from consumers.runtime.kafka_clients import make_consumer, make_producer
 from consumers.runtime.loop import StreamRuntime
@@ -124,21 +136,50 @@ def model_only(engine: InferenceEngine, tensors: list[torch.Tensor], batch: int,
 
 
 def compute_ceiling(
-    engine: InferenceEngine, spec: ImageInputSpec, blobs: list[bytes], count: int, batch: int, workers: int
+    engine: InferenceEngine,
+    spec: ImageInputSpec,
+    blobs: list[bytes],
+    count: int,
+    batch: int,
+    workers: int,
+    isolate: bool = True,
 ) -> float:
-    """Decode in a pool of ``workers`` (as the pipeline does) while batches infer: no Kafka, no files."""
-    started = time.monotonic()
-    with ThreadPoolExecutor(workers, initializer=single_torch_thread) as pool:
-        decoded = pool.map(lambda n: preprocess(blobs[n % len(blobs)], spec), range(count))
-        pending: list[torch.Tensor] = []
-        for tensor in decoded:
-            pending.append(tensor)
-            if len(pending) == batch:
+    """Decode as the pipeline does while batches infer, no Kafka, no files: ``workers`` threads,
+    each with a decoder process of its own when ``isolate`` (``vision.decode.isolate``, the
+    default), else decoding in this process. Threads decoding here contend for the GIL with the
+    model's thread, child processes do not, so each pipeline is held to the ceiling of its own path.
+    """
+    decoders = [IsolatedDecoder(timeout_s=30.0) for _ in range(workers)] if isolate else []
+    for decoder in decoders:
+        decoder.start()  # before the clock, as the stage starts them with itself
+    spare: queue.SimpleQueue[IsolatedDecoder] = queue.SimpleQueue()
+    for decoder in decoders:
+        spare.put(decoder)
+    state = threading.local()
+
+    def start_worker() -> None:
+        single_torch_thread()
+        state.decoder = spare.get() if isolate else None
+
+    def decode(n: int) -> torch.Tensor:
+        data = blobs[n % len(blobs)]
+        return state.decoder.preprocess(data, spec, None) if state.decoder else preprocess(data, spec)
+
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(workers, initializer=start_worker) as pool:
+            pending: list[torch.Tensor] = []
+            for tensor in pool.map(decode, range(count)):
+                pending.append(tensor)
+                if len(pending) == batch:
+                    engine.run(engine.prepare(torch.stack(pending)))
+                    pending = []
+            if pending:
                 engine.run(engine.prepare(torch.stack(pending)))
-                pending = []
-        if pending:
-            engine.run(engine.prepare(torch.stack(pending)))
-    return count / (time.monotonic() - started)
+        return count / (time.monotonic() - started)
+    finally:
+        for decoder in decoders:
+            decoder.close()
 
 
 def per_message_loop(
@@ -245,6 +286,60 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000
 
 
+RATES = ("model", "ceiling", "ceiling_in_process", "pipeline", "in_process", "loop")
+"""The throughputs one round measures (img/s or frames/s)."""
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """The bench model as a lane serves it, with its frames: the same for every round."""
+
+    engine: InferenceEngine
+    spec: ImageInputSpec
+    blobs: list[bytes]
+    tensors: list[torch.Tensor]
+
+
+def measure_round(
+    args: argparse.Namespace, bootstrap: str, registry: Path, frames: Path, model: BenchModel
+) -> tuple[dict[str, float], dict[int, int]]:
+    """One round of every throughput, each pipeline on topics of its own; the batch sizes the
+    pipeline reached. A pipeline faster than its own compute ceiling fails the run."""
+    rates = {
+        "model": model_only(model.engine, model.tensors, args.batch, 30),
+        "ceiling": compute_ceiling(model.engine, model.spec, model.blobs, 2000, args.batch, args.workers),
+        "ceiling_in_process": compute_ceiling(
+            model.engine, model.spec, model.blobs, 2000, args.batch, args.workers, isolate=False
+        ),
+    }
+    images = sorted(frames.glob("*.jpg"))
+
+    def topics(isolate: bool = True) -> VigilSettings:
+        return configure(bench_settings(bootstrap), registry, frames, args.batch, args.workers, isolate)
+
+    isolated = topics()
+    publish_frames(isolated, images, args.frames)
+    rates["pipeline"], batch_sizes = run_pipeline(isolated, args.frames)
+    check_below("the pipeline", rates["pipeline"], "its compute ceiling", rates["ceiling"])
+    check_below("the compute ceiling", rates["ceiling"], "the model-only ceiling", rates["model"])
+    in_process = topics(isolate=False)
+    publish_frames(in_process, images, args.frames)
+    rates["in_process"], _ = run_pipeline(in_process, args.frames)
+    check_below(
+        "the in-process pipeline", rates["in_process"], "its compute ceiling", rates["ceiling_in_process"]
+    )
+    loop = topics()
+    publish_frames(loop, images, args.per_message)
+    rates["loop"] = per_message_loop(loop, model.engine, model.spec, args.per_message)
+    return rates, batch_sizes
+
+
+def median_figure(name: str, runs: list[float], unit: str, baseline: str = "") -> Figure:
+    """A figure as the median of its runs, the runs named in the baseline column."""
+    shown = ", ".join(f"{run:,.1f}" for run in runs)
+    return Figure(name, statistics.median(runs), unit, "; ".join(filter(None, [f"runs {shown}", baseline])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="mobilenet_v3_small")
@@ -255,6 +350,7 @@ def main() -> None:
     parser.add_argument("--per-message", type=int, default=300)
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every throughput and latency run")
     parser.add_argument("--phase", default="all")
     parser.add_argument("--settings", default="")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
@@ -273,30 +369,25 @@ def main() -> None:
     spec = loaded.card.input
     assert isinstance(spec, ImageInputSpec)
     engine = serving_engine(loaded, args.batch)
-    tensors = [preprocess(b, spec) for b in blobs]
-    model_rate = model_only(engine, tensors, args.batch, 30)
-    ceiling = compute_ceiling(engine, spec, blobs, 2000, args.batch, args.workers)
+    model = BenchModel(engine, spec, blobs, [preprocess(b, spec) for b in blobs])
 
+    rounds: list[dict[str, float]] = []
+    batch_sizes: Counter[int] = Counter()
+    latency_runs: list[tuple[float, float, float]] = []
     with bench_broker() as broker:
-        settings = configure(bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers)
-        publish_frames(settings, images, args.frames)
-        pipeline_rate, batch_sizes = run_pipeline(settings, args.frames)
-        check_below("the pipeline", pipeline_rate, "its compute ceiling", ceiling)
-        check_below("the compute ceiling", ceiling, "the model-only ceiling", model_rate)
-        in_process = configure(
-            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers, isolate=False
-        )
-        publish_frames(in_process, images, args.frames)
-        in_process_rate, _ = run_pipeline(in_process, args.frames)
-        loop_settings = configure(
-            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
-        )
-        publish_frames(loop_settings, images, args.per_message)
-        loop_rate = per_message_loop(loop_settings, engine, spec, args.per_message)
-        latency_settings = configure(
-            bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
-        )
-        latencies = latency_at(latency_settings, images, pipeline_rate / 2, args.latency_seconds)
+        for _ in range(args.repeats):
+            rates, sizes = measure_round(args, broker.bootstrap, registry, frames, model)
+            rounds.append(rates)
+            batch_sizes.update(sizes)
+        capacity = statistics.median(r["pipeline"] for r in rounds)
+        for _ in range(args.repeats):
+            latency_settings = configure(
+                bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
+            )
+            latencies = latency_at(latency_settings, images, capacity / 2, args.latency_seconds)
+            latency_runs.append(
+                (percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99))
+            )
         backlog_settings = configure(
             bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
         )
@@ -318,42 +409,53 @@ def main() -> None:
         )
         memory = json.loads(child.stdout.strip().splitlines()[-1])
 
+    runs = {name: [r[name] for r in rounds] for name in RATES}
+    of_ceiling = [100 * r["pipeline"] / r["ceiling"] for r in rounds]
+    in_process_of_ceiling = [100 * r["in_process"] / r["ceiling_in_process"] for r in rounds]
+    of_loop = [r["pipeline"] / r["loop"] for r in rounds]
+    isolation = [1 - r["pipeline"] / r["in_process"] for r in rounds]
     mean_batch = sum(size * n for size, n in batch_sizes.items()) / max(1, sum(batch_sizes.values()))
     figures = [
-        Figure("(c) model-only ceiling, pre-decoded tensors", model_rate, "img/s", f"batch {args.batch}"),
-        Figure(
+        median_figure(
+            "(c) model-only ceiling, pre-decoded tensors", runs["model"], "img/s", f"batch {args.batch}"
+        ),
+        median_figure(
             "(b) compute ceiling: decode + infer in memory",
-            ceiling,
+            runs["ceiling"],
             "img/s",
-            f"{args.workers} decode workers",
+            f"{args.workers} decode workers, each with its decoder process",
         ),
-        Figure("(a) per-message loop on the broker", loop_rate, "frames/s"),
-        Figure(
-            "pipeline on the broker",
-            pipeline_rate,
-            "frames/s",
-            f"{pipeline_rate / loop_rate:.1f}x per-message, {pipeline_rate / ceiling:.2f}x compute ceiling",
+        median_figure(
+            "(b') the same, decoding in this process",
+            runs["ceiling_in_process"],
+            "img/s",
+            f"{args.workers} decode threads",
         ),
-        Figure(
+        median_figure("(a) per-message loop on the broker", runs["loop"], "frames/s"),
+        median_figure("pipeline on the broker", runs["pipeline"], "frames/s"),
+        median_figure("pipeline / compute ceiling, by round", of_ceiling, "%"),
+        median_figure("pipeline / per-message loop, by round", of_loop, "x"),
+        median_figure(
             "pipeline, decoding in-process (decode.isolate: false)",
-            in_process_rate,
+            runs["in_process"],
             "frames/s",
-            f"isolation costs {1 - pipeline_rate / in_process_rate:.0%} of throughput",
+            f"isolation costs {statistics.median(isolation):.0%} of throughput (median of rounds)",
         ),
-        Figure(
+        median_figure("in-process pipeline / its compute ceiling (b'), by round", in_process_of_ceiling, "%"),
+        median_figure(
             "latency p50 at 50% capacity",
-            percentile(latencies, 50),
+            [run[0] for run in latency_runs],
             "ms",
-            f"offered {pipeline_rate / 2:.0f} frames/s",
+            f"offered {capacity / 2:.0f} frames/s",
         ),
-        Figure("latency p95 at 50% capacity", percentile(latencies, 95), "ms"),
-        Figure("latency p99 at 50% capacity", percentile(latencies, 99), "ms"),
-        Figure("mean batch size reached", mean_batch, "items", f"max {args.batch}"),
+        median_figure("latency p95 at 50% capacity", [run[1] for run in latency_runs], "ms"),
+        median_figure("latency p99 at 50% capacity", [run[2] for run in latency_runs], "ms"),
+        Figure("mean batch size reached", mean_batch, "items", f"max {args.batch}, all rounds"),
         Figure(
             f"peak RSS, {args.backlog:,}-frame backlog",
             memory["peak_mib"],
             "MiB",
-            f"{memory['after_start_mib']:.0f} MiB after start-up, {memory['end_mib']:.0f} MiB at the end",
+            f"one run; {memory['after_start_mib']:.0f} MiB after start-up, {memory['end_mib']:.0f} MiB at the end",
         ),
     ]
     print(
@@ -363,7 +465,9 @@ def main() -> None:
             {
                 "model": args.model,
                 "size": args.size,
-                "batch_sizes": batch_sizes,
+                "rounds": rounds,
+                "latency_runs_ms": latency_runs,
+                "batch_sizes": dict(batch_sizes),
                 "device": str(engine.device),
             },
         )
