@@ -6,10 +6,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from kafka import KafkaConsumer
 from pydantic import ValidationError
 
-from consumers.runtime.kafka_clients import consumer_config
+from consumers.runtime.kafka_clients import RuntimeConsumer, consumer_config
 from schemas.common import Message
 from schemas.messages import Alert, DeadLetter, InferenceResult
 from schemas.settings import VigilSettings
@@ -46,7 +45,8 @@ def follow(
     topic = getattr(settings.topics, which).name
     config = consumer_config(settings.kafka)
     config.update(group_id=None, auto_offset_reset="earliest" if from_beginning else "latest")
-    consumer = KafkaConsumer(topic, **config)
+    consumer = RuntimeConsumer(**config)  # its poll does not sleep through buffered records
+    consumer.subscribe([topic])
     last = time.monotonic()
     try:
         while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:

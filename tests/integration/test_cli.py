@@ -12,7 +12,10 @@ import pytest
 
 from consumers.ops.cli import main
 from consumers.ops.local_kafka.broker import LocalKafka, process_alive
+from consumers.ops.tail import follow
+from consumers.ops.topics import create_topics
 from tests.kafka_helpers import produce, read_all, unique_settings
+from tests.sample_messages import alert
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +176,14 @@ def test_vigil_run_serves_two_pipelines_with_health_and_stops_on_sigterm(
             service.kill()
         output = service.communicate()[0]
     assert f"metrics on http://127.0.0.1:{port}/metrics" in output
+
+
+def test_tail_shows_each_record_of_an_output_topic_and_names_an_unreadable_one(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    create_topics(settings)
+    topic = settings.topics.alerts.name
+    produce(kafka_bootstrap, topic, [(b"cam-1", alert().to_json_bytes()), (b"cam-1", b"{not an alert")])
+    lines = list(follow(settings, "alerts", from_beginning=True, idle_timeout_s=5))
+    assert len(lines) == 2
+    assert lines[0].startswith("ALERT firing") and "cam-1" in lines[0] and "id=a-1" in lines[0]
+    assert lines[1].startswith(f"UNREADABLE {topic}[0]@1:")
