@@ -9,6 +9,7 @@ import platform
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,12 @@ class Figure:
     value: float
     unit: str
     baseline: str = ""
+
+
+def median_figure(name: str, runs: list[float], unit: str, baseline: str = "") -> Figure:
+    """A figure as the median of its runs, the runs named in the baseline column."""
+    shown = ", ".join(f"{run:,.1f}" for run in runs)
+    return Figure(name, statistics.median(runs), unit, "; ".join(filter(None, [f"runs {shown}", baseline])))
 
 
 def pin_torch_threads(threads: int) -> int:

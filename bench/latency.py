@@ -4,10 +4,11 @@ A sender process offers readings at a fixed rate (its producer lingers 0 ms: the
 batching is not Vigil's); a reader in this process follows the results topic and notes
 when each result arrives. Latency is arrival minus the reading's Kafka create time (same
 machine, same clock). Each configuration (a client and a ``kafka.linger_ms``) runs in turn
-on the same broker; the report gives p50 / p99 / max of each.
+on the same broker, in ``--repeats`` rounds; the report gives the median p50 / p99 / max of
+each over its rounds, with the runs.
 
 Usage: python bench/latency.py [--rate 100] [--seconds 15] [--lingers 20,5,0]
-       [--clients kafka-python,confluent]
+       [--clients kafka-python,confluent] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report, scrape, vigil_run
+from bench.common import Figure, bench_broker, bench_settings, median_figure, report, scrape, vigil_run
 from bench.sensors import read_topic
 from consumers.ops.simulate import synthetic_readings
 from consumers.runtime.kafka_clients import make_producer
@@ -93,29 +94,36 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--lingers", default="20,5,0", help="kafka.linger_ms values to compare")
     parser.add_argument("--clients", default="kafka-python,confluent")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds over every configuration")
     args = parser.parse_args()
-    figures: list[Figure] = []
-    raw: dict[str, list[float]] = {}
+    runs: dict[str, list[list[float]]] = {}
     with bench_broker() as broker:
-        for client in args.clients.split(","):
-            for linger in map(int, args.lingers.split(",")):
-                base = bench_settings(broker.bootstrap)
-                settings = base.model_copy(
-                    update={"kafka": base.kafka.model_copy(update={"client": client, "linger_ms": linger})}
-                )
-                values = latencies(settings, args.rate, args.seconds)
-                name = f"{client}, linger {linger} ms"
-                raw[name] = values
-                figures.append(
-                    Figure(
-                        f"{name}: p50",
-                        percentile_ms(values, 50),
-                        "ms",
-                        f"p99 {percentile_ms(values, 99):.1f} ms, max {max(values) * 1000:.1f} ms, "
-                        f"{len(values)} results at {args.rate:g}/s",
+        for _ in range(args.repeats):
+            for client in args.clients.split(","):
+                for linger in map(int, args.lingers.split(",")):
+                    base = bench_settings(broker.bootstrap)
+                    settings = base.model_copy(
+                        update={
+                            "kafka": base.kafka.model_copy(update={"client": client, "linger_ms": linger})
+                        }
                     )
-                )
-    report("latency", figures, {"rate": args.rate, "latencies_s": raw})
+                    runs.setdefault(f"{client}, linger {linger} ms", []).append(
+                        latencies(settings, args.rate, args.seconds)
+                    )
+    figures: list[Figure] = []
+    for name, values in runs.items():
+        results = sum(len(run) for run in values)
+        figures += [
+            median_figure(
+                f"{name}: p50",
+                [percentile_ms(run, 50) for run in values],
+                "ms",
+                f"{results} results at {args.rate:g}/s",
+            ),
+            median_figure(f"{name}: p99", [percentile_ms(run, 99) for run in values], "ms"),
+            median_figure(f"{name}: max", [max(run) * 1000 for run in values], "ms"),
+        ]
+    report("latency", figures, {"rate": args.rate, "latencies_s": runs})
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from bench.common import (
     bench_settings,
     check_below,
     current_rss_mib,
+    median_figure,
     peak_rss_mib,
     pin_torch_threads,
     report,
@@ -332,12 +333,6 @@ def measure_round(
     publish_frames(loop, images, args.per_message)
     rates["loop"] = per_message_loop(loop, model.engine, model.spec, args.per_message)
     return rates, batch_sizes
-
-
-def median_figure(name: str, runs: list[float], unit: str, baseline: str = "") -> Figure:
-    """A figure as the median of its runs, the runs named in the baseline column."""
-    shown = ", ".join(f"{run:,.1f}" for run in runs)
-    return Figure(name, statistics.median(runs), unit, "; ".join(filter(None, [f"runs {shown}", baseline])))
 
 
 def main() -> None:
