@@ -9,14 +9,17 @@ On the CPU, ``trace`` makes the model one TorchScript graph at warm-up: a batch 
 one call that holds Python's GIL once, where the eager module takes it back after every layer.
 Beside a thread busy in Python (the consumer's), each of those takes waits out the
 interpreter's 5 ms switch interval: an eager MobileNetV3-Small batch of 8 took 964 ms there
-against 37 ms alone, and 49 ms traced. For the same reason a batch's outputs leave ``run``
-without another operator call where none is needed: a no-op ``.float().cpu()``, an ``unbind``
-or a ``reshape`` each gave the GIL up too, and beside a busy thread each cost 5-10 ms (a
-GRU window's whole run is 2 ms); basic indexing, ``.numpy()`` and ``.tolist()`` keep it. The trace is kept only where it gives the eager
+against 37 ms alone, and 49 ms traced. The trace is kept only where it gives the eager
 outputs at every warm-up batch size; otherwise the model serves eagerly, with a warning.
 Only modules marked ``static_graph`` are traced: a trace replays the operations its example
 ran, so a loop or branch on the input's values (PatchCore's region growing) would be frozen
 at the example's count, and no check on one example can show it.
+
+For the reason the model is traced, a batch's outputs leave ``run`` and ``run_items`` without another
+operator call where none is needed: a no-op ``.float().cpu()``, an ``unbind`` or a
+``reshape`` each gives the GIL up too, and beside a busy thread each cost 5-10 ms (a GRU
+window's whole run is 2 ms); attribute reads, basic indexing, ``.numpy()`` and ``.tolist()``
+keep it.
 """
 
 from __future__ import annotations
