@@ -15,11 +15,11 @@ Only modules marked ``static_graph`` are traced: a trace replays the operations 
 ran, so a loop or branch on the input's values (PatchCore's region growing) would be frozen
 at the example's count, and no check on one example can show it.
 
-For the reason the model is traced, a batch's outputs leave ``run`` and ``run_items`` without another
-operator call where none is needed: a no-op ``.float().cpu()``, an ``unbind`` or a
-``reshape`` each gives the GIL up too, and beside a busy thread each cost 5-10 ms (a GRU
-window's whole run is 2 ms); attribute reads, basic indexing, ``.numpy()`` and ``.tolist()``
-keep it.
+For the reason the model is traced, a batch's outputs leave ``run`` and ``run_items``
+without another operator call where none is needed: a no-op ``.float().cpu()``, an
+``unbind`` or a ``reshape`` each gives the GIL up too, and beside a busy thread each cost
+5-10 ms (a GRU window's whole run is 2 ms); attribute reads, basic indexing, ``.numpy()``
+and ``.tolist()`` keep it.
 """
 
 from __future__ import annotations
