@@ -71,9 +71,13 @@ class SensorLane(ModelLane[T]):
             thresholds,
         )
 
+    def normalised(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Windows stacked (N, window, channels) and normalised by the card's mean and std."""
+        return (np.stack(windows) - self._mean) / self._std
+
     def tensor(self, windows: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalised windows stacked into a host batch (N, window, channels)."""
-        return torch.from_numpy((np.stack(windows) - self._mean) / self._std)
+        return torch.from_numpy(self.normalised(windows))
 
     def prepare(self, batch: Sequence[Any]) -> torch.Tensor:
         """The batch's windows, normalised, on the device."""
@@ -101,7 +105,7 @@ class SensorLane(ModelLane[T]):
         """For life estimates: each channel's share of the life its values take off, found by
         holding that channel at its training mean and scoring again."""
         count = len(self.channels)
-        variants = np.repeat((window[np.newaxis] - self._mean) / self._std, count + 1, axis=0)
+        variants = np.repeat(self.normalised([window]), count + 1, axis=0)
         for channel in range(count):
             variants[channel + 1, :, channel] = 0.0  # the training mean, in normalised units
         lives = self.engine.run(self.engine.prepare(torch.from_numpy(variants)))[:, 0].tolist()
