@@ -42,9 +42,9 @@ PEER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-quix" / "bin" / "pyth
 """The Quix Streams peers' own environment (``make bench-peers-env``)."""
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 0) -> str:
     """Median, and the runs."""
-    return f"median of {', '.join(f'{v:,.0f}' for v in values)}"
+    return f"median of {', '.join(f'{v:,.{digits}f}' for v in values)}"
 
 
 def require_peers() -> None:
@@ -78,8 +78,7 @@ class Figure:
 
 def median_figure(name: str, runs: list[float], unit: str, baseline: str = "") -> Figure:
     """A figure as the median of its runs, the runs named in the baseline column."""
-    shown = ", ".join(f"{run:,.1f}" for run in runs)
-    return Figure(name, statistics.median(runs), unit, "; ".join(filter(None, [f"runs {shown}", baseline])))
+    return Figure(name, statistics.median(runs), unit, "; ".join(filter(None, [spread(runs, 1), baseline])))
 
 
 def pin_torch_threads(threads: int) -> int:

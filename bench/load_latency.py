@@ -27,12 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
-    Figure,
     bench_broker,
+    median_figure,
     offer,
     pin_torch_threads,
     report,
-    spread,
     start_runtime,
     work_off,
 )
@@ -120,22 +119,21 @@ def main() -> None:
                     )
     capacity = statistics.median(capacities)
     figures = [
-        Figure(
+        median_figure(
             f"live capacity, {args.pipeline}, {args.client}",
-            capacity,
+            capacities,
             "readings/s",
-            f"{spread(capacities)}; the sender running beside it",
+            "the sender running beside it",
         )
     ]
     for (fetch, share), found in runs.items():
         for index, name in ((0, "p50"), (1, "p99")):
-            values = [f[index] for f in found]
             figures.append(
-                Figure(
+                median_figure(
                     f"{name} at {share:.0%} load, fetch {fetch}",
-                    statistics.median(values),
+                    [f[index] for f in found],
                     "ms",
-                    f"{spread(values)}; {capacity * share:,.0f}/s offered",
+                    f"{capacity * share:,.0f}/s offered",
                 )
             )
     report("load-latency", figures, {"args": vars(args), "capacities": capacities, "torch_threads": threads})
