@@ -56,6 +56,12 @@ class KafkaSettings(Section):
     group_instance_id: str | None = None
     """Static group membership: a restarted instance with the same id takes its partitions
     back at once instead of waiting for the session timeout."""
+    assignment_strategy: Literal["cooperative-sticky", "range"] = "cooperative-sticky"
+    """How the group shares partitions. ``cooperative-sticky`` (incremental rebalancing): a
+    member joining or leaving moves only the partitions that change owner, and the others
+    keep working through the rebalance. ``range`` (eager): every member gives up every
+    partition at each rebalance. A group cannot mix the two: change it with all members
+    stopped."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -352,9 +358,11 @@ class SensorSettings(ModelServingSettings):
     """A channel that neither the asset's model nor any of its rules knows: dead-letter the
     reading, or drop the channel and count it."""
     rules: list[SensorRule] = Field(default_factory=list)
-    rebuild_history_s: Annotated[float, Field(ge=0)] = 3_600.0
-    """On assignment, a partition's windows and alert state are rebuilt from this much of its
-    history (by Kafka timestamp); 0 starts empty."""
+    rebuild_history_s: Annotated[float, Field(ge=0)] | None = None
+    """On assignment, a partition's windows and alert state are restored from this much of its
+    history (by Kafka timestamp). None (the default): as far back as the windows and rules look
+    (a full window plus the strides an alert rule's ``m`` spans, each rule's ``for_s``, their
+    cooldowns and the lateness bound; at least 60 s). 0 starts empty."""
 
 
 class MetricsSettings(Section):

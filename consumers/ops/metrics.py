@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 
 from kafka.structs import TopicPartition
@@ -186,6 +186,24 @@ class VigilMetrics:
             ["pipeline"],
             registry=r,
         )
+        self.rebalancing = Gauge(
+            "vigil_rebalancing",
+            "1 while the pipeline's consumer group is rebalancing",
+            ["pipeline"],
+            registry=r,
+        )
+        self.restoring = Gauge(
+            "vigil_restoring_partitions",
+            "Assigned partitions whose state is being restored (paused meanwhile)",
+            ["pipeline"],
+            registry=r,
+        )
+        self.restore_remaining = Gauge(
+            "vigil_restore_records_remaining",
+            "Records still to read back for the partitions being restored",
+            ["pipeline"],
+            registry=r,
+        )
         self.commit_age = Gauge(
             "vigil_commit_age_seconds",
             "Seconds since the last successful commit while inputs wait for one (0 when none waits)",
@@ -227,6 +245,8 @@ class PrometheusObserver(RuntimeObserver):
         self.broker_reachable = True
         self.oldest_in_flight_s = 0.0
         self.commit_age_s = 0.0
+        self.rebalancing = False
+        self.restoring: dict[TopicPartition, tuple[int, int]] = {}
         self._topics: set[str] = set()
         self._lagging: set[tuple[str, int]] = set()
 
@@ -237,11 +257,18 @@ class PrometheusObserver(RuntimeObserver):
     def not_ready(self, stuck_item_s: float = 120.0, commit_stale_s: float = 60.0) -> str | None:
         """Why this runtime is not ready, or None when it is: the loop goes round, the broker
         answers, it holds partitions (models are warm before the first poll), commits go through
-        and no input has been in flight longer than ``stuck_item_s``."""
+        and no input has been in flight longer than ``stuck_item_s``; not while the group
+        rebalances or partitions' state is being restored."""
         if not self.alive():
             return "the consume loop has not gone round for 60s"
         if not self.broker_reachable:
             return "the broker (group coordinator) is unreachable"
+        if self.rebalancing:
+            return "the consumer group is rebalancing"
+        if self.restoring:
+            done = sum(d for d, _ in self.restoring.values())
+            total = sum(t for _, t in self.restoring.values())
+            return f"restoring {len(self.restoring)} partitions ({done} of {total} records)"
         if self.partitions == 0:
             return "no partitions assigned"
         if self.commit_age_s > commit_stale_s:
@@ -291,10 +318,24 @@ class PrometheusObserver(RuntimeObserver):
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
             self._lagging.add((tp.topic, tp.partition))
 
-    def on_health(self, broker_reachable: bool, oldest_in_flight_s: float, commit_age_s: float) -> None:
+    def on_health(
+        self,
+        broker_reachable: bool,
+        oldest_in_flight_s: float,
+        commit_age_s: float,
+        rebalancing: bool = False,
+        restoring: Mapping[TopicPartition, tuple[int, int]] | None = None,
+    ) -> None:
         self.broker_reachable = broker_reachable
         self.oldest_in_flight_s = oldest_in_flight_s
         self.commit_age_s = commit_age_s
+        self.rebalancing = rebalancing
+        self.restoring = dict(restoring or {})
+        self.metrics.rebalancing.labels(self.pipeline).set(int(rebalancing))
+        self.metrics.restoring.labels(self.pipeline).set(len(self.restoring))
+        self.metrics.restore_remaining.labels(self.pipeline).set(
+            sum(max(0, total - done) for done, total in self.restoring.values())
+        )
         self.metrics.broker_reachable.labels(self.pipeline).set(int(broker_reachable))
         self.metrics.oldest_in_flight.labels(self.pipeline).set(oldest_in_flight_s)
         self.metrics.commit_age.labels(self.pipeline).set(commit_age_s)

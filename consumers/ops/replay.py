@@ -188,6 +188,10 @@ class RangeStage:
         """Passed on (sensor state is rebuilt from history before the range)."""
         self._inner.on_assignment(held)
 
+    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """The pipeline's stage's."""
+        return self._inner.restoring()
+
     def close(self) -> None:
         """Closes the pipeline's stage."""
         self._inner.close()

@@ -13,9 +13,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.partitioner import DefaultPartitioner
 from kafka.partitioner.default import murmur2
-from kafka.structs import TopicPartition
+from kafka.structs import MemberState, TopicPartition
 
 from schemas.settings import KafkaSettings
 
@@ -23,6 +25,8 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 READ_POLL_MS = 500
 IDLE_SLEEP_MS = 10
 """The longest sleep in the runtime's kafka-python consumer's ``poll`` (``RuntimeConsumer``)."""
+ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePartitionAssignor}
+"""kafka-python's assignor of each ``kafka.assignment_strategy`` (librdkafka takes the name)."""
 TRANSACTION_TIMEOUT_MS = 60_000
 """How long the broker keeps a transaction open without a commit (both clients' default)."""
 
@@ -69,6 +73,7 @@ def consumer_config(settings: KafkaSettings, group_id: str | None = None) -> dic
         "fetch_min_bytes": settings.fetch_min_bytes,
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "group_instance_id": settings.group_instance_id,
+        "partition_assignment_strategy": settings.assignment_strategy,
         # A group leader whose metadata lacked a just-created topic assigns none of it until
         # the next refresh: 30 s bounds that instead of the default 5 minutes.
         "metadata_max_age_ms": 30_000,
@@ -141,8 +146,31 @@ class RuntimeConsumer(KafkaConsumer):  # type: ignore[misc]
     """
 
     def __init__(self, **config: Any) -> None:
+        strategy = config.get("partition_assignment_strategy")
+        if isinstance(strategy, str):
+            config["partition_assignment_strategy"] = (ASSIGNORS[strategy],)
         super().__init__(**config)
         self.config["retry_backoff_ms"] = min(IDLE_SLEEP_MS, self.config["retry_backoff_ms"])
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Resume fetching ``partitions``, and let records parked while they were paused flow again.
+
+        kafka-python 3.0 parks the records a paused partition had buffered and hands them back
+        on resume only once its in-line slot holds nothing, tested with ``is None``; an exhausted
+        batch left in that slot is falsy but not None, so the records stay parked and the
+        partition, which is not fetched while it has parked records, never moves again.
+        """
+        super().resume(*partitions)
+        fetcher = self._fetcher
+        if fetcher._next_partition_records is not None and not fetcher._next_partition_records:
+            fetcher._next_partition_records = None
+
+    def rebalancing(self) -> bool:
+        """Whether the group is rebalancing: joining, or told to rejoin."""
+        coordinator = self._coordinator
+        return coordinator is not None and (
+            coordinator.rejoin_needed or coordinator.state != MemberState.STABLE
+        )
 
 
 def make_consumer(settings: KafkaSettings, group_id: str | None = None, **extra: Any) -> KafkaConsumer:

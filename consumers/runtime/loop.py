@@ -18,7 +18,13 @@ longer than ``outage_budget_s`` ends the run (non-zero). A lost transaction (exa
 is aborted and everything since the last commit is processed again.
 
 Backpressure: when more than ``max_in_flight`` records are outstanding, the assigned
-partitions are paused; they resume below ``resume_below_fraction`` of that. SIGTERM stops
+partitions are paused; they resume below ``resume_below_fraction`` of that. A partition whose
+state the stage restores (``ProcessingStage.restoring``) stays paused until it is restored,
+while the loop goes on polling, committing and answering the group coordinator.
+
+Rebalancing is incremental (``cooperative-sticky``, the default ``kafka.assignment_strategy``):
+a member joining takes only the partitions it is given, and the others keep working. A revoked
+partition's completed work is committed before it goes. SIGTERM stops
 fetching, drains the stage (up to ``shutdown_timeout_s``), commits and returns 0; a second
 signal exits at once without committing.
 """
@@ -73,6 +79,12 @@ class _Rebalance(ConsumerRebalanceListener):
         self._runtime.rebalance("lost", set(lost))
 
 
+def _rebalancing(consumer: KafkaConsumer) -> bool:
+    """Whether the consumer's group is rebalancing (kafka-python; confluent: never said)."""
+    probe = getattr(consumer, "rebalancing", None)
+    return bool(probe()) if probe is not None else False
+
+
 def _broker_reachable(consumer: KafkaConsumer) -> bool:
     """Whether the consumer reaches its group coordinator (confluent: any broker)."""
     probe = getattr(consumer, "broker_reachable", None)
@@ -104,6 +116,7 @@ class StreamRuntime:
         """Sinks besides the Kafka topic sink; their acknowledgements gate commits too."""
         self._config = settings.runtime
         self._exactly_once = self._config.delivery == "exactly_once"
+        self._cooperative = settings.kafka.assignment_strategy == "cooperative-sticky"
         self._group_id = group_id or settings.kafka.group_id
         self._instance_id = (
             instance_id
@@ -115,6 +128,10 @@ class StreamRuntime:
         self._next_health = 0.0
         self._stopping = False
         self._paused = False
+        """Backpressure (or a drain) holds every assigned partition."""
+        self._draining = False
+        self._held_back: set[TopicPartition] = set()
+        """The partitions paused now, for backpressure or for a restore."""
         self._failed = False
         self._thread_id: int | None = None
         self._in_poll = False
@@ -225,7 +242,7 @@ class StreamRuntime:
             self.stage.submit(work)
         self._emit(self.stage.collect(timeout_s=0.005 if busy else 0.0))
         self.checkpoint.settle()
-        self._apply_backpressure()
+        self._apply_pauses()
 
     def _decode(self, batches: Mapping[TopicPartition, list[object]]) -> list[Work]:
         """Validated work from polled records; a poison record is emitted as its dead letter at once."""
@@ -252,18 +269,31 @@ class StreamRuntime:
         if outcomes:
             self.checkpoint.emit(outcomes)
 
-    def _apply_backpressure(self) -> None:
+    def _apply_pauses(self) -> None:
+        """Pause every partition under backpressure, and the partitions being restored always;
+        resume the others."""
         assert self._consumer is not None and self.checkpoint is not None
         outstanding = self.checkpoint.outstanding()
         limit = self._config.max_in_flight
         if not self._paused and outstanding >= limit:
-            self._consumer.pause(*self._consumer.assignment())
             self._paused = True
             self.observer.on_backpressure(True, outstanding)
-        elif self._paused and outstanding < limit * self._config.resume_below_fraction:
-            self._consumer.resume(*self._consumer.assignment())
+        elif self._paused and not self._draining and outstanding < limit * self._config.resume_below_fraction:
             self._paused = False
             self.observer.on_backpressure(False, outstanding)
+        restoring = self.stage.restoring()
+        if not self._paused and not restoring and not self._held_back:
+            return
+        assigned = set(self._consumer.assignment())
+        if self._paused:
+            wanted = assigned
+        else:
+            wanted = {tp for tp in assigned if (tp.topic, tp.partition) in restoring}
+        if paused := wanted - self._held_back:
+            self._consumer.pause(*paused)
+        if resumed := (self._held_back - wanted) & assigned:
+            self._consumer.resume(*resumed)
+        self._held_back = wanted
 
     def _final_commit(self) -> bool:
         """Commit at shutdown; a rebalance under way is driven to its end with poll, and a broker
@@ -286,8 +316,8 @@ class StreamRuntime:
     def _drain(self) -> None:
         """Stop fetching and wait (bounded) for the stage to finish what it holds."""
         assert self._consumer is not None
-        self._consumer.pause(*self._consumer.assignment())
-        self._paused = True  # partitions assigned from now on stay paused too
+        self._paused = self._draining = True  # partitions assigned from now on stay paused too
+        self._apply_pauses()
         deadline = time.monotonic() + self._config.shutdown_timeout_s
         while self.stage.in_flight() > 0 and time.monotonic() < deadline:
             self._emit(self.stage.collect(timeout_s=0.05))
@@ -333,10 +363,13 @@ class StreamRuntime:
         reachable = _broker_reachable(self._consumer)
         outage = self.checkpoint.outage
         oldest = self.checkpoint.oldest_received()
+        restoring = self.stage.restoring()
         self.observer.on_health(
             broker_reachable=reachable and not outage.ongoing,
             oldest_in_flight_s=0.0 if oldest is None else now - oldest,
             commit_age_s=now - outage.last_success if oldest is not None else 0.0,
+            rebalancing=_rebalancing(self._consumer),
+            restoring={TopicPartition(*key): progress for key, progress in restoring.items()},
         )
 
     def _recover_lost_transaction(self) -> None:
@@ -397,6 +430,8 @@ class StreamRuntime:
         if kind == "revoked":
             if may_commit:
                 self._on_revoked(partitions)
+            elif self._cooperative:
+                self._forget(partitions)  # revoked for good: the next owner re-processes
             else:
                 self._revoked |= partitions
         elif kind == "assigned":
@@ -407,8 +442,10 @@ class StreamRuntime:
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Settle and commit what is done before giving partitions up.
 
-        Their state is kept until the new assignment: a partition handed straight back keeps
-        its fetch position, so its in-flight records are not delivered again and must finish.
+        Incremental rebalancing revokes a partition for good. Eager rebalancing revokes every
+        partition and hands most back: their state is kept until the new assignment, since a
+        partition handed straight back keeps its fetch position, so its in-flight records are
+        not delivered again and must finish.
         """
         if self._failed:
             self._forget(revoked)
@@ -417,7 +454,10 @@ class StreamRuntime:
         try:
             self.commit()
         finally:
-            self._revoked |= revoked
+            if self._cooperative:
+                self._forget(revoked)
+            else:
+                self._revoked |= revoked
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._forget(self._revoked - assigned)  # gone to another member: its owner re-processes
@@ -426,6 +466,7 @@ class StreamRuntime:
         self._assignment_changed()
         if self._paused and self._consumer is not None and assigned:
             self._consumer.pause(*assigned)
+            self._held_back |= assigned
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         if self.checkpoint is not None:
@@ -434,5 +475,6 @@ class StreamRuntime:
         self._assignment_changed()
 
     def _assignment_changed(self) -> None:
+        self._held_back &= self.assignment
         self.observer.on_assignment(self.assignment)
         self.stage.on_assignment({(tp.topic, tp.partition) for tp in self.assignment})

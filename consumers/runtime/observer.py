@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from kafka.structs import TopicPartition
@@ -36,9 +36,18 @@ class RuntimeObserver:
     def on_lag(self, lag: dict[TopicPartition, int]) -> None:
         """Records behind the log end, per assigned partition."""
 
-    def on_health(self, broker_reachable: bool, oldest_in_flight_s: float, commit_age_s: float) -> None:
-        """Once per loop: whether the broker answers, the age of the oldest input still in flight,
-        and (while inputs wait) the time since the last successful commit."""
+    def on_health(
+        self,
+        broker_reachable: bool,
+        oldest_in_flight_s: float,
+        commit_age_s: float,
+        rebalancing: bool = False,
+        restoring: Mapping[TopicPartition, tuple[int, int]] | None = None,
+    ) -> None:
+        """Twice a second: whether the broker answers, the age of the oldest input still in
+        flight, (while inputs wait) the time since the last successful commit, whether the group
+        is rebalancing, and the partitions whose state is being restored, with (records done,
+        records to do)."""
 
     # -- stage events ----------------------------------------------------------------------
 

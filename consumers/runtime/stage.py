@@ -27,7 +27,11 @@ class ProcessingStage(Protocol):
         """Inputs submitted whose outcome has not been collected."""
 
     def on_assignment(self, held: set[tuple[str, int]]) -> None:
-        """The (topic, partition) pairs the runtime now holds; stateful stages drop or rebuild state."""
+        """The (topic, partition) pairs the runtime now holds; stateful stages drop or restore state."""
+
+    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Partitions whose state is being restored, with (records done, records to do): the
+        runtime keeps them paused meanwhile and ``/readyz`` reports them."""
 
     def close(self) -> None:
         """Release workers and devices."""
@@ -70,7 +74,11 @@ class SyncStage:
         return len(self._done)
 
     def on_assignment(self, held: set[tuple[str, int]]) -> None:
-        """Stateless: nothing to drop or rebuild."""
+        """Stateless: nothing to drop or restore."""
+
+    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Stateless: nothing to restore."""
+        return {}
 
     def close(self) -> None:
         """Nothing to release."""

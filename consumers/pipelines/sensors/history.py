@@ -1,15 +1,30 @@
-"""Reading a partition's recent history back, to rebuild the sensor state on assignment."""
+"""Reading a partition's recent history back, to restore the sensor state on assignment.
+
+No deadline bounds the whole read: a large history on a busy machine takes as long as it
+takes, and progress is what is watched. Only a read that makes no progress for ``stall_s``
+fails (the restorer tries again).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kafka.structs import TopicPartition
 
 from consumers.runtime.kafka_clients import make_reader
 from consumers.runtime.records import InboundRecord
 from schemas.settings import KafkaSettings
+
+STALL_S = 60.0
+"""A read back that gets no record for this long, short of its end, fails."""
+
+Progress = Callable[[int, int], None]
+"""Told (records read, records to read) as a read back goes."""
+
+
+class HistoryStalled(TimeoutError):
+    """A read back got no record for ``stall_s`` before reaching its end."""
 
 
 def read_back(
@@ -19,7 +34,8 @@ def read_back(
     until_offset: int,
     history_s: float,
     now_ms: int | None = None,
-    timeout_s: float = 120.0,
+    stall_s: float = STALL_S,
+    progress: Progress | None = None,
 ) -> Iterator[InboundRecord]:
     """The records of ``topic``/``partition`` from ``history_s`` ago (by Kafka timestamp) up to
     ``until_offset`` (exclusive), in offset order."""
@@ -36,13 +52,20 @@ def read_back(
         if start >= until_offset:
             return
         reader.seek(tp, start)
-        deadline = time.monotonic() + timeout_s
-        while reader.position(tp) < until_offset:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"reading back {topic}/{partition} up to offset {until_offset} took over {timeout_s:.0f}s"
+        total = until_offset - start
+        last_progress = time.monotonic()
+        while (position := reader.position(tp)) < until_offset:
+            if progress is not None:
+                progress(position - start, total)
+            messages = reader.poll(timeout_ms=500).get(tp, [])
+            if messages:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                raise HistoryStalled(
+                    f"reading back {topic}/{partition} made no progress for {stall_s:.0f}s "
+                    f"at offset {position} of {until_offset}"
                 )
-            for message in reader.poll(timeout_ms=500).get(tp, []):
+            for message in messages:
                 if message.offset >= until_offset:
                     return
                 yield InboundRecord.from_kafka(message)

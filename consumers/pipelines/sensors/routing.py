@@ -37,7 +37,7 @@ class Router(Generic[L]):
     def rebind(self, old: L, new: L) -> None:
         """Route to ``new`` wherever ``old`` was routed to (a hot reload)."""
         self._bound = [(binding, new if lane is old else lane) for binding, lane in self._bound]
-        for key, route in self._routes.items():
+        for key, route in list(self._routes.items()):  # a restore may route new assets meanwhile
             if route.lane is old:
                 self._routes[key] = Route(new, route.rules)
 

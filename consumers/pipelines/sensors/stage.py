@@ -9,9 +9,12 @@ Windows made ready go to their lane's micro-batcher, and the reading's outcome w
 their scores: ``collect`` joins them and builds the window results and model alerts in
 window order.
 
-State is per input partition (``PartitionState``): dropped when the partition goes, rebuilt
-when it comes (``rebuild``: the first record seen after an assignment triggers a replay of
-the partition's recent history through the same steps, outputs discarded).
+State is per input partition (``PartitionState``): dropped when the partition goes, restored
+when it comes. The first record fetched after an assignment starts a restore off this thread
+(``restore``): the partition's recent history, as far back as its windows and rules look, is
+replayed through the same steps, outputs discarded (``rebuild``). Meanwhile the partition is
+reported by ``restoring`` (the runtime pauses it) and its fetched readings wait; they are
+admitted once the state is installed here.
 
 A binding to a registry alias follows its promotions (``ModelReloader``): the new version's
 lane is loaded and warmed up off this thread, then swapped in here, between batches; windows
@@ -37,6 +40,7 @@ from consumers.pipelines.sensors.lanes import SensorLane
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
 from consumers.pipelines.sensors.rebuild import rebuild
+from consumers.pipelines.sensors.restore import PartitionRestorer, Restore, history_span_s
 from consumers.pipelines.sensors.routing import Router
 from consumers.pipelines.sensors.tally import STAGE, Tally
 from consumers.pipelines.sensors.windows import WindowItem
@@ -108,6 +112,8 @@ class SensorStage:
         self._partitions: dict[PartitionKey, PartitionState] = {}
         self._held: set[PartitionKey] = set()
         self._fresh: set[PartitionKey] = set()
+        self._restoring: dict[PartitionKey, Restore] = {}
+        self._restorer = PartitionRestorer(self._restore_from_history)
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._done: list[Outcome] = []
         self._in_flight = 0
@@ -153,10 +159,20 @@ class SensorStage:
         for item in work:
             by_partition.setdefault((item.record.topic, item.record.partition), []).append(item)
         for key, readings in by_partition.items():
+            self._in_flight += len(readings)
             if key in self._fresh:
                 self._fresh.discard(key)
-                self._rebuild(key, readings[0].record.offset)
-            self._in_flight += len(readings)
+                if self.settings.sensors.rebuild_history_s != 0:
+                    self._restoring[key] = self._restorer.start(key, readings[0].record.offset)
+            restoring = self._restoring.get(key)
+            if restoring is not None:
+                restoring.held += readings
+            else:
+                self._admit(key, readings)
+
+    def _admit(self, key: PartitionKey, readings: Sequence[Work]) -> None:
+        """Admit a partition's readings (counted in flight); outcomes wait for window scores."""
+        if readings:
             for item, admitted in zip(
                 readings, self._admission.admit(readings, self._state(key), self._tally), strict=True
             ):
@@ -174,6 +190,7 @@ class SensorStage:
 
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call; window results and alerts are built here."""
+        self._install_restored()
         for item, result in self._scored.drain(timeout_s):
             self._scored_window(item, result)
         done, self._done = self._done, []
@@ -184,16 +201,26 @@ class SensorStage:
         """Readings submitted whose outcome has not been collected."""
         return self._in_flight
 
+    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Partitions whose state is being restored: (records read back, records to read)."""
+        return {key: (job.read, job.total) for key, job in self._restoring.items()}
+
     def on_assignment(self, held: set[tuple[str, int]]) -> None:
-        """Drop the state of partitions no longer held; mark new ones for a rebuild."""
+        """Drop the state of partitions no longer held (a restore under way is cancelled, its
+        waiting readings abandoned: the runtime forgot them); mark new ones for a restore."""
         for key in self._held - held:
             self._partitions.pop(key, None)
             self._fresh.discard(key)
+            job = self._restoring.pop(key, None)
+            if job is not None:
+                job.cancelled = True
+                self._in_flight -= len(job.held)
         self._fresh |= held - self._held
         self._held = set(held)
 
     def close(self) -> None:
         """Finish queued batches and stop the lanes."""
+        self._restorer.close()
         self.reloader.stop()
         self._swap_lanes()
         for lane in self._lanes:
@@ -212,25 +239,47 @@ class SensorStage:
     def _state(self, key: PartitionKey) -> PartitionState:
         state = self._partitions.get(key)
         if state is None:
-            state = self._partitions[key] = PartitionState(
-                model_policies={lane.ref.name: AlertPolicy(lane.rules) for lane in self._lanes},
-                rule_policies={
-                    rule.name: AlertPolicy([rule.policy_rule()]) for rule in self.settings.sensors.rules
-                },
-            )
+            state = self._partitions[key] = self._new_state()
         return state
 
-    def _rebuild(self, key: PartitionKey, until_offset: int) -> None:
-        """Replace the partition's state by one rebuilt from its recent history."""
-        self._partitions.pop(key, None)
-        history = read_back(
-            self.settings.kafka, key[0], key[1], until_offset, self.settings.sensors.rebuild_history_s
+    def _new_state(self) -> PartitionState:
+        return PartitionState(
+            model_policies={lane.ref.name: AlertPolicy(lane.rules) for lane in self._lanes},
+            rule_policies={
+                rule.name: AlertPolicy([rule.policy_rule()]) for rule in self.settings.sensors.rules
+            },
         )
-        replayed = rebuild(
-            self._state(key), history, self._admission, self._outputs, self.settings.runtime.max_message_bytes
+
+    def _restore_from_history(self, job: Restore) -> PartitionState:
+        """A partition's state rebuilt from its recent history (the restorer's thread)."""
+        sensors = self.settings.sensors
+        span_s = sensors.rebuild_history_s
+        if span_s is None:
+            specs = [(lane.spec, lane.rules) for lane in self._lanes]
+            span_s = history_span_s(specs, sensors.rules, sensors.lateness_s)
+        history = read_back(self.settings.kafka, *job.key, job.until_offset, span_s, progress=job.report)
+        state = self._new_state()
+        job.replayed = rebuild(
+            state, history, self._admission, self._outputs, self.settings.runtime.max_message_bytes
         )
-        self.counts["replayed"] += replayed
-        log.info("rebuilt %s/%d from %d records before offset %d", key[0], key[1], replayed, until_offset)
+        return state
+
+    def _install_restored(self) -> None:
+        """Install the states restored since the last call and admit the readings that waited."""
+        for job in self._restorer.finished():
+            if self._restoring.get(job.key) is not job or job.state is None:
+                continue  # the partition went and came back: a newer restore is under way
+            del self._restoring[job.key]
+            self._partitions[job.key] = job.state
+            self.counts["replayed"] += job.replayed
+            log.info(
+                "restored %s/%d from %d records before offset %d (%d waited)",
+                *job.key,
+                job.replayed,
+                job.until_offset,
+                len(job.held),
+            )
+            self._admit(job.key, job.held)
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -164,7 +164,11 @@ class VibrationStage:
         return self._in_flight
 
     def on_assignment(self, held: set[tuple[str, int]]) -> None:
-        """Spectra are scored alone: no partition state to drop or rebuild."""
+        """Spectra are scored alone: no partition state to drop or restore."""
+
+    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Spectra are scored alone: nothing to restore."""
+        return {}
 
     def close(self) -> None:
         """Finish queued batches and stop the lane."""

@@ -283,7 +283,11 @@ class VisionStage:
             return self._in_flight
 
     def on_assignment(self, held: set[tuple[str, int]]) -> None:
-        """Frames are scored alone: no partition state to drop or rebuild."""
+        """Frames are scored alone: no partition state to drop or restore."""
+
+    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Frames are scored alone: nothing to restore."""
+        return {}
 
     def close(self) -> None:
         """Stop retrying fetches, finish queued batches, release the workers (never waiting on a

@@ -91,6 +91,26 @@ def test_readiness_fails_with_its_reason_on_outage_stall_or_stuck_item() -> None
     assert metrics.registry.get_sample_value("vigil_oldest_in_flight_seconds", {"pipeline": "vision"}) == 300
 
 
+def test_readiness_fails_while_the_group_rebalances_or_partitions_restore() -> None:
+    metrics = VigilMetrics(gpu=False)
+    observer = metrics.observer("sensors")
+    observer.on_poll()
+    observer.on_assignment({TopicPartition("vigil.sensors", 0), TopicPartition("vigil.sensors", 1)})
+    observer.on_health(True, 0.0, 0.0, rebalancing=True)
+    assert observer.not_ready() == "the consumer group is rebalancing"
+    assert metrics.registry.get_sample_value("vigil_rebalancing", {"pipeline": "sensors"}) == 1
+    restoring = {TopicPartition("vigil.sensors", 0): (120, 400), TopicPartition("vigil.sensors", 1): (0, 100)}
+    observer.on_health(True, 0.0, 0.0, restoring=restoring)
+    assert observer.not_ready() == "restoring 2 partitions (120 of 500 records)"
+    assert observer.alive()  # the loop goes round: /healthz stays 200
+    assert metrics.registry.get_sample_value("vigil_restoring_partitions", {"pipeline": "sensors"}) == 2
+    assert (
+        metrics.registry.get_sample_value("vigil_restore_records_remaining", {"pipeline": "sensors"}) == 380
+    )
+    observer.on_health(True, 0.0, 0.0)
+    assert observer.not_ready() is None
+
+
 def test_metrics_can_require_basic_auth_over_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import base64
     import ssl
