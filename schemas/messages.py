@@ -193,6 +193,7 @@ DeadLetterReason = Literal[
     "unknown_model",
     "inference_failed",
     "invalid_value",
+    "value_out_of_range",
     "unknown_channel",
     "out_of_time_range",
     "invalid_block",

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     StringConstraints,
     ValidationError,
@@ -179,6 +180,11 @@ class FetchSettings(Section):
     """Total time one frame's fetch may take, retries and back-off included; then ``fetch_failed``."""
     max_retries: Annotated[int, Field(ge=0, le=100)] = 3
     """Transient failures (timeouts, HTTP 408/429/5xx) retried this often, then ``fetch_failed``."""
+    allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    """CIDR blocks an ``http(s)://`` fetch may connect to besides public addresses (e.g. the
+    plant's camera network ``10.20.0.0/16``). Checked after DNS resolution; link-local
+    (cloud metadata), loopback and private addresses are refused unless listed here or named
+    literally by an allowed prefix."""
     max_bytes: Positive = 20 * 2**20
     workers: Annotated[int, Field(gt=0, le=256)] = 8
     retry_initial_s: Annotated[float, Field(gt=0)] = 0.2

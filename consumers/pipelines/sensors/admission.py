@@ -29,6 +29,7 @@ from consumers.pipelines.sensors.intake import (
     channel_sets,
     check_channels,
     check_event_time,
+    check_model_range,
     expand,
     sample_times,
 )
@@ -129,7 +130,10 @@ class Admission:
         )
         route = self._router.route(reading.asset_id, reading.kind)
         if reading.block is None and reading.values:  # one sample: the common case, kept short
-            dropped = self._verdict(route, tuple(reading.values)) if route.lane is not None else ()
+            dropped: tuple[str, ...] = ()
+            if route.lane is not None:
+                dropped = self._verdict(route, tuple(reading.values))
+                check_model_range(reading, route.lane.channels, route.lane.value_limits)
             tally.event("dropped_channel", len(dropped))
             return _Taken(work, reading, route, dropped, [reading.event_time.timestamp()])
         extra: set[str] = set()
@@ -138,6 +142,7 @@ class Admission:
                 dropped = self._verdict(route, names)
                 extra.update(dropped)
                 tally.event("dropped_channel", len(dropped) * samples)
+            check_model_range(reading, route.lane.channels, route.lane.value_limits)
         return _Taken(work, reading, route, tuple(extra), sample_times(reading))
 
     def _verdict(self, route: SensorRoute, names: tuple[str, ...]) -> tuple[str, ...]:

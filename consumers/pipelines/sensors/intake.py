@@ -6,6 +6,7 @@ Outcomes of bad input (each a dead-letter reason, never a crash):
   ``max_block_span_s`` or ending beyond ``max_future_s``: ``invalid_block`` (the Kafka timestamp, not the wall clock, keeps a
   replay of the partition deciding the same way);
 - a channel the asset's model needs is missing: ``invalid_value``;
+- a value of a model channel beyond what its float32 window holds: ``value_out_of_range``;
 - a channel that neither the model nor any rule of the asset knows: ``unknown_channel``,
   or dropped and counted when ``unknown_channels`` is ``ignore``.
 NaN, infinities and wrong types never get this far: the schema rejects them.
@@ -97,6 +98,34 @@ def sample_times(reading: SensorReading) -> list[float]:
         length = len(next(iter(reading.block.channels.values())))
         times.extend((start + np.arange(length) * (1.0 / reading.block.sample_rate_hz)).tolist())
     return times
+
+
+def model_value_limits(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Per channel, the largest magnitude a value may have so that it, and its value normalised
+    by the card's ``mean`` and ``std``, stay finite in float32 with room for a window's
+    differences (interpolation across a gap)."""
+    big = float(np.finfo(np.float32).max) / 2
+    spread = np.asarray(std, dtype=np.float64)
+    return np.minimum(big, big * spread) - np.abs(np.asarray(mean, dtype=np.float64))
+
+
+def check_model_range(reading: SensorReading, channels: Sequence[str], limits: np.ndarray) -> None:
+    """Raise ``value_out_of_range`` when a value of a model channel lies beyond ``limits`` (per
+    channel, the largest magnitude whose normalised value float32 holds): such a value would
+    make the asset's window, and every later window holding it, infinite or NaN."""
+    rows: list[Sequence[float]] = []
+    if reading.values:
+        rows.append([reading.values[c] for c in channels])
+    if reading.block is not None:
+        rows.extend(zip(*(reading.block.channels[c] for c in channels), strict=True))
+    beyond = ~(np.abs(np.asarray(rows, dtype=np.float64)) <= limits)
+    if beyond.any():
+        column = int(np.nonzero(beyond.any(axis=0))[0][0])
+        raise ReadingRejected(
+            "value_out_of_range",
+            f"{channels[column]} holds a value the model's float32 window cannot hold "
+            f"(beyond ±{limits[column]:.3g})",
+        )
 
 
 def channel_sets(reading: SensorReading) -> list[tuple[tuple[str, ...], int]]:

@@ -16,6 +16,7 @@ import torch
 
 from consumers.pipelines.batcher import Deliver
 from consumers.pipelines.lane import ModelLane
+from consumers.pipelines.sensors.intake import model_value_limits
 from consumers.runtime.observer import RuntimeObserver
 from models.alert_policy import AlertShape
 from models.registry import LoadedModel
@@ -57,6 +58,8 @@ class SensorLane(ModelLane[T]):
         self.channels = tuple(self.spec.channels)
         self._mean = np.asarray(self.spec.mean, dtype=np.float32)
         self._std = np.asarray(self.spec.std, dtype=np.float32)
+        self.value_limits = model_value_limits(self.spec.mean, self.spec.std)
+        """Per channel, the largest magnitude a value may have (``intake.check_model_range``)."""
         example = torch.zeros(self.spec.window, len(self.channels))
         # a life score reaches 1.0 as the life left falls to the card's threshold (``window_scores``)
         thresholds = {"low_rul": 1.0} if "low_rul" in model.card.thresholds else None

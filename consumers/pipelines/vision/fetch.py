@@ -6,8 +6,13 @@ A frame reference is untrusted input:
   and the *opened* file's own path (``/proc/self/fd``) is checked again, so a folder swapped
   for a symlink between the check and the open is caught. Only regular files are read
   (never FIFOs, devices or sockets). Nothing is cached: every access is checked afresh.
+- Any URI with a control character (``%00`` included) or a backslash, raw or percent-encoded,
+  is refused.
 - ``http(s)://`` and ``s3://``: the URI must start with an allowed prefix, carry no ``..``
-  segment and no user info; every redirect target gets the same checks as a direct URI.
+  segment and no user info; every redirect target gets the same checks as a direct URI. An
+  ``http(s)://`` connection goes only to an address checked after DNS resolution, and to
+  exactly that address (``addresses``): no link-local, loopback or private address unless
+  an allowed prefix names it or it lies in ``fetch.allowed_networks``. No proxy is used.
 - Every fetch has a total deadline (``deadline_s``) over all its tries, a bounded number of
   retries with jittered exponential back-off that honours ``Retry-After``, and a size limit.
   Reads go chunk by chunk against the deadline, so a server trickling a byte a second fails
@@ -21,6 +26,7 @@ import hashlib
 import os
 import posixpath
 import random
+import re
 import stat
 import threading
 import time
@@ -31,11 +37,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from consumers.pipelines.vision.addresses import (
+    AddressGuard,
+    AddressRefused,
+    PinnedHTTPHandler,
+    PinnedHTTPSHandler,
+    ResolveFailed,
+)
 from schemas.settings import FetchSettings
 
 _CHUNK = 1 << 16
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
 _PROC_FD = Path("/proc/self/fd")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+"""Control characters and backslashes: never part of a frame URI Vigil fetches."""
 FOLDER_RESOLVE_S = 1.0
 """How stale the resolved allowed folders may be (a folder that is a symlink can change)."""
 
@@ -65,6 +80,7 @@ class FrameFetcher:
             unquote(urlsplit(p).path) for p in settings.allowed_prefixes if p.startswith("file://")
         ]
         self._url_prefixes = [p for p in settings.allowed_prefixes if not p.startswith("file://")]
+        self._guard = AddressGuard(settings.allowed_networks, self._url_prefixes)
         self._stop = stop or threading.Event()
         self._resolved: list[str] = []
         self._resolved_at = -FOLDER_RESOLVE_S - 1.0
@@ -103,6 +119,8 @@ class FrameFetcher:
 
     def check_allowed(self, uri: str) -> Path | str:
         """The resolved path (``file://``) or the URL to read; raises ``disallowed_uri``."""
+        if _UNSAFE.search(uri) or _UNSAFE.search(unquote(uri)):
+            raise FetchError("disallowed_uri", f"{uri!r} has a control character or a backslash")
         parts = urlsplit(uri)
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
@@ -194,7 +212,12 @@ class FrameFetcher:
             raise
 
     def _read_http(self, url: str, deadline: float) -> bytes:
-        opener = urllib.request.build_opener(_CheckedRedirects(self.check_allowed))
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            PinnedHTTPHandler(self._guard),
+            PinnedHTTPSHandler(self._guard),
+            _CheckedRedirects(self.check_allowed),
+        )
         timeout = max(0.01, min(self.settings.timeout_s, deadline - time.monotonic()))
         try:
             with opener.open(url, timeout=timeout) as response:
@@ -213,7 +236,9 @@ class FrameFetcher:
                     retry_after_s=_retry_after(error.headers.get("Retry-After")),
                 ) from error
             raise FetchError("unreadable_object", f"{url}: HTTP {error.code}") from error
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        except AddressRefused as error:
+            raise FetchError("disallowed_uri", f"{url}: {error}") from error
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ResolveFailed) as error:
             raise FetchError("fetch_failed", f"{url}: {error}", transient=True) from error
 
     def _read_stream(self, response: Any, url: str, deadline: float) -> bytes:

@@ -131,3 +131,65 @@ def test_a_redirect_target_gets_the_checks_of_a_direct_uri(http_base: str) -> No
     f = fetcher(f"{http_base}/frames/")
     assert reason(lambda: f.fetch(f"{http_base}/frames/escape.png")) == "disallowed_uri"
     assert "/private/key" not in FrameServer.requests  # the listener proves nothing was read there
+
+
+def test_control_characters_and_backslashes_are_disallowed_not_errors(frames: Path, http_base: str) -> None:
+    f = fetcher(f"file://{frames}/", f"{http_base}/frames/")
+    for uri in (
+        f"file://{frames}/a.png%00.jpg",
+        f"file://{frames}/a%0a.png",
+        f"{http_base}/frames/..%5c..%5cprivate/key",
+        f"{http_base}/frames\\..\\private/key",
+    ):
+        assert reason(lambda uri=uri: f.fetch(uri)) == "disallowed_uri", uri
+
+
+def test_addresses_are_checked_after_resolution_and_the_connection_pinned(
+    http_base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    port = int(http_base.rsplit(":", 1)[1])
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def resolver(host: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        lookups.append(host)
+        if host == "frames.plant.test":  # a name whose DNS answer is the host itself
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    named = f"http://frames.plant.test:{port}/frames/"
+    # under an allowed prefix, but it resolves to loopback: refused before a byte is sent
+    FrameServer.requests = []
+    assert reason(lambda: fetcher(named).fetch(f"{named}ok.png")) == "disallowed_uri"
+    assert FrameServer.requests == []
+    # the operator lists the network: fetched, from the address checked (one lookup, no second)
+    lookups.clear()
+    assert fetcher(named, allowed_networks=["127.0.0.0/8"]).fetch(f"{named}ok.png") == b"served"
+    assert [host for host in lookups if not host[0].isdigit()] == [
+        "frames.plant.test"
+    ]  # the connect's own is the literal
+    # a prefix naming the address literally allows it
+    assert fetcher(f"{http_base}/frames/").fetch(f"{http_base}/frames/ok.png") == b"served"
+
+
+def test_only_public_addresses_pass_unless_listed() -> None:
+    from ipaddress import ip_address
+
+    from consumers.pipelines.vision.addresses import AddressGuard
+
+    guard = AddressGuard(["10.20.0.0/16"], ["http://192.168.7.9:8080/frames/", "http://cams.example/"])
+    for refused in (
+        "169.254.169.254",
+        "127.0.0.1",
+        "10.0.0.5",
+        "172.16.3.4",
+        "::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+    ):
+        assert not guard.allows(ip_address(refused)), refused
+    for allowed in ("93.184.216.34", "10.20.1.2", "192.168.7.9", "2606:4700::1111"):
+        assert guard.allows(ip_address(allowed)), allowed

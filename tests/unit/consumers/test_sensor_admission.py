@@ -97,7 +97,7 @@ def admission() -> Admission:
     spec = SeriesInputSpec(
         channels=["a", "b"], window=8, stride=3, sample_period_s=1.0, mean=[0, 0], std=[1, 1]
     )
-    lane: Any = SimpleNamespace(spec=spec, channels=("a", "b"))
+    lane: Any = SimpleNamespace(spec=spec, channels=("a", "b"), value_limits=np.full(2, 1e30))
     sensors = SensorSettings(rules=RULES, max_past_s=None, unknown_channels="ignore")
     bindings = [SensorModelBinding(assets="m-*", model="m"), SensorModelBinding(assets="plain-*", model="m")]
     return Admission(
@@ -185,7 +185,7 @@ def test_a_source_sending_ever_new_channel_names_is_checked_each_time_without_gr
     spec = SeriesInputSpec(
         channels=["a", "b"], window=8, stride=3, sample_period_s=1.0, mean=[0, 0], std=[1, 1]
     )
-    lane: Any = SimpleNamespace(spec=spec, channels=("a", "b"))
+    lane: Any = SimpleNamespace(spec=spec, channels=("a", "b"), value_limits=np.full(2, 1e30))
     sensors = SensorSettings(max_past_s=None, unknown_channels="ignore")
     router = Router([SensorModelBinding(assets="*", model="m")], [lane], [])
     steps = Admission(sensors, router, SensorOutputs(VigilSettings(sensors=sensors)))

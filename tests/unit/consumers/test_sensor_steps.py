@@ -9,7 +9,10 @@ from itertools import pairwise
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
 from consumers.pipelines.sensors.admission import Admission, Admitted
+from consumers.pipelines.sensors.intake import model_value_limits
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
 from consumers.pipelines.sensors.rebuild import rebuild
@@ -17,7 +20,7 @@ from consumers.pipelines.sensors.routing import Router
 from consumers.pipelines.sensors.rules import RuleState, stale_transitions, value_transitions
 from consumers.pipelines.sensors.tally import Tally
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import InboundRecord, Work
+from consumers.runtime.records import Failure, InboundRecord, Work
 from models.alert_policy import AlertPolicy
 from schemas.messages import Alert, InferenceResult, SensorReading
 from schemas.model_card import SeriesInputSpec
@@ -86,7 +89,7 @@ def test_an_asset_without_a_model_keeps_no_window_but_late_and_duplicate_samples
 
 def test_a_model_lanes_window_reorders_within_lateness_and_hands_on_windows_once_they_are_settled() -> None:
     spec = SeriesInputSpec(channels=["a"], window=3, stride=1, sample_period_s=1.0, mean=[0.0], std=[1.0])
-    lane: Any = SimpleNamespace(spec=spec, channels=("a",))
+    lane: Any = SimpleNamespace(spec=spec, channels=("a",), value_limits=np.full(1, 1e30))
     admission, state, counts = admitting(lane, lateness_s=2.0)
     seen = []
     for offset, t in enumerate((1.0, 2.0, 4.0, 3.0, 5.0, 6.0, 2.0)):
@@ -115,7 +118,7 @@ def test_a_model_lanes_window_reorders_within_lateness_and_hands_on_windows_once
 
 def test_assets_reporting_on_the_same_ticks_complete_their_windows_on_ticks_of_their_own() -> None:
     spec = SeriesInputSpec(channels=["a"], window=8, stride=4, sample_period_s=1.0, mean=[0.0], std=[1.0])
-    lane: Any = SimpleNamespace(spec=spec, channels=("a",))
+    lane: Any = SimpleNamespace(spec=spec, channels=("a",), value_limits=np.full(1, 1e30))
     assets = [f"m-{n}" for n in range(40)]
 
     def due_ticks(staggered: bool) -> dict[str, list[float]]:
@@ -196,3 +199,21 @@ def test_a_rebuild_replays_history_into_state_silently_and_the_live_stream_carri
         ("hot", "firing")
     ]  # without the rebuild it would fire again
     assert live_observer.events == [("alert", "threshold", "firing")] and not counts
+
+
+def test_a_value_a_float32_window_cannot_hold_is_refused_and_never_poisons_a_later_reading() -> None:
+    spec = SeriesInputSpec(channels=["a"], window=3, stride=1, sample_period_s=1.0, mean=[5.0], std=[0.01])
+    lane: Any = SimpleNamespace(spec=spec, channels=("a",), value_limits=model_value_limits([5.0], [0.01]))
+    admission, state, counts = admitting(lane)
+    tally = Tally(RuntimeObserver(), counts)
+    values = [1.0, 2.0, 1e308, 1e37, 3.0, 4.0]  # 1e37 is finite in float32, not once normalised
+    admitted = [
+        admission.admit([reading_work("m-1", t, {"a": v}, t)], state, tally)[0] for t, v in enumerate(values)
+    ]
+    refused = [a for a in admitted if isinstance(a, Failure)]
+    assert [f.reason for f in refused] == ["value_out_of_range", "value_out_of_range"]
+    assert "float32" in refused[0].error_message
+    windows = [w.window.values for a in admitted if isinstance(a, Admitted) for w in a.windows]
+    # the refused samples left a gap, filled from the valid samples on either side
+    assert len(windows) == 4
+    assert all(np.isfinite(w).all() and w.min() >= 1.0 and w.max() <= 4.0 for w in windows)
