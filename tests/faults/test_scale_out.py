@@ -7,29 +7,18 @@ group settles with the partitions shared; every live window is scored once, none
 
 from __future__ import annotations
 
-import json
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import OffsetAndMetadata
 
-from consumers.ops.scenarios import machine_readings
 from consumers.ops.topics import create_topics
-from schemas.messages import InferenceResult, SensorReading
-from schemas.settings import SensorModelBinding, SensorRule, SensorSettings, VigilSettings
-from tests.faults.processes import ROOT, finish
+from schemas.messages import InferenceResult
+from schemas.settings import SensorModelBinding, SensorRule, SensorSettings
+from tests.faults.drill import Member, committed_history, live_readings
 from tests.kafka_helpers import committed_offsets, end_offsets, read_until_quiet, unique_settings, wait_for
 from tests.sensor_fixtures import SensorModels
 
@@ -39,85 +28,6 @@ ASSETS = 48
 HISTORY_S = 900
 """Event time of history before the members start; a rule that looks back this far makes the
 whole of it part of the state to restore."""
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Member:
-    """One ``vigil run --pipeline sensors`` process, and what its endpoint said while it ran."""
-
-    def __init__(self, settings: VigilSettings, tmp_path: Path, name: str) -> None:
-        self.port = _free_port()
-        document = json.loads(settings.model_dump_json())
-        document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": self.port}
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(json.dumps(document))
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "consumers.ops.cli",
-                "run",
-                "--config",
-                str(config),
-                "--pipeline",
-                "sensors",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.readiness: list[tuple[int, str, int]] = []
-        """(``/readyz`` status, its body, ``/healthz`` status) sampled while it ran."""
-        self._watching = True
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-        self._watcher.start()
-
-    def _watch(self) -> None:
-        while self._watching and self.process.poll() is None:
-            status, body = _get(self.port, "/readyz")
-            if status:
-                self.readiness.append((status, body.strip(), _get(self.port, "/healthz")[0]))
-            time.sleep(0.1)  # sampling interval of the probe, as an orchestrator's
-
-    def ready(self) -> bool:
-        return bool(self.readiness) and self.readiness[-1][0] == 200
-
-    def stop(self) -> str:
-        self._watching = False
-        self.process.send_signal(signal.SIGTERM)
-        return finish(self.process, 90)
-
-
-def live_readings(topic: str, bootstrap: str, stop: threading.Event, sent: list[SensorReading]) -> None:
-    """Each asset reports once a second until ``stop``, event time = now."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    try:
-        while not stop.is_set():
-            tick = datetime.now(UTC).replace(microsecond=0)
-            for asset in range(ASSETS):
-                [reading] = machine_readings(f"machine-{asset}", tick, 1, seed=asset)
-                producer.send(topic, key=reading.asset_id.encode(), value=reading.to_json_bytes())
-                sent.append(reading)
-            producer.flush(30)
-            stop.wait(max(0.0, (tick + timedelta(seconds=1) - datetime.now(UTC)).total_seconds()))
-    finally:
-        producer.close()
 
 
 def test_a_member_joining_a_group_with_history_restores_without_stopping_the_world(
@@ -135,26 +45,12 @@ def test_a_member_joining_a_group_with_history_restores_without_stopping_the_wor
     create_topics(settings)
     topic = settings.topics.sensors.name
 
-    # History, stamped with its event times, that a previous member processed and committed.
-    now = datetime.now(UTC).replace(microsecond=0)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20, batch_size=1 << 18)
-    for asset in range(ASSETS):
-        for reading in machine_readings(
-            f"machine-{asset}", now - timedelta(seconds=HISTORY_S), HISTORY_S, seed=asset
-        ):
-            stamp = int(reading.event_time.timestamp() * 1000)
-            producer.send(
-                topic, key=reading.asset_id.encode(), value=reading.to_json_bytes(), timestamp_ms=stamp
-            )
-    producer.flush(60)
-    producer.close()
-    history_ends = end_offsets(kafka_bootstrap, topic)
-    previous = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=settings.kafka.group_id)
-    previous.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in history_ends.items()})
-    previous.close()
+    committed_history(settings, ASSETS, HISTORY_S)  # processed by a previous member
 
     stop, sent = threading.Event(), []
-    load = threading.Thread(target=live_readings, args=(topic, kafka_bootstrap, stop, sent), daemon=True)
+    load = threading.Thread(
+        target=live_readings, args=(topic, kafka_bootstrap, ASSETS, stop, sent), daemon=True
+    )
     load.start()
     members: list[Member] = []
     try:
