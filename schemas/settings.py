@@ -398,7 +398,14 @@ class HttpSinkSettings(Section):
 
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
     timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    """Per request."""
+    """How long a try waits for its answer before the next try goes out (a late answer to it
+    still counts while ``deliver_within_s`` lasts)."""
+    deliver_within_s: Annotated[float, Field(gt=0)] = 30.0
+    """Each alert's budget from the moment the sink is handed it: one the receiver has not
+    taken by then is parked on the dead-letter topic, and its input's offset may commit. It
+    bounds how long a slow or dead receiver holds the pipeline's commits."""
+    concurrency: Annotated[int, Field(gt=0, le=64)] = 4
+    """Deliveries in flight at once (one source's alerts stay in order on one of them)."""
     retries: Annotated[int, Field(ge=0, le=20)] = 5
     """Bounded: after these, with back-off doubling from 0.5 s up to 30 s, the alert is parked
     on the dead-letter topic (reason ``undelivered_alert``) and the input's offset may commit;

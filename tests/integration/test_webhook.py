@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import Outcome, Output, Work
 from consumers.runtime.stage import SyncStage
+from consumers.sinks.base import SinkDelivery
 from consumers.sinks.http import AlertDeliveryError
 from consumers.sinks.webhook import SIGNATURE_HEADER, WebhookSink, verify_signature
 from schemas.common import Evidence
@@ -37,9 +39,10 @@ pytestmark = pytest.mark.integration
 class Receiver:
     """A local webhook receiver: records every request and answers from a script (then 200)."""
 
-    def __init__(self, port: int, answers: Sequence[int] = ()) -> None:
+    def __init__(self, port: int, answers: Sequence[int] = (), delay_s: float = 0.0) -> None:
         self.port = port
         self.answers = list(answers)
+        self.delay_s = delay_s
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self._lock = threading.Lock()
         receiver = self
@@ -50,6 +53,7 @@ class Receiver:
                 with receiver._lock:
                     receiver.requests.append((dict(self.headers.items()), body))
                     status = receiver.answers.pop(0) if receiver.answers else 200
+                time.sleep(receiver.delay_s)  # a slow receiver, answering late
                 self.send_response(status)
                 self.end_headers()
 
@@ -70,8 +74,10 @@ class Receiver:
 
 
 @contextmanager
-def receiving(port: int | None = None, answers: Sequence[int] = ()) -> Iterator[Receiver]:
-    receiver = Receiver(port or free_port(), answers)
+def receiving(
+    port: int | None = None, answers: Sequence[int] = (), delay_s: float = 0.0
+) -> Iterator[Receiver]:
+    receiver = Receiver(port or free_port(), answers, delay_s)
     try:
         yield receiver
     finally:
@@ -205,6 +211,60 @@ def test_a_receiver_that_is_down_parks_alerts_on_the_dlq_and_a_redrive_delivers_
     delivered = [Alert.from_json_bytes(body).alert_id for _, body in receiver.requests]
     assert sorted(delivered) == sorted(raised)
     assert all(verify_signature(SECRET.encode(), body, h[SIGNATURE_HEADER]) for h, body in receiver.requests)
+
+
+def test_a_late_answer_after_a_tries_timeout_counts_as_delivered_and_nothing_is_parked() -> None:
+    parked: list[Output] = []
+
+    def park(letter: Output) -> SinkDelivery:
+        parked.append(letter)
+        done = SinkDelivery()
+        done.succeed()
+        return done
+
+    with receiving(delay_s=1.5) as receiver:
+        hook = WebhookSinkSettings(url=receiver.url, timeout_s=0.5, retries=5, deliver_within_s=10)
+        sink = WebhookSink(hook, ALERTS)
+        sink.park_in(park, "dlq", 1 << 20)
+        try:
+            assert _delivered(sink, _alert_output()) is None
+        finally:
+            sink.close(5)
+    assert parked == [], "an alert the receiver took was parked too"
+    assert 1 <= len(receiver.requests) <= 3  # tries went out while the first was unanswered
+
+
+def test_a_slow_receiver_holds_commits_no_longer_than_the_alerts_budget(kafka_bootstrap: str) -> None:
+    base = unique_settings(kafka_bootstrap)
+    with receiving(delay_s=2.0) as receiver:
+        hook = WebhookSinkSettings(url=receiver.url, timeout_s=0.5, deliver_within_s=4.0)
+        settings = VigilSettings.model_validate(
+            {**base.model_dump(), "sinks": SinksSettings(webhook=hook).model_dump()}
+        )
+        create_topics(settings)
+        sensors, alerts = settings.topics.sensors.name, settings.topics.alerts.name
+        runtime = StreamRuntime(
+            settings, {sensors: SensorReading}, alerting_stage(alerts), observer=CountingObserver()
+        )
+        runtime.sinks.append(WebhookSink(hook, alerts))
+        produce(kafka_bootstrap, sensors, [(b"m", samples.reading(i).to_json_bytes()) for i in range(10)])
+        with running(runtime):
+            # ten alerts of one source at 2 s each would hold the commit for 20 s and more; each
+            # waits at most its 4 s budget, then is parked
+            wait_for(
+                lambda: sum(committed_offsets(kafka_bootstrap, settings.kafka.group_id).values()) == 10,
+                20,  # without the budget: 18 s for the first alert's tries alone
+                what="every reading committed although the receiver is slow",
+            )
+    raised = {Alert.from_json_bytes(r.value).alert_id for r in read_all(kafka_bootstrap, alerts, 10)}
+    letters = read_all(kafka_bootstrap, settings.topics.dlq.name, 1)
+    parked = {
+        Alert.from_json_bytes(original_value(DeadLetter.from_json_bytes(r.value)) or b"").alert_id
+        for r in letters
+    }
+    delivered = {Alert.from_json_bytes(body).alert_id for _, body in receiver.requests}
+    assert parked and delivered, "some were taken, the rest parked"
+    assert parked | delivered == raised, "an alert was lost"
 
 
 def test_the_secret_never_shows_in_the_settings_text() -> None:
