@@ -117,10 +117,15 @@ class TopicsSettings(Section):
     alerts: TopicSpec = TopicSpec(name="vigil.alerts", partitions=3)
     inferences: TopicSpec = TopicSpec(name="vigil.inferences", partitions=6)
     dlq: TopicSpec = TopicSpec(name="vigil.dlq", partitions=3, config={"max.message.bytes": "8388608"})
+    redrive_log: TopicSpec = TopicSpec(
+        name="vigil.dlq.redriven", partitions=1, config={"cleanup.policy": "compact"}
+    )
+    """Compacted: one record per dead letter ``vigil dlq redrive`` published again, keyed by the
+    letter's coordinates, so a second redrive skips it."""
 
     def all(self) -> list[TopicSpec]:
         """Every topic, inputs first."""
-        return [self.frames, self.sensors, self.alerts, self.inferences, self.dlq]
+        return [self.frames, self.sensors, self.alerts, self.inferences, self.dlq, self.redrive_log]
 
 
 class RuntimeSettings(Section):

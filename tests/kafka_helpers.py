@@ -51,6 +51,9 @@ def unique_settings(bootstrap: str, partitions: int = 2, **runtime: Any) -> Vigi
         alerts=TopicSpec(name=f"t-{tag}.alerts", partitions=1),
         inferences=TopicSpec(name=f"t-{tag}.inferences", partitions=1),
         dlq=TopicSpec(name=f"t-{tag}.dlq", partitions=1, config={"max.message.bytes": "8388608"}),
+        redrive_log=TopicSpec(
+            name=f"t-{tag}.dlq.redriven", partitions=1, config={"cleanup.policy": "compact"}
+        ),
     )
     base = VigilSettings()
     return VigilSettings(

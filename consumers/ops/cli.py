@@ -180,7 +180,9 @@ def moment(text: str | None) -> datetime | None:
 def cmd_dlq(args: argparse.Namespace) -> int:
     from consumers.ops.redrive import redrive
 
-    report = redrive(_settings(args), args.reason or (), moment(args.since), moment(args.until), args.dry_run)
+    report = redrive(
+        _settings(args), args.reason or (), moment(args.since), moment(args.until), args.dry_run, args.again
+    )
     verb = "would publish" if args.dry_run else "published"
     table = Table(title=f"dead letters redriven{' (dry run)' if args.dry_run else ''}")
     for column in ("original topic", "reason", verb):
@@ -190,6 +192,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     show(table)
     for line in report.skipped:
         console.print(f"skipped {line}", highlight=False)
+    for line in report.already:
+        console.print(f"skipped {line}: redriven before (--again redrives it)", highlight=False)
     return 0
 
 
@@ -333,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--since", default=None, help="only letters that failed at or after this ISO 8601 time")
     dlq.add_argument("--until", default=None, help="only letters that failed at or before this ISO 8601 time")
     dlq.add_argument("--dry-run", action="store_true", help="count what would be published, publish nothing")
+    dlq.add_argument(
+        "--again", action="store_true", help="also letters an earlier redrive published (the redrive log)"
+    )
     dlq.set_defaults(func=cmd_dlq)
 
     schemas = sub.add_parser("schemas", help="JSON Schema export")

@@ -14,18 +14,26 @@ Alerts a sink could not deliver (reason ``undelivered_alert``, stage ``sink:<nam
 to that sink, not to a topic: they are delivered again to the receiver the configuration
 names now, one by one, waiting for each (a receiver still down is reported, and the letter
 stays for the next redrive).
+
+Each letter redriven is recorded in the compacted redrive log (``topics.redrive_log``), keyed
+by its coordinates, once the broker or the receiver took it again; a later redrive skips the
+letters recorded there (``already``) unless ``again`` is set. A dry run says which letters
+would go and which would be skipped, and records nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
+from consumers.ops.topics import create_topics
 from consumers.runtime.dead_letters import HEADER_PREFIX, original_value
 from consumers.runtime.kafka_clients import make_producer, make_reader, records_between
 from consumers.runtime.records import Output
@@ -41,6 +49,8 @@ class RedriveReport:
 
     published: Counter[tuple[str, str]] = field(default_factory=Counter)
     skipped: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    """Letters skipped because an earlier redrive published them (``again`` redrives them)."""
 
 
 def redrive(
@@ -49,15 +59,21 @@ def redrive(
     since: datetime | None = None,
     until: datetime | None = None,
     dry_run: bool = False,
+    again: bool = False,
 ) -> RedriveReport:
-    """Publish the chosen dead letters to their original topics (none with ``dry_run``)."""
+    """Publish the chosen dead letters to their original topics (none with ``dry_run``); letters
+    an earlier redrive published are skipped unless ``again``."""
     wanted = set(reasons)
     dlq = settings.topics.dlq.name
+    log_topic = settings.topics.redrive_log.name
+    if not dry_run:
+        create_topics(settings, [settings.topics.redrive_log])  # a deployment from before the log
     reader = make_reader(settings.kafka)
     producer = None if dry_run else make_producer(settings.kafka)
     report = RedriveReport()
     sinks: dict[str, Sink] | None = None
     try:
+        done = set() if again else redriven(reader, log_topic)
         partitions = [TopicPartition(dlq, p) for p in sorted(reader.partitions_for_topic(dlq) or ())]
         ends = reader.end_offsets(partitions)
         starts = reader.beginning_offsets(partitions)
@@ -75,12 +91,17 @@ def redrive(
                 continue
             if (since and letter.failed_at < since) or (until and letter.failed_at > until):
                 continue
+            if where in done:
+                report.already.append(where)
+                continue
             if letter.stage.startswith(SINK_STAGE):
                 if sinks is None:
                     sinks = {sink_stage(sink.name): sink for sink in configured_sinks(settings)}
                 problem = None if dry_run else _redeliver(settings, sinks, letter, record.key)
                 if problem is None:
                     report.published[(letter.stage, letter.reason)] += 1
+                    if producer is not None:
+                        _record(producer, log_topic, where, letter.stage)
                 else:
                     report.skipped.append(f"{where}: {problem}")
                 continue
@@ -97,6 +118,7 @@ def redrive(
             ]
             if producer is not None:
                 producer.send(letter.origin_topic, key=record.key, value=value, headers=headers)
+                _record(producer, log_topic, where, letter.origin_topic)
             report.published[(letter.origin_topic, letter.reason)] += 1
         if producer is not None:
             producer.flush()  # raises when the broker did not take them: the command fails
@@ -107,6 +129,27 @@ def redrive(
         for sink in (sinks or {}).values():
             sink.close(0)
     return report
+
+
+def redriven(reader: KafkaConsumer, log_topic: str) -> set[str]:
+    """The coordinates (``dlq[partition]@offset``) of every letter the redrive log records."""
+    partitions = [TopicPartition(log_topic, p) for p in sorted(reader.partitions_for_topic(log_topic) or ())]
+    if not partitions:
+        return set()
+    ends = reader.end_offsets(partitions)
+    starts = reader.beginning_offsets(partitions)
+    return {
+        record.key.decode()
+        for _, record in records_between(reader, starts, ends)
+        if record.key is not None and record.value is not None  # a tombstone forgets it
+    }
+
+
+def _record(producer: KafkaProducer, log_topic: str, where: str, to: str) -> None:
+    """Note in the redrive log that the letter at ``where`` went to ``to`` (sent with the
+    republished record; the producer's final flush covers both)."""
+    entry = {"redriven_at": datetime.now(UTC).isoformat(), "to": to}
+    producer.send(log_topic, key=where.encode(), value=json.dumps(entry).encode())
 
 
 def _redeliver(

@@ -73,6 +73,14 @@ def test_redrive_publishes_the_chosen_letters_to_their_topic_with_their_origin(
         assert headers["vigil.redrive.from"].decode().startswith(f"{settings.topics.dlq.name}[0]@")
         assert headers["vigil.redrive.reason"] == b"schema_violation"
 
+    # A second redrive skips what the first published (the redrive log), saying so; --again does not.
+    capsys.readouterr()
+    assert main(arguments) == 0
+    assert capsys.readouterr().out.count("redriven before (--again redrives it)") == 2
+    assert sum(end_offsets(kafka_bootstrap, settings.topics.sensors.name).values()) == 2
+    assert main([*arguments, "--again"]) == 0
+    assert sum(end_offsets(kafka_bootstrap, settings.topics.sensors.name).values()) == 4
+
 
 def test_a_truncated_letter_is_redriven_from_its_original_record(
     kafka_bootstrap: str, tmp_path: Path

@@ -207,9 +207,14 @@ def test_a_receiver_that_is_down_parks_alerts_on_the_dlq_and_a_redrive_delivers_
 
     with receiving(port) as receiver:
         report = redrive(settings, reasons=["undelivered_alert"])
-    assert report.published[("sink:webhook", "undelivered_alert")] == 6 and not report.skipped
+        assert report.published[("sink:webhook", "undelivered_alert")] == 6 and not report.skipped
+        # the redrive log: a second redrive delivers nothing twice, a dry run says so
+        again = redrive(settings, reasons=["undelivered_alert"])
+        assert not again.published and len(again.already) == 6
+        dry = redrive(settings, reasons=["undelivered_alert"], dry_run=True, again=True)
+        assert dry.published[("sink:webhook", "undelivered_alert")] == 6
     delivered = [Alert.from_json_bytes(body).alert_id for _, body in receiver.requests]
-    assert sorted(delivered) == sorted(raised)
+    assert sorted(delivered) == sorted(raised), "each parked alert delivered once"
     assert all(verify_signature(SECRET.encode(), body, h[SIGNATURE_HEADER]) for h, body in receiver.requests)
 
 
