@@ -110,6 +110,12 @@ def main() -> None:
             Figure("member B: start to ready", ready_after.get("b", float("nan")), "s", ""),
             Figure("group settled after B started", settled_after or float("nan"), "s", "both /readyz 200"),
             Figure("max commit lag during the join", max(join_lags, default=float("nan")), "records", ""),
+            Figure(
+                "commit lag at the end",
+                lags[-1][1] if lags else float("nan"),
+                "records",
+                "live load 1 s/asset",
+            ),
             Figure("members that exited before SIGTERM", sum(e is not None for e, _ in exits), "", "of 2"),
         ]
         report(
