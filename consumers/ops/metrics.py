@@ -232,6 +232,10 @@ class VigilMetrics:
         return PrometheusObserver(self, pipeline)
 
 
+READY_LOOP_S = 5.0
+"""``/readyz`` fails while the consume loop has not gone round for this long (``/healthz``: 60 s)."""
+
+
 class PrometheusObserver(RuntimeObserver):
     """Feeds one runtime's events into ``VigilMetrics``; knows when that runtime is alive and ready."""
 
@@ -261,6 +265,10 @@ class PrometheusObserver(RuntimeObserver):
         rebalances or partitions' state is being restored."""
         if not self.alive():
             return "the consume loop has not gone round for 60s"
+        if not self.alive(within_s=READY_LOOP_S):
+            # a loop held in a broker call (an exactly-once transaction step during an outage)
+            # reports nothing new: its silence is the news, long before the step's deadline
+            return f"the consume loop has not gone round for {READY_LOOP_S:.0f}s (waiting on the broker)"
         if not self.broker_reachable:
             return "the broker (group coordinator) is unreachable"
         if self.rebalancing:

@@ -109,6 +109,8 @@ def test_readiness_fails_while_the_group_rebalances_or_partitions_restore() -> N
     )
     observer.on_health(True, 0.0, 0.0)
     assert observer.not_ready() is None
+    observer.last_poll -= 6  # the loop held in a broker call (a transaction step in an outage)
+    assert "has not gone round for 5s" in (observer.not_ready() or "") and observer.alive()
 
 
 def test_metrics_can_require_basic_auth_over_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
