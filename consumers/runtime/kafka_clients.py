@@ -26,7 +26,7 @@ READ_POLL_MS = 500
 IDLE_SLEEP_MS = 10
 """The longest sleep in the runtime's kafka-python consumer's ``poll`` (``RuntimeConsumer``)."""
 ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePartitionAssignor}
-"""kafka-python's assignor of each ``kafka.assignment_strategy`` (librdkafka takes the name)."""
+"""kafka-python's assignor of each ``kafka.assignment_strategy`` (librdkafka takes its name)."""
 TRANSACTION_TIMEOUT_MS = 60_000
 """How long the broker keeps a transaction open without a commit (both clients' default)."""
 
@@ -73,7 +73,7 @@ def consumer_config(settings: KafkaSettings, group_id: str | None = None) -> dic
         "fetch_min_bytes": settings.fetch_min_bytes,
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "group_instance_id": settings.group_instance_id,
-        "partition_assignment_strategy": settings.assignment_strategy,
+        "partition_assignment_strategy": (ASSIGNORS[settings.assignment_strategy],),
         # A group leader whose metadata lacked a just-created topic assigns none of it until
         # the next refresh: 30 s bounds that instead of the default 5 minutes.
         "metadata_max_age_ms": 30_000,
@@ -146,9 +146,6 @@ class RuntimeConsumer(KafkaConsumer):  # type: ignore[misc]
     """
 
     def __init__(self, **config: Any) -> None:
-        strategy = config.get("partition_assignment_strategy")
-        if isinstance(strategy, str):
-            config["partition_assignment_strategy"] = (ASSIGNORS[strategy],)
         super().__init__(**config)
         self.config["retry_backoff_ms"] = min(IDLE_SLEEP_MS, self.config["retry_backoff_ms"])
 
@@ -234,6 +231,8 @@ def librdkafka_config(config: dict[str, Any]) -> dict[str, Any]:
             continue
         if name == "bootstrap_servers":
             value = ",".join(value)
+        elif name == "partition_assignment_strategy":  # kafka-python's assignor classes, by name
+            value = ",".join(assignor.name for assignor in value)
         elif name == "ssl_check_hostname":
             name, value = "ssl_endpoint_identification_algorithm", "https" if value else "none"
         native[_LIBRDKAFKA_NAMES.get(name, name.replace("_", "."))] = value

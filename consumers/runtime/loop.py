@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 0.5
 """How often the loop reports what ``/readyz`` judges."""
+REVOKE_DRAIN_S = 2.0
+"""How long in-flight inputs get to finish before a partition revoked for good is committed."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -405,33 +407,34 @@ class StreamRuntime:
         """A rebalance event (``revoked``, ``assigned`` or ``lost``) from the consumer.
 
         kafka-python calls it on the runtime's thread, where the runtime settles and commits
-        before giving partitions up, or on its own IO thread, where nothing may block: there
-        the runtime forgets revoked partitions without committing (their uncommitted work is
-        re-processed by the next owner). IO-thread events that arrive while the runtime's
-        thread is not parked in ``poll`` wait in a queue applied before the next ``poll``.
+        before giving partitions up, or on its own IO thread, where nothing may block. There,
+        while the runtime's thread is parked in ``poll``, its state is safe to update: an
+        assignment is applied at once (before poll returns records fetched under it), and so is
+        an eager revocation (kept until the new assignment). Other IO-thread events wait in a
+        queue that the runtime's thread applies before it polls again. A partition revoked for
+        good (incremental rebalancing) is committed from that queue: its next owner is assigned
+        it only in the follow-up rebalance, which this member joins in that next poll, so the
+        commit lands first and nothing completed is processed twice.
         """
         if threading.get_ident() == self._thread_id:
             self._apply_rebalance(kind, partitions)
-        elif self._in_poll:
-            # The runtime's thread is parked inside poll(): its state is safe to update now,
-            # before poll returns records fetched under the new assignment; only blocking
-            # calls (a commit) are not allowed here.
+        elif self._in_poll and (kind == "assigned" or not self._cooperative):
             self._apply_rebalance(kind, partitions, may_commit=False)
         else:
             self._rebalance_events.append((kind, partitions))
 
     def _apply_queued_rebalances(self) -> None:
+        """Apply the IO thread's queued events on the runtime's thread (see ``rebalance``)."""
         while self._rebalance_events:
             kind, partitions = self._rebalance_events.popleft()
-            self._apply_rebalance(kind, partitions, may_commit=False)
+            self._apply_rebalance(kind, partitions, may_commit=self._cooperative and kind == "revoked")
 
     def _apply_rebalance(self, kind: str, partitions: set[TopicPartition], may_commit: bool = True) -> None:
-        self._apply_queued_rebalances()
+        if threading.get_ident() == self._thread_id:
+            self._apply_queued_rebalances()
         if kind == "revoked":
             if may_commit:
                 self._on_revoked(partitions)
-            elif self._cooperative:
-                self._forget(partitions)  # revoked for good: the next owner re-processes
             else:
                 self._revoked |= partitions
         elif kind == "assigned":
@@ -442,17 +445,24 @@ class StreamRuntime:
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Settle and commit what is done before giving partitions up.
 
-        Incremental rebalancing revokes a partition for good. Eager rebalancing revokes every
-        partition and hands most back: their state is kept until the new assignment, since a
-        partition handed straight back keeps its fetch position, so its in-flight records are
-        not delivered again and must finish.
+        Incremental rebalancing revokes a partition for good: what is in flight gets up to
+        ``REVOKE_DRAIN_S`` to finish first, so the next owner repeats as little as possible.
+        Eager rebalancing revokes every partition and hands most back: their state is kept
+        until the new assignment, since a partition handed straight back keeps its fetch
+        position, so its in-flight records are not delivered again and must finish.
         """
         if self._failed:
             self._forget(revoked)
             return
         self._emit(self.stage.collect(timeout_s=0.0))
+        if self._cooperative:
+            deadline = time.monotonic() + REVOKE_DRAIN_S
+            while self.stage.in_flight() and time.monotonic() < deadline:
+                self._emit(self.stage.collect(timeout_s=0.05))
+                if self.checkpoint is not None:
+                    self.checkpoint.settle()
         try:
-            self.commit()
+            self.commit(flush=True)
         finally:
             if self._cooperative:
                 self._forget(revoked)
