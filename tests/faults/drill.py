@@ -25,7 +25,8 @@ from tests.faults.processes import ROOT, finish
 from tests.kafka_helpers import end_offsets
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
+def get(port: int, path: str) -> tuple[int, str]:
+    """The status and body of ``path`` on a local endpoint (0 and "" when nothing answers)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
             return reply.status, reply.read().decode()
@@ -75,9 +76,9 @@ class Member:
 
     def _watch(self) -> None:
         while self._watching and self.process.poll() is None:
-            status, body = _get(self.port, "/readyz")
+            status, body = get(self.port, "/readyz")
             if status:
-                self.readiness.append((status, body.strip(), _get(self.port, "/healthz")[0]))
+                self.readiness.append((status, body.strip(), get(self.port, "/healthz")[0]))
             time.sleep(0.1)  # sampling interval of the probe, as an orchestrator's
 
     def ready(self) -> bool:

@@ -7,13 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.ops.topics import create_topics
+from tests.faults.drill import get
 from tests.faults.processes import (
     INPUTS,
     ROOT,
@@ -28,19 +28,9 @@ from tests.kafka_helpers import unique_settings, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def _by_worker(port: int, series: str) -> dict[str, float]:
     """``series`` summed per ``worker`` label, from the supervisor's endpoint."""
-    _status, text = _get(port, "/metrics")
+    _status, text = get(port, "/metrics")
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -70,7 +60,7 @@ def test_two_workers_share_the_partitions_behind_one_endpoint_and_drain_on_sigte
         text=True,
     )
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200, 120, interval_s=0.5, what="both workers ready")
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 120, interval_s=0.5, what="both workers ready")
         assigned = wait_for(
             lambda: (
                 (a := _by_worker(port, "vigil_assigned_partitions")) and len(a) == 2 and min(a.values()) and a
@@ -129,7 +119,7 @@ def test_workers_of_a_supervisor_killed_outright_drain_and_stop(kafka_bootstrap:
     )
     children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200, 120, interval_s=0.5, what="both workers ready")
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 120, interval_s=0.5, what="both workers ready")
         workers = [int(pid) for pid in children.read_text().split()]
         assert len(workers) == 2
         supervisor.kill()

@@ -169,14 +169,11 @@ def alerting_stage(alerts_topic: str) -> SyncStage:
     return SyncStage("alerting", process)
 
 
-def test_a_receiver_that_is_down_parks_alerts_on_the_dlq_and_a_redrive_delivers_them(
-    kafka_bootstrap: str,
-) -> None:
-    port = free_port()  # nobody listens here until the redrive
-    base = unique_settings(kafka_bootstrap)
-    hook = WebhookSinkSettings(
-        url=f"http://127.0.0.1:{port}/hooks/vigil", retries=1, secret=SecretStr(SECRET)
-    )
+def alerting_runtime(
+    bootstrap: str, base: VigilSettings, hook: WebhookSinkSettings, readings: int
+) -> tuple[VigilSettings, StreamRuntime]:
+    """Settings with ``hook`` as the webhook sink, and a runtime raising one alert per reading
+    through it, ``readings`` readings already on its input topic."""
     settings = VigilSettings.model_validate(
         {**base.model_dump(), "sinks": SinksSettings(webhook=hook).model_dump()}
     )
@@ -186,7 +183,20 @@ def test_a_receiver_that_is_down_parks_alerts_on_the_dlq_and_a_redrive_delivers_
         settings, {sensors: SensorReading}, alerting_stage(alerts), observer=CountingObserver()
     )
     runtime.sinks.append(WebhookSink(hook, alerts))
-    produce(kafka_bootstrap, sensors, [(b"m", samples.reading(i).to_json_bytes()) for i in range(6)])
+    produce(bootstrap, sensors, [(b"m", samples.reading(i).to_json_bytes()) for i in range(readings)])
+    return settings, runtime
+
+
+def test_a_receiver_that_is_down_parks_alerts_on_the_dlq_and_a_redrive_delivers_them(
+    kafka_bootstrap: str,
+) -> None:
+    port = free_port()  # nobody listens here until the redrive
+    base = unique_settings(kafka_bootstrap)
+    hook = WebhookSinkSettings(
+        url=f"http://127.0.0.1:{port}/hooks/vigil", retries=1, secret=SecretStr(SECRET)
+    )
+    settings, runtime = alerting_runtime(kafka_bootstrap, base, hook, 6)
+    sensors, alerts = settings.topics.sensors.name, settings.topics.alerts.name
     with running(runtime):
         wait_for(
             lambda: sum(committed_offsets(kafka_bootstrap, settings.kafka.group_id).values()) == 6,
@@ -243,16 +253,8 @@ def test_a_slow_receiver_holds_commits_no_longer_than_the_alerts_budget(kafka_bo
     base = unique_settings(kafka_bootstrap)
     with receiving(delay_s=2.0) as receiver:
         hook = WebhookSinkSettings(url=receiver.url, timeout_s=0.5, deliver_within_s=4.0)
-        settings = VigilSettings.model_validate(
-            {**base.model_dump(), "sinks": SinksSettings(webhook=hook).model_dump()}
-        )
-        create_topics(settings)
-        sensors, alerts = settings.topics.sensors.name, settings.topics.alerts.name
-        runtime = StreamRuntime(
-            settings, {sensors: SensorReading}, alerting_stage(alerts), observer=CountingObserver()
-        )
-        runtime.sinks.append(WebhookSink(hook, alerts))
-        produce(kafka_bootstrap, sensors, [(b"m", samples.reading(i).to_json_bytes()) for i in range(10)])
+        settings, runtime = alerting_runtime(kafka_bootstrap, base, hook, 10)
+        alerts = settings.topics.alerts.name
         with running(runtime):
             # ten alerts of one source at 2 s each would hold the commit for 20 s and more; each
             # waits at most its 4 s budget, then is parked
