@@ -113,19 +113,24 @@ def check_model_range(reading: SensorReading, channels: Sequence[str], limits: n
     """Raise ``value_out_of_range`` when a value of a model channel lies beyond ``limits`` (per
     channel, the largest magnitude whose normalised value float32 holds): such a value would
     make the asset's window, and every later window holding it, infinite or NaN."""
-    rows: list[Sequence[float]] = []
-    if reading.values:
-        rows.append([reading.values[c] for c in channels])
+    if reading.values:  # one sample: the common case, checked without numpy
+        values = reading.values
+        for column, (channel, limit) in enumerate(zip(channels, limits.tolist(), strict=True)):
+            if not -limit <= values[channel] <= limit:
+                _out_of_range(channels, limits, column)
     if reading.block is not None:
-        rows.extend(zip(*(reading.block.channels[c] for c in channels), strict=True))
-    beyond = ~(np.abs(np.asarray(rows, dtype=np.float64)) <= limits)
-    if beyond.any():
-        column = int(np.nonzero(beyond.any(axis=0))[0][0])
-        raise ReadingRejected(
-            "value_out_of_range",
-            f"{channels[column]} holds a value the model's float32 window cannot hold "
-            f"(beyond ±{limits[column]:.3g})",
-        )
+        block = np.column_stack([np.asarray(reading.block.channels[c], dtype=np.float64) for c in channels])
+        beyond = ~(np.abs(block) <= limits)
+        if beyond.any():
+            _out_of_range(channels, limits, int(np.nonzero(beyond.any(axis=0))[0][0]))
+
+
+def _out_of_range(channels: Sequence[str], limits: np.ndarray, column: int) -> None:
+    raise ReadingRejected(
+        "value_out_of_range",
+        f"{channels[column]} holds a value the model's float32 window cannot hold "
+        f"(beyond ±{limits[column]:.3g})",
+    )
 
 
 def channel_sets(reading: SensorReading) -> list[tuple[tuple[str, ...], int]]:
