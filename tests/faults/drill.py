@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,7 +19,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.ops.scenarios import machine_readings
 from schemas.messages import SensorReading
 from schemas.settings import VigilSettings
-from tests.faults.processes import ROOT, finish
+from tests.faults.processes import ROOT, finish, start_vigil_run
 from tests.kafka_helpers import end_offsets
 
 
@@ -52,22 +50,7 @@ class Member:
         document["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": self.port}
         config = tmp_path / f"{name}.yaml"
         config.write_text(json.dumps(document))
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "consumers.ops.cli",
-                "run",
-                "--config",
-                str(config),
-                "--pipeline",
-                "sensors",
-            ],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.process = start_vigil_run(config, "sensors", root)
         self.readiness: list[tuple[int, str, int]] = []
         """(``/readyz`` status, its body, ``/healthz`` status) sampled while it ran."""
         self._watching = True

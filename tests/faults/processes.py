@@ -29,6 +29,21 @@ def start_worker(settings: VigilSettings, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def start_vigil_run(
+    config: Path, pipelines: str, root: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``vigil run --config CONFIG --pipeline PIPELINES`` as an operator starts it, from the
+    checkout at ``root``, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumers.ops.cli", "run", "--config", str(config), "--pipeline", pipelines],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def finish(worker: subprocess.Popen[str], timeout_s: float) -> str:
     """Wait for ``worker`` to exit; on timeout kill it and fail with what it printed."""
     try:

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -25,10 +24,10 @@ from schemas.settings import VigilSettings
 from tests import sample_messages as samples
 from tests.faults.processes import (
     INPUTS,
-    ROOT,
     finish,
     input_coordinates,
     result_counts,
+    start_vigil_run,
     start_worker,
     wait_committed_to_end,
 )
@@ -96,22 +95,7 @@ def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once
     config = tmp_path / "vigil.yaml"
     config.write_text(json.dumps(document))
     create_topics(settings)
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "consumers.ops.cli",
-            "run",
-            "--config",
-            str(config),
-            "--pipeline",
-            "passthrough",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    service = start_vigil_run(config, "passthrough")
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(settings, INPUTS, stop), daemon=True)
     try:

@@ -14,6 +14,7 @@ from consumers.ops.cli import main
 from consumers.ops.local_kafka.broker import LocalKafka, process_alive
 from consumers.ops.tail import follow
 from consumers.ops.topics import create_topics
+from tests.faults.processes import start_vigil_run
 from tests.kafka_helpers import produce, read_all, unique_settings
 from tests.sample_messages import alert
 
@@ -141,17 +142,7 @@ def test_vigil_run_serves_two_pipelines_with_health_and_stops_on_sigterm(
         [(b"pump-1", samples.reading(i).to_json_bytes()) for i in range(5)],
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    command = [
-        sys.executable,
-        "-m",
-        "consumers.ops.cli",
-        "run",
-        "--config",
-        str(config),
-        "--pipeline",
-        "passthrough,sensors",
-    ]
-    service = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    service = start_vigil_run(config, "passthrough,sensors", env=env)
 
     def ready() -> bool:
         try:
