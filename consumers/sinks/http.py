@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 UNDELIVERED = "undelivered_alert"
+NO_ANSWER = "no answer within the try's timeout"
 
 Park = Callable[[Output], Acknowledgement]
 """Sends a dead letter to Kafka (the checkpoint's Kafka sink) and acknowledges it."""
@@ -199,7 +200,7 @@ class HttpAlertSink:
     def _outcome(self, listening: set[Future[int]], until: float, alert: Alert) -> str | None:
         """Wait until ``until`` for a try still listening to be taken (None) or to fail; what
         went wrong otherwise. Tries that ended are dropped from ``listening``."""
-        problem = "no answer within the try's timeout"
+        problem = NO_ANSWER
         while listening and (left := until - time.monotonic()) > 0:
             done, _ = wait(listening, timeout=left, return_when=FIRST_COMPLETED)
             if not done:
@@ -220,7 +221,7 @@ class HttpAlertSink:
                     if 200 <= status < 300:
                         return None
                     problem = f"HTTP {status}"
-            if problem != "no answer within the try's timeout":
+            if problem != NO_ANSWER:
                 return problem
         return problem
 
