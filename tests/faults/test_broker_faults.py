@@ -10,8 +10,6 @@ import signal
 import socket
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from consumers.ops.local_kafka.broker import LocalKafka
 from consumers.ops.topics import create_topics
 from schemas.settings import VigilSettings
 from tests import sample_messages as samples
+from tests.faults.drill import get
 from tests.faults.processes import (
     INPUTS,
     finish,
@@ -66,17 +65,6 @@ def feed(settings: VigilSettings, count: int, stop: threading.Event) -> None:
         producer.close(timeout=5)
 
 
-def readiness(port: int) -> tuple[int, str]:
-    """``/readyz``'s status and body (0 when nothing answers)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once(
     own_broker: LocalKafka, tmp_path: Path
 ) -> None:
@@ -99,7 +87,7 @@ def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(settings, INPUTS, stop), daemon=True)
     try:
-        wait_for(lambda: readiness(port)[0] == 200, 120, interval_s=0.5, what="the service ready")
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 120, interval_s=0.5, what="the service ready")
         feeder.start()
         wait_for(
             lambda: sum(committed_offsets(info.bootstrap_servers, settings.kafka.group_id).values()) >= 40,
@@ -109,7 +97,7 @@ def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once
         own_broker.kill()
         # The outage outlasts a commit timeout (5 s): readiness says so, the process stays.
         _status, body = wait_for(
-            lambda: (r := readiness(port))[0] == 503 and r, 60, interval_s=0.5, what="/readyz failing"
+            lambda: (r := get(port, "/readyz"))[0] == 503 and r, 60, interval_s=0.5, what="/readyz failing"
         )
         assert body.startswith("not ready: passthrough:"), body
         with pytest.raises(subprocess.TimeoutExpired):
@@ -118,7 +106,7 @@ def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once
         feeder.join(timeout=180)
         assert not feeder.is_alive(), "the feeder could not deliver its readings after the outage"
         wait_committed_to_end(settings)
-        wait_for(lambda: readiness(port)[0] == 200, 60, interval_s=0.5, what="/readyz ready again")
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 60, interval_s=0.5, what="/readyz ready again")
         assert service.poll() is None, "the service resumed on its own, without a restart"
     finally:
         stop.set()
