@@ -154,13 +154,15 @@ def bench_settings(bootstrap: str, **topic_partitions: int) -> VigilSettings:
     """Default settings on ``bootstrap`` with topics unique to this run, created."""
     tag = uuid.uuid4().hex[:6]
     base = VigilSettings()
+    # the sensor state changelog has as many partitions as the sensor topic
+    topic_partitions.setdefault("sensor_state", topic_partitions.get("sensors", 6))
     specs = {
         name: TopicSpec(
             name=f"bench-{tag}.{name}",
             partitions=topic_partitions.get(name, 6),
             config=getattr(base.topics, name).config,
         )
-        for name in ("frames", "sensors", "alerts", "inferences", "dlq")
+        for name in ("frames", "sensors", "alerts", "inferences", "dlq", "redrive_log", "sensor_state")
     }
     settings = with_bootstrap(base.model_copy(update={"topics": TopicsSettings(**specs)}), bootstrap)
     create_topics(settings)

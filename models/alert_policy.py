@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -99,6 +99,27 @@ class AlertPolicy:
         another must: an alert already firing is not raised again, and resolves as usual.
         Rules are matched by name."""
         self._tracks = other._tracks
+
+    def snapshot(self) -> dict[str, list[list[Any]]]:
+        """What the policy remembers, by source: ``[rule, label, scores, firing, resolved_at]``
+        rows of plain values (JSON), for ``restore``."""
+        by_source: dict[str, list[list[Any]]] = {}
+        for (rule, source, label), track in self._tracks.items():
+            resolved = None if track.resolved_at is None else track.resolved_at.timestamp()
+            row = [rule, label, list(track.scores), track.firing, resolved]
+            by_source.setdefault(source, []).append(row)
+        return by_source
+
+    def restore(self, source_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Take back what ``snapshot`` gave for ``source_id``; rows of rules no longer held are
+        left out (a rule's memory is its own)."""
+        lengths = {rule.name: rule.m for rule in self.rules}
+        for rule, label, scores, firing, resolved in rows:
+            if rule not in lengths:
+                continue
+            track = _Track(deque(scores, maxlen=lengths[rule]), bool(firing))
+            track.resolved_at = None if resolved is None else at_time(resolved)
+            self._tracks[(rule, source_id, label)] = track
 
     def observe(self, source_id: str, scores: dict[str, float], at: datetime) -> list[Transition]:
         """Feed one item's scores (by label); return the transitions it causes."""

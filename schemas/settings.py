@@ -122,10 +122,27 @@ class TopicsSettings(Section):
     )
     """Compacted: one record per dead letter ``vigil dlq redrive`` published again, keyed by the
     letter's coordinates, so a second redrive skips it."""
+    sensor_state: TopicSpec = TopicSpec(
+        name="vigil.sensors.state",
+        partitions=6,
+        config={"cleanup.policy": "compact", "segment.ms": "3600000", "min.cleanable.dirty.ratio": "0.1"},
+    )
+    """Compacted: the sensor state a member hands over with a partition, one record per asset
+    (``consumers.pipelines.sensors.changelog``); as many partitions as ``sensors``. A restore
+    reads its partition whole, so segments roll hourly for the cleaner to keep it near one
+    hand-off's size."""
 
     def all(self) -> list[TopicSpec]:
         """Every topic, inputs first."""
-        return [self.frames, self.sensors, self.alerts, self.inferences, self.dlq, self.redrive_log]
+        return [
+            self.frames,
+            self.sensors,
+            self.alerts,
+            self.inferences,
+            self.dlq,
+            self.redrive_log,
+            self.sensor_state,
+        ]
 
 
 class RuntimeSettings(Section):

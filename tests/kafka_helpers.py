@@ -54,6 +54,9 @@ def unique_settings(bootstrap: str, partitions: int = 2, **runtime: Any) -> Vigi
         redrive_log=TopicSpec(
             name=f"t-{tag}.dlq.redriven", partitions=1, config={"cleanup.policy": "compact"}
         ),
+        sensor_state=TopicSpec(
+            name=f"t-{tag}.sensors.state", partitions=partitions, config={"cleanup.policy": "compact"}
+        ),
     )
     base = VigilSettings()
     return VigilSettings(

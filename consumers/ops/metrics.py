@@ -216,6 +216,13 @@ class VigilMetrics:
             ["pipeline", "outcome"],
             registry=r,
         )
+        self.restores = Counter(
+            "vigil_partition_restores",
+            "Partitions whose state was restored on assignment: from the changelog (handed over) "
+            "or the input (read back)",
+            ["pipeline", "source"],
+            registry=r,
+        )
         self.queues = _QueueDepths()
         r.register(self.queues)
         self.state = _KeyedState()
@@ -381,3 +388,6 @@ class PrometheusObserver(RuntimeObserver):
 
     def on_event(self, pipeline: str, outcome: str, count: int = 1) -> None:
         self.metrics.events.labels(pipeline, outcome).inc(count)
+
+    def on_restored(self, pipeline: str, source: str) -> None:
+        self.metrics.restores.labels(pipeline, source).inc()

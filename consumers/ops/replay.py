@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +36,7 @@ from consumers.pipelines import build_pipeline
 from consumers.runtime.kafka_clients import consumer_config, make_reader, records_between
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
-from consumers.runtime.records import Outcome, Work
+from consumers.runtime.records import Outcome, Output, Work
 from consumers.runtime.stage import ProcessingStage
 from models.registry import resolve_version
 from schemas.messages import Alert
@@ -191,6 +191,10 @@ class RangeStage:
     def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
         """The pipeline's stage's."""
         return self._inner.restoring()
+
+    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+        """Nothing: a replay's state is never handed to the live pipeline's next owner."""
+        return []
 
     def close(self) -> None:
         """Closes the pipeline's stage."""

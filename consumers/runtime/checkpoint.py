@@ -212,6 +212,32 @@ class Checkpoint:
         """The offset last committed for ``tp`` by this member."""
         return self._tracker.committed(tp)
 
+    def settled(self, tp: TopicPartition) -> int | None:
+        """The committed offset of ``tp`` when everything received from it is complete and
+        committed (a stage's state of it is exact there); None otherwise."""
+        partition = self._tracker.get(tp.topic, tp.partition)
+        if partition is None or partition.in_flight() or partition.last_committed is None:
+            return None
+        return partition.last_committed if partition.committable() == partition.last_committed else None
+
+    def hand_off(self, outputs: Sequence[Output]) -> bool:
+        """Produce a stage's state hand-off (after the commit it is exact at) and wait for it, in
+        a transaction of its own in exactly-once mode; False (logged) when it did not go out:
+        the next owner then reads the input back instead."""
+        try:
+            if self.transactions is not None:
+                self.transactions.begin()
+            for output in outputs:
+                self.kafka.send(output)
+            self.kafka.flush(self._timeout_s)
+            if self.transactions is not None:
+                self.transactions.commit({}, None)
+        except Exception as error:  # the hand-off is an optimisation: its absence is safe
+            log.warning("handing %d state records over failed: %r", len(outputs), error)
+            self.abort()
+            return False
+        return True
+
     def forget(self, partitions: Collection[TopicPartition]) -> None:
         """Drop everything about partitions given up: their next owner re-processes it."""
         gone = {(tp.topic, tp.partition) for tp in partitions}

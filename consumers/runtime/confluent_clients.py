@@ -63,6 +63,8 @@ _UNREACHABLE = {
     NativeError._WAIT_COORD,
 }
 PROBE_INTERVAL_S = 5.0
+UNASSIGNED = -1
+"""librdkafka's partition for a record its partitioner places (``RD_KAFKA_PARTITION_UA``)."""
 PROBE_TIMEOUT_S = 0.2
 _TIMED_OUT = {NativeError._TIMED_OUT, NativeError._MSG_TIMED_OUT, NativeError._TIMED_OUT_QUEUE}
 
@@ -296,11 +298,12 @@ class ConfluentProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        partition: int | None = None,
     ) -> SinkDelivery:
         """Queue one record; the returned acknowledgement settles on the broker's answer
         (reported on the thread serving delivery reports)."""
         delivery = _Delivery()
-        self._produce(topic, value, key, headers or None, delivery.report)
+        self._produce(topic, value, key, headers or None, delivery.report, partition)
         return delivery
 
     def send_all(self, outputs: Iterable[Output], report: Callable[[NativeError | None, Any], None]) -> None:
@@ -310,10 +313,13 @@ class ConfluentProducer:
         headers: list[tuple[str, str | bytes | None]] | None
         for output in outputs:
             headers = list(output.headers) if output.headers else None
+            partition = UNASSIGNED if output.partition is None else output.partition
             try:
-                produce(output.topic, output.value, output.key, headers=headers, on_delivery=report)
+                produce(
+                    output.topic, output.value, output.key, partition, headers=headers, on_delivery=report
+                )
             except (BufferError, KafkaException):  # queue full, or an error to translate
-                self._produce(output.topic, output.value, output.key, headers, report)
+                self._produce(output.topic, output.value, output.key, headers, report, output.partition)
 
     def _produce(
         self,
@@ -322,10 +328,12 @@ class ConfluentProducer:
         key: bytes | None,
         headers: list[tuple[str, Any]] | None,
         on_delivery: Callable[[NativeError | None, Any], None],
+        partition: int | None = None,
     ) -> None:
+        number = UNASSIGNED if partition is None else partition
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                self._producer.produce(topic, value, key, number, headers=headers, on_delivery=on_delivery)
                 return
             except BufferError:  # librdkafka's queue is full: wait for the broker to drain it
                 self._producer.poll(0.05)

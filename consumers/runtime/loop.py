@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 from kafka import KafkaConsumer
@@ -187,6 +187,8 @@ class StreamRuntime:
                     next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
             self._drain()
             committed = self._final_commit()
+            if committed:
+                self._hand_off(self.assignment)
         except BaseException:
             self._failed = True  # from here on nothing is committed, not even on revoke
             self.checkpoint.abort()
@@ -462,12 +464,26 @@ class StreamRuntime:
                 if self.checkpoint is not None:
                     self.checkpoint.settle()
         try:
-            self.commit(flush=True)
+            if self.commit(flush=True).done:
+                self._hand_off(revoked)
         finally:
             if self._cooperative:
                 self._forget(revoked)
             else:
                 self._revoked |= revoked
+
+    def _hand_off(self, partitions: Collection[TopicPartition]) -> None:
+        """Hand the stage's state of ``partitions`` (leaving, with nothing in flight and committed)
+        to their next owner; a partition not settled is read back by its next owner instead."""
+        assert self.checkpoint is not None
+        settled = {}
+        for tp in partitions:
+            offset = self.checkpoint.settled(tp)
+            if offset is not None:
+                settled[(tp.topic, tp.partition)] = offset
+        outputs = self.stage.handoff(settled) if settled else []
+        if outputs and self.checkpoint.hand_off(outputs):
+            log.info("handed the state of %d partitions over (%d records)", len(settled), len(outputs))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._forget(self._revoked - assigned)  # gone to another member: its owner re-processes

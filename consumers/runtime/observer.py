@@ -79,6 +79,10 @@ class RuntimeObserver:
     def on_event(self, pipeline: str, outcome: str, count: int = 1) -> None:
         """Inputs counted rather than scored: ``late``, ``duplicate``, ``out_of_order``, ``dropped_channel``."""
 
+    def on_restored(self, pipeline: str, source: str) -> None:
+        """A partition's state was restored on assignment, from ``changelog`` (handed over) or
+        ``input`` (read back)."""
+
 
 class CountingObserver(RuntimeObserver):
     """Keeps totals in memory: for the demo's summary, benchmarks and tests."""

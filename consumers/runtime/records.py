@@ -83,12 +83,14 @@ class Work(NamedTuple):
 
 
 class Output(NamedTuple):
-    """A record to produce: an alert, a result or a dead letter."""
+    """A record to produce: an alert, a result, a dead letter or a state hand-off."""
 
     topic: str
     key: bytes | None
     value: bytes
     headers: Headers = ()
+    partition: int | None = None
+    """None: the producer's partitioner places it by key."""
 
 
 @dataclass(frozen=True, slots=True)

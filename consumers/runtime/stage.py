@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from consumers.runtime.records import Failure, Outcome, Work
+from consumers.runtime.records import Failure, Outcome, Output, Work
 
 
 class ProcessingStage(Protocol):
@@ -32,6 +32,10 @@ class ProcessingStage(Protocol):
     def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Partitions whose state is being restored, with (records done, records to do): the
         runtime keeps them paused meanwhile and ``/readyz`` reports them."""
+
+    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+        """Records that hand the state of partitions leaving this member to their next owner;
+        ``settled`` maps each to the committed offset its state is exact at."""
 
     def close(self) -> None:
         """Release workers and devices."""
@@ -79,6 +83,10 @@ class SyncStage:
     def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Stateless: nothing to restore."""
         return {}
+
+    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+        """Stateless: nothing to hand over."""
+        return []
 
     def close(self) -> None:
         """Nothing to release."""

@@ -30,7 +30,11 @@ class KafkaTopicSink:
     def send(self, output: Output) -> Acknowledgement:
         """Hand ``output`` to the producer."""
         future: Acknowledgement = self._producer().send(
-            output.topic, value=output.value, key=output.key, headers=list(output.headers)
+            output.topic,
+            value=output.value,
+            key=output.key,
+            headers=list(output.headers),
+            partition=output.partition,
         )
         return future
 

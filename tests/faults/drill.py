@@ -4,6 +4,7 @@ members watched through their endpoints, history that a previous member processe
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import threading
@@ -66,6 +67,12 @@ class Member:
 
     def ready(self) -> bool:
         return bool(self.readiness) and self.readiness[-1][0] == 200
+
+    def restores(self) -> dict[str, float]:
+        """``vigil_partition_restores_total`` by source, from the member's metrics endpoint."""
+        _, body = get(self.port, "/metrics")
+        found = re.findall(r'^vigil_partition_restores_total\{[^}]*source="(\w+)"[^}]*\} (\S+)$', body, re.M)
+        return {source: float(value) for source, value in found}
 
     def stop(self) -> str:
         self._watching = False

@@ -2,7 +2,8 @@
 processed, live readings arriving, member A started, member B joining once A is ready.
 
 What an operator needs from it: neither member exits; each restores its partitions' state
-while its loop keeps going round (``/healthz`` 200, ``/readyz`` 503 "restoring ..."); the
+(A from the input, B from the changelog A wrote as it handed partitions over) while its loop
+keeps going round (``/healthz`` 200, ``/readyz`` 503 "restoring ..."); the
 group settles with the partitions shared; every live window is scored once, none lost."""
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def test_a_member_joining_a_group_with_history_restores_without_stopping_the_wor
             what="every live reading committed",
         )
         assert all(m.process.poll() is None for m in members), "no member exits"
+        restores = [m.restores() for m in members]
         outputs = [m.stop() for m in members]
     finally:
         stop.set()
@@ -78,6 +80,9 @@ def test_a_member_joining_a_group_with_history_restores_without_stopping_the_wor
             if member.process.poll() is None:
                 member.process.kill()
     assert [m.process.returncode for m in members] == [0, 0], outputs
+    # A read its partitions back (no member handed them over); B took over partitions A handed
+    # over through the changelog when it revoked them.
+    assert restores[0].get("input", 0) >= 1 and restores[1].get("changelog", 0) >= 1, restores
 
     for member in members:
         restoring = [alive for status, body, alive in member.readiness if "restoring" in body]

@@ -157,8 +157,15 @@ def test_a_second_member_joins_mid_stream_and_nothing_is_lost(kafka_bootstrap: s
     sensors = settings.topics.sensors.name
     readings = [samples.reading(i) for i in range(400)]
     with running(first):
+        wait_for(lambda: first.assignment, 90, what="the first member's partitions")
         produce(kafka_bootstrap, sensors, [(r.asset_id.encode(), r.to_json_bytes()) for r in readings[:200]])
-        read_all(kafka_bootstrap, settings.topics.inferences.name, 50)
+        try:
+            read_all(kafka_bootstrap, settings.topics.inferences.name, 50)
+        except TimeoutError as error:
+            observer = first.observer
+            raise AssertionError(
+                f"the first member holds {first.assignment}, consumed {getattr(observer, 'consumed', '?')}"
+            ) from error
         with running(second):
             wait_for(lambda: second.assignment, 60, what="the second member's share of the partitions")
             produce(

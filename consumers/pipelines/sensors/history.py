@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from consumers.runtime.kafka_clients import make_reader
@@ -49,25 +50,54 @@ def read_back(
         found = reader.offsets_for_times({tp: since_ms}).get(tp)
         first = reader.beginning_offsets([tp])[tp]
         start = max(first, found.offset if found is not None else until_offset)
-        if start >= until_offset:
-            return
-        reader.seek(tp, start)
-        total = until_offset - start
-        last_progress = time.monotonic()
-        while (position := reader.position(tp)) < until_offset:
-            if progress is not None:
-                progress(position - start, total)
-            messages = reader.poll(timeout_ms=500).get(tp, [])
-            if messages:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > stall_s:
-                raise HistoryStalled(
-                    f"reading back {topic}/{partition} made no progress for {stall_s:.0f}s "
-                    f"at offset {position} of {until_offset}"
-                )
-            for message in messages:
-                if message.offset >= until_offset:
-                    return
-                yield InboundRecord.from_kafka(message)
+        yield from _read(reader, tp, start, until_offset, stall_s, progress)
     finally:
         reader.close()
+
+
+def read_whole(
+    kafka: KafkaSettings,
+    topic: str,
+    partition: int,
+    stall_s: float = STALL_S,
+    progress: Progress | None = None,
+) -> Iterator[InboundRecord]:
+    """Every record of ``topic``/``partition`` as it stands now (a compacted topic's), in offset order."""
+    reader = make_reader(kafka)
+    tp = TopicPartition(topic, partition)
+    try:
+        reader.assign([tp])
+        start, end = reader.beginning_offsets([tp])[tp], reader.end_offsets([tp])[tp]
+        yield from _read(reader, tp, start, end, stall_s, progress)
+    finally:
+        reader.close()
+
+
+def _read(
+    reader: KafkaConsumer,
+    tp: TopicPartition,
+    start: int,
+    until_offset: int,
+    stall_s: float,
+    progress: Progress | None,
+) -> Iterator[InboundRecord]:
+    if start >= until_offset:
+        return
+    reader.seek(tp, start)
+    total = until_offset - start
+    last_progress = time.monotonic()
+    while (position := reader.position(tp)) < until_offset:
+        if progress is not None:
+            progress(position - start, total)
+        messages = reader.poll(timeout_ms=500).get(tp, [])
+        if messages:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > stall_s:
+            raise HistoryStalled(
+                f"reading back {tp.topic}/{tp.partition} made no progress for {stall_s:.0f}s "
+                f"at offset {position} of {until_offset}"
+            )
+        for message in messages:
+            if message.offset >= until_offset:
+                return
+            yield InboundRecord.from_kafka(message)

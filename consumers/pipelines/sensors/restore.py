@@ -69,6 +69,8 @@ class Restore:
     replayed: int = 0
     attempts: int = 0
     state: PartitionState | None = None
+    source: str = "input"
+    """Where the state came from: ``input`` (read back) or ``changelog`` (handed over)."""
     cancelled: bool = False
 
     def report(self, read: int, total: int) -> None:

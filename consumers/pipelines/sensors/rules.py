@@ -11,6 +11,7 @@ Each condition scores 1.0 while it holds and 0.0 otherwise, so the shared ``Aler
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,6 +118,31 @@ class RuleState:
             self._last[(asset_id, channel)] = (time_s, value)
         seen = self.last_seen.get(asset_id)
         self.last_seen[asset_id] = (time_s if seen is None else max(time_s, seen[0]), sensor_kind)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """What the rules remember, by asset, as plain values (JSON), for ``restore``."""
+        by_asset: dict[str, dict[str, Any]] = {}
+
+        def of(asset_id: str) -> dict[str, Any]:
+            return by_asset.setdefault(asset_id, {"above_since": [], "last": [], "last_seen": None})
+
+        for (rule, asset_id, channel), since in self._above_since.items():
+            of(asset_id)["above_since"].append([rule, channel, since])
+        for (asset_id, channel), (time_s, value) in self._last.items():
+            of(asset_id)["last"].append([channel, time_s, value])
+        for asset_id, (time_s, sensor_kind) in self.last_seen.items():
+            of(asset_id)["last_seen"] = [time_s, sensor_kind]
+        return by_asset
+
+    def restore(self, asset_id: str, memory: Mapping[str, Any]) -> None:
+        """Take back what ``snapshot`` gave for ``asset_id``."""
+        for rule, channel, since in memory["above_since"]:
+            self._above_since[(rule, asset_id, channel)] = float(since)
+        for channel, time_s, value in memory["last"]:
+            self._last[(asset_id, channel)] = (float(time_s), float(value))
+        if memory["last_seen"] is not None:
+            time_s, sensor_kind = memory["last_seen"]
+            self.last_seen[asset_id] = (float(time_s), str(sensor_kind))
 
     def newest(self, asset_id: str) -> float | None:
         """The newest event time the rules have seen from ``asset_id``."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,15 +35,17 @@ import torch
 from consumers.pipelines.lane import ScoredItems
 from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
 from consumers.pipelines.sensors.admission import Admission
+from consumers.pipelines.sensors.changelog import fingerprint, handoff_outputs, read_handoff
 from consumers.pipelines.sensors.history import read_back
 from consumers.pipelines.sensors.lanes import SensorLane
 from consumers.pipelines.sensors.outputs import SensorOutputs
 from consumers.pipelines.sensors.partition import PartitionState
 from consumers.pipelines.sensors.rebuild import rebuild
-from consumers.pipelines.sensors.restore import PartitionRestorer, Restore, history_span_s
+from consumers.pipelines.sensors.restore import PartitionRestorer, Restore, RestoreCancelled, history_span_s
 from consumers.pipelines.sensors.routing import Router
 from consumers.pipelines.sensors.tally import STAGE, Tally
 from consumers.pipelines.sensors.windows import WindowItem
+from consumers.runtime.kafka_clients import make_reader
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.records import Failure, Outcome, Output, Work
 from models.alert_policy import AlertPolicy
@@ -113,7 +115,8 @@ class SensorStage:
         self._held: set[PartitionKey] = set()
         self._fresh: set[PartitionKey] = set()
         self._restoring: dict[PartitionKey, Restore] = {}
-        self._restorer = PartitionRestorer(self._restore_from_history)
+        self._restorer = PartitionRestorer(self._restore)
+        self._changelog_partitions: int | None = None
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._done: list[Outcome] = []
         self._in_flight = 0
@@ -205,6 +208,18 @@ class SensorStage:
         """Partitions whose state is being restored: (records read back, records to read)."""
         return {key: (job.read, job.total) for key, job in self._restoring.items()}
 
+    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+        """The changelog records that hand each settled partition's state over (``changelog``)."""
+        keys = [key for key in settled if key in self._partitions and key not in self._restoring]
+        partitions = self._changelog() if keys else None
+        if partitions is None:
+            return []
+        topic, shaped_by = self.settings.topics.sensor_state.name, self._shaped_by()
+        outputs: list[Output] = []
+        for key in keys:
+            outputs += handoff_outputs(topic, partitions, key, settled[key], self._partitions[key], shaped_by)
+        return outputs
+
     def on_assignment(self, held: set[tuple[str, int]]) -> None:
         """Drop the state of partitions no longer held (a restore under way is cancelled, its
         waiting readings abandoned: the runtime forgot them); mark new ones for a restore."""
@@ -250,6 +265,50 @@ class SensorStage:
             },
         )
 
+    def _changelog(self) -> int | None:
+        """The changelog's partition count (looked up once); None, with a warning, when it does
+        not exist: partitions then move by reading the input back."""
+        if self._changelog_partitions is None:
+            topic = self.settings.topics.sensor_state.name
+            reader = make_reader(self.settings.kafka)
+            try:
+                self._changelog_partitions = len(reader.partitions_for_topic(topic) or ())
+            finally:
+                reader.close()
+            if not self._changelog_partitions:
+                log.warning("the sensor state topic %s does not exist (vigil topics create makes it)", topic)
+        return self._changelog_partitions or None
+
+    def _shaped_by(self) -> str:
+        """What a handed-over state must have been shaped by to be installed here."""
+        lanes = [(lane.ref, lane.spec, lane.rules) for lane in list(self._lanes)]
+        return fingerprint([lanes, self.settings.sensors.model_dump(mode="json")])
+
+    def _restore(self, job: Restore) -> PartitionState:
+        """A partition's state: handed over through the changelog when one is there for exactly
+        this offset, else rebuilt from the input's recent history (the restorer's thread)."""
+        state = self._restore_from_changelog(job)
+        if state is not None:
+            job.source = "changelog"
+            return state
+        return self._restore_from_history(job)
+
+    def _restore_from_changelog(self, job: Restore) -> PartitionState | None:
+        try:
+            partitions = self._changelog()
+            if partitions is None:
+                return None
+            kafka, topic = self.settings.kafka, self.settings.topics.sensor_state.name
+            handoff = read_handoff(kafka, topic, partitions, job.key, progress=job.report)
+            return handoff.state_at(job.until_offset, self._shaped_by(), self._new_state())
+        except RestoreCancelled:
+            raise
+        except Exception as error:  # the changelog is a shortcut: the input is the truth
+            log.warning(
+                "reading %s/%d's handed-over state failed, reading the input back: %r", *job.key, error
+            )
+            return None
+
     def _restore_from_history(self, job: Restore) -> PartitionState:
         """A partition's state rebuilt from its recent history (the restorer's thread)."""
         sensors = self.settings.sensors
@@ -272,11 +331,14 @@ class SensorStage:
             del self._restoring[job.key]
             self._partitions[job.key] = job.state
             self.counts["replayed"] += job.replayed
+            self.counts[f"restored_from_{job.source}"] += 1
+            self.observer.on_restored(STAGE, job.source)
             log.info(
-                "restored %s/%d from %d records before offset %d (%d waited)",
+                "restored %s/%d from the %s at offset %d (%d records replayed, %d waited)",
                 *job.key,
-                job.replayed,
+                job.source,
                 job.until_offset,
+                job.replayed,
                 len(job.held),
             )
             self._admit(job.key, job.held)

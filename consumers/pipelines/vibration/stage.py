@@ -14,7 +14,7 @@ queued finish on the old lane (each carries its lane), and the alert state carri
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
 from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Rejected, Work
+from consumers.runtime.records import Failure, Outcome, Output, Rejected, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vibration.serving import normalised
@@ -169,6 +169,10 @@ class VibrationStage:
     def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Spectra are scored alone: nothing to restore."""
         return {}
+
+    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+        """Spectra are scored alone: no state to hand over."""
+        return []
 
     def close(self) -> None:
         """Finish queued batches and stop the lane."""

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,7 +32,7 @@ from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Work
+from consumers.runtime.records import Failure, Outcome, Output, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
@@ -288,6 +288,10 @@ class VisionStage:
     def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Frames are scored alone: nothing to restore."""
         return {}
+
+    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+        """Frames are scored alone: no state to hand over."""
+        return []
 
     def close(self) -> None:
         """Stop retrying fetches, finish queued batches, release the workers (never waiting on a
