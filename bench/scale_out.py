@@ -5,7 +5,8 @@ and member B started ``--join-after`` seconds after A is ready, both as ``vigil 
 Reports per member the time to ready and whether it exited, how long the group took to settle
 after B started, and the group's commit lag (records not yet committed) during the join,
 sampled every second. ``--code DIR`` runs the members from another checkout (the code before a
-change, for a same-machine baseline).
+change, for a same-machine baseline); ``--read-back-only`` leaves the changelog out, so every
+moved partition is read back from the input.
 
     python bench/scale_out.py                      # full size
     python bench/scale_out.py --code /tmp/before   # the same drill on an older checkout
@@ -49,6 +50,11 @@ def main() -> None:
     parser.add_argument("--settle-for", type=float, default=30.0, help="live load after the group settles")
     parser.add_argument("--deadline", type=float, default=600.0, help="give up on a member after this")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout the members run from")
+    parser.add_argument(
+        "--read-back-only",
+        action="store_true",
+        help="no changelog topic: every moved partition is read back (the baseline of the hand-off)",
+    )
     args = parser.parse_args()
 
     with bench_broker() as broker, tempfile.TemporaryDirectory() as scratch:
@@ -63,6 +69,10 @@ def main() -> None:
             ],
         )
         settings = base.model_copy(update={"sensors": sensors})
+        if args.read_back_only:
+            missing = settings.topics.sensor_state.model_copy(update={"name": "no-such-changelog"})
+            topics = settings.topics.model_copy(update={"sensor_state": missing})
+            settings = settings.model_copy(update={"topics": topics})
         topic, group = settings.topics.sensors.name, settings.kafka.group_id
         started = time.monotonic()
         committed_history(settings, args.assets, args.history_s)
