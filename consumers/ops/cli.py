@@ -8,13 +8,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import get_args
 
 from rich.table import Table
 
-from consumers.ops.output import console, errors, set_output, show
+from consumers.ops.arguments import at_least_one, moment, pipeline_names
+from consumers.ops.output import console, errors, json_output, set_output, show
 from schemas.messages import DeadLetterReason
 from schemas.settings import VigilSettings, load_settings
 
@@ -50,9 +50,38 @@ def _settings(args: argparse.Namespace) -> VigilSettings:
     return resolve_cluster(load_settings(args.config))
 
 
-def registry_of(args: argparse.Namespace) -> str:
-    """The model registry folder: ``--registry``, else the configuration's."""
-    return str(args.registry or load_settings(args.config).vision.registry)
+def registry_of(args: argparse.Namespace, kind: str) -> str:
+    """The model registry folder of pipeline ``kind``: ``--registry``, else the configuration's."""
+    from consumers.pipelines import pipeline_kinds
+
+    if args.registry:
+        return str(args.registry)
+    registry = pipeline_kinds()[kind].registry(load_settings(args.config))
+    if registry is None:
+        raise ValueError(f"pipeline {kind!r} serves no models")
+    return registry
+
+
+def registries(args: argparse.Namespace) -> list[str]:
+    """``--registry``, else every pipeline kind's registry folder, each once."""
+    from consumers.pipelines import pipeline_kinds
+
+    if args.registry:
+        return [str(args.registry)]
+    settings = load_settings(args.config)
+    found = (kind.registry(settings) for kind in pipeline_kinds().values())
+    return list(dict.fromkeys(registry for registry in found if registry is not None))
+
+
+def registry_holding(args: argparse.Namespace, name: str) -> str:
+    """The registry folder (of ``registries``) that holds model ``name``."""
+    from models.registry import versions
+
+    searched = registries(args)
+    for registry in searched:
+        if versions(registry, name):
+            return registry
+    raise KeyError(f"no model {name!r} in {', '.join(searched)}")
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -89,7 +118,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
     created = create_topics(settings)
     table = Table(title="topics")
     for column in ("topic", "partitions", "replication factor", "state"):
-        table.add_column(column)
+        table.add_column(
+            column, justify="right" if column in ("partitions", "replication factor") else "left"
+        )
     for spec in settings.topics.all():
         state = "created" if spec.name in created else "exists"
         table.add_row(spec.name, str(spec.partitions), str(spec.replication_factor), state)
@@ -103,16 +134,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     slot = WorkerSlot.from_environment()
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: at least one")
     runner: Service | Supervisor
     if args.workers > 1 and slot is None:
         runner = Supervisor(settings, args.argv, args.workers)
     else:
         if slot is not None:
             settings = slot.settings(settings)
-        names = [name.strip() for name in args.pipeline.split(",") if name.strip()]
-        runner = Service(settings, names, processes=slot.count if slot else 1)
+        runner = Service(settings, args.pipeline, processes=slot.count if slot else 1)
         if slot is not None:
             stop_with_supervisor(runner.request_stop)
     server = runner.serve_metrics() if settings.metrics.enabled else None
@@ -156,7 +184,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from consumers.ops.tail import follow
 
     try:
-        for line in follow(_settings(args), args.topic, args.from_beginning, args.idle_timeout):
+        lines = follow(_settings(args), args.topic, args.from_beginning, args.idle_timeout, json_output())
+        for line in lines:
             write_line(line)
     except KeyboardInterrupt:
         pass
@@ -165,28 +194,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def write_line(line: str) -> None:
     """One record's line: styled on a terminal, plain and unwrapped into a pipe or a file
-    (``vigil tail | grep`` must see whole lines)."""
-    if sys.stdout.isatty():
+    (``vigil tail | grep`` must see whole lines), and always plain in JSON."""
+    if sys.stdout.isatty() and not json_output():
         console.print(line, highlight=False)
     else:
         print(line, flush=True)
 
 
-def moment(text: str | None) -> datetime | None:
-    """An ISO 8601 time given on the command line (``Z`` for UTC accepted), or None."""
-    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def cmd_dlq(args: argparse.Namespace) -> int:
     from consumers.ops.redrive import redrive
 
-    report = redrive(
-        _settings(args), args.reason or (), moment(args.since), moment(args.until), args.dry_run, args.again
-    )
+    report = redrive(_settings(args), args.reason or (), args.since, args.until, args.dry_run, args.again)
     verb = "would publish" if args.dry_run else "published"
     table = Table(title=f"dead letters redriven{' (dry run)' if args.dry_run else ''}")
     for column in ("original topic", "reason", verb):
-        table.add_column(column)
+        table.add_column(column, justify="right" if column == verb else "left")
     for (topic, reason), count in sorted(report.published.items()):
         table.add_row(topic, reason, str(count))
     show(table)
@@ -248,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vigil {_version()}")
 
-    def with_config(p: argparse.ArgumentParser, output: bool = True) -> argparse.ArgumentParser:
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         # SUPPRESS: a subcommand without the option keeps the value given before it
         p.add_argument(
             "--config",
@@ -256,8 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help=f"YAML configuration file (default: ${CONFIG_ENV}, else built-in defaults)",
         )
-        if not output:  # the command has an --output of its own
-            return p
         p.add_argument(
             "--output",
             choices=["table", "json"],
@@ -269,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    kafka = sub.add_parser("kafka", help="the local Apache Kafka broker")
+    kafka = with_config(sub.add_parser("kafka", help="the local Apache Kafka broker"))
     kafka.add_argument(
         "action",
         choices=["up", "down", "restart", "status"],
@@ -289,13 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = pipeline_kinds()
     run.add_argument(
         "--pipeline",
-        default="passthrough",
+        type=pipeline_names,
+        default=["passthrough"],
         help="one or more of, comma-separated: "
         + "; ".join(f"{name}: {kind.summary}" for name, kind in kinds.items()),
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=at_least_one,
         default=1,
         help="member processes of the same consumer groups (Kafka shares the partitions among "
         "them); one metrics endpoint gathers theirs",
@@ -334,15 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(get_args(DeadLetterReason)),
         help="only letters with this reason (repeat for several; default: every reason)",
     )
-    dlq.add_argument("--since", default=None, help="only letters that failed at or after this ISO 8601 time")
-    dlq.add_argument("--until", default=None, help="only letters that failed at or before this ISO 8601 time")
+    dlq.add_argument(
+        "--since", type=moment, default=None, help="only letters that failed at or after this ISO 8601 time"
+    )
+    dlq.add_argument(
+        "--until", type=moment, default=None, help="only letters that failed at or before this ISO 8601 time"
+    )
     dlq.add_argument("--dry-run", action="store_true", help="count what would be published, publish nothing")
     dlq.add_argument(
         "--again", action="store_true", help="also letters an earlier redrive published (the redrive log)"
     )
     dlq.set_defaults(func=cmd_dlq)
 
-    schemas = sub.add_parser("schemas", help="JSON Schema export")
+    schemas = with_config(sub.add_parser("schemas", help="JSON Schema export"))
     schemas.add_argument("action", choices=["export"])
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(func=cmd_schemas)

@@ -4,13 +4,14 @@ own, and pointing an alias (``production``, ``staging``) at a version."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from consumers.ops.output import console, show
+from consumers.ops.output import console, show, show_document
 
 NORMALISATIONS = {
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
@@ -23,9 +24,7 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     """Register ``vigil models``."""
     models = with_config(sub.add_parser("models", help="the model registry: import, list, show, promote"))
     actions = models.add_subparsers(dest="action", required=True)
-    imp = with_config(
-        actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"), output=False
-    )
+    imp = with_config(actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"))
     imp.add_argument("source", type=Path)
     imp.add_argument("--name", required=True, help="model name in the registry")
     imp.add_argument("--version", default="1", help="model version to write")
@@ -46,7 +45,7 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     )
     imp.add_argument("--architecture", default=None, help="state dicts: the layout (default: try each)")
     imp.add_argument(
-        "--output",
+        "--model-output",
         choices=["logits", "probabilities"],
         default=None,
         help="default: detected from a forward pass",
@@ -57,27 +56,38 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
         default=None,
         help="labelled images (a folder per label) to check label order",
     )
-    imp.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    imp.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
     imp.set_defaults(func=cmd_import)
     listing = with_config(actions.add_parser("list", help="every entry, newest version last"))
-    listing.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    listing.add_argument(
+        "--registry", default=None, help="registry folder (default: every pipeline's registry)"
+    )
     listing.set_defaults(func=cmd_list)
     show = with_config(actions.add_parser("show", help="one entry's card, files and checks"))
     show.add_argument("name")
-    show.add_argument("--version", default=None, help="model version (default: the newest)")
-    show.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    show.add_argument(
+        "--version", default=None, help="model version (default: the production alias, else the newest)"
+    )
+    show.add_argument(
+        "--registry",
+        default=None,
+        help="registry folder (default: the pipeline registry that holds the model)",
+    )
     show.set_defaults(func=cmd_show)
     promote = with_config(
         actions.add_parser(
             "promote",
             help="point an alias at a version; pipelines bound to the alias switch without a restart",
-        ),
-        output=False,
+        )
     )
     promote.add_argument("name", help="model name in the registry")
     promote.add_argument("version", help="the version the alias will name")
     promote.add_argument("--alias", default="production", help="the alias to move (default: production)")
-    promote.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    promote.add_argument(
+        "--registry",
+        default=None,
+        help="registry folder (default: the pipeline registry that holds the model)",
+    )
     promote.set_defaults(func=cmd_promote)
 
 
@@ -129,10 +139,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         spec=spec,
         normal_label=args.normal_label,
         architecture=args.architecture,
-        output=args.output,
+        output=args.model_output,
         check_data=args.check_data,
     )
-    card, notes = import_model(request, registry_of(args))
+    card, notes = import_model(request, registry_of(args, "vision"))
     console.print(
         f"imported {card.name} {card.version} ({card.architecture}), weights sha256 {card.weights_sha256}"
     )
@@ -143,10 +153,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """One row per registry entry."""
-    from consumers.ops.cli import registry_of
+    from consumers.ops.cli import registries
+
+    for registry in registries(args):
+        show(_listing(registry))
+    return 0
+
+
+def _listing(registry: str) -> Table:
+    """The table of one registry's entries."""
     from models.registry import aliases, list_entries
 
-    registry = registry_of(args)
     table = Table(title=f"models in {registry}")
     columns = (
         "name",
@@ -160,7 +177,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "key metric",
     )
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, justify="right" if column == "labels" else "left")
     named: dict[str, dict[str, str]] = {}
     for card in list_entries(registry):
         if card.name not in named:
@@ -180,19 +197,18 @@ def cmd_list(args: argparse.Namespace) -> int:
             card.created_at.strftime("%Y-%m-%d %H:%M"),
             key,
         )
-    show(table)
-    return 0
+    return table
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The card of an entry, and whether its weights still match it."""
-    from consumers.ops.cli import registry_of
+    from consumers.ops.cli import registry_holding
     from models.registry import CARD_FILE, entry_folder, file_sha256, read_card
 
-    registry = registry_of(args)
+    registry = registry_holding(args, args.name)
     card = read_card(registry, args.name, args.version)
     folder = entry_folder(registry, args.name, card.version)
-    console.print_json((folder / CARD_FILE).read_text())
+    show_document(json.loads((folder / CARD_FILE).read_text()))
     weights = folder / card.weights_file
     matches = weights.is_file() and file_sha256(weights) == card.weights_sha256
     console.print(f"folder {folder}")
@@ -204,10 +220,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Point ``--alias`` of a model at a version."""
-    from consumers.ops.cli import registry_of
+    from consumers.ops.cli import registry_holding
     from models.registry import promote
 
-    before = promote(registry_of(args), args.name, args.version, args.alias)
+    before = promote(registry_holding(args, args.name), args.name, args.version, args.alias)
     was = f" (was {before})" if before else ""
     console.print(f"{args.name} {args.alias} -> {args.version}{was}", highlight=False)
     return 0

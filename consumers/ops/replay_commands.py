@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from consumers.ops.arguments import moment
 from consumers.ops.output import console, show
 
 CHANGE_ROWS = 50
@@ -32,10 +33,10 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
         help="the model to pin (default: the pipeline's only one); others stay at their alias's version",
     )
     replay.add_argument(
-        "--since", default=None, help="first record time, ISO 8601 (default: the topic's start)"
+        "--since", type=moment, default=None, help="first record time, ISO 8601 (default: the topic's start)"
     )
     replay.add_argument(
-        "--until", default=None, help="last record time, ISO 8601 (default: the topic's end now)"
+        "--until", type=moment, default=None, help="last record time, ISO 8601 (default: the topic's end now)"
     )
     replay.add_argument(
         "--from-offset", type=int, default=None, help="first offset, on every partition chosen"
@@ -63,7 +64,7 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run the replay and print its summary and the alerts it changed."""
-    from consumers.ops.cli import _settings, moment
+    from consumers.ops.cli import _settings
     from consumers.ops.replay import REPLAYABLE, find_range, replay
 
     settings = _settings(args)
@@ -71,8 +72,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     span = find_range(
         settings,
         topic,
-        moment(args.since),
-        moment(args.until),
+        args.since,
+        args.until,
         args.from_offset,
         args.to_offset,
         args.partition or (),
@@ -93,7 +94,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "changed",
         "same",
     ):
-        summary.add_column(column)
+        numbers = ("records", "results", "dead letters", "added", "removed", "changed", "same")
+        summary.add_column(column, justify="right" if column in numbers else "left")
     summary.add_row(
         topic,
         str(span.records),
@@ -118,7 +120,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "production score",
         "replay score",
     ):
-        changes.add_column(column)
+        changes.add_column(column, justify="right" if column.endswith("score") else "left")
     rows = (
         [("added", c) for c in diff.added]
         + [("removed", c) for c in diff.removed]

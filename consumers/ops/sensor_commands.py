@@ -106,7 +106,7 @@ def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     p.add_argument("--data", type=Path, required=True, help="history: CSV or other text table, or Parquet")
     p.add_argument("--name", required=True, help="model name in the registry")
     p.add_argument("--version", default="1", help="model version to write")
-    p.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    p.add_argument("--registry", default=None, help="registry folder (default: sensors.registry)")
     _layout_arguments(p)
     _training_arguments(p)
     p.set_defaults(func=cmd_train_sensor)
@@ -117,7 +117,7 @@ def cmd_train_sensor(args: argparse.Namespace) -> int:
     from models.sensors.training import train_sensor_model
 
     entry = train_sensor_model(
-        args.data, registry_of(args), args.name, args.version, training_of(args), layout_of(args)
+        args.data, registry_of(args, "sensors"), args.name, args.version, training_of(args), layout_of(args)
     )
     thresholds = ", ".join(f"{label} {value:.4g}" for label, value in entry.card.thresholds.items())
     metrics = ", ".join(
@@ -145,8 +145,10 @@ def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
     p.add_argument("--data", type=Path, nargs="+", required=True, help="history files")
     p.add_argument("--labels", type=Path, default=None, help="nab: combined_windows.json")
     p.add_argument("--name", default=None, help="nab: the registry model")
-    p.add_argument("--version", default=None, help="model version (default: the newest)")
-    p.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    p.add_argument(
+        "--version", default=None, help="model version (default: the production alias, else the newest)"
+    )
+    p.add_argument("--registry", default=None, help="registry folder (default: sensors.registry)")
     p.add_argument("--label", default=None, help="pointwise: the label column scored (default: the first)")
     p.add_argument("--holdout", type=float, default=0.2, help="rul: share of runs held out for testing")
     p.add_argument("--cuts", type=int, default=5, help="rul: random cuts of each held-out run")
@@ -192,11 +194,16 @@ def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
         raise ValueError(
             "the nab protocol needs --labels (combined_windows.json) and --name (a registry model)"
         )
-    model = load_model(registry_of(args), args.name, args.version)
+    model = load_model(registry_of(args, "sensors"), args.name, args.version)
     for path in args.data:
         table = Table(title=f"{path.name}: {args.name} {model.card.version}; alert rule: {shape.describe()}")
         for column in ("detector", "windows detected", "false alerts / day", "mean delay (h)"):
-            table.add_column(column)
+            table.add_column(
+                column,
+                justify="right"
+                if column in ("windows detected", "false alerts / day", "mean delay (h)")
+                else "left",
+            )
         spans = labelled_windows(args.labels, path)
         for series in load_history(path, layout_of(args)):
             for r in compare(model.module, model.card, series, spans, shape, args.normal_fraction):
@@ -223,7 +230,12 @@ def _eval_pointwise(args: argparse.Namespace, shape: Any) -> int:
         title=f"point-wise, {len(series)} series, label '{label}'; {config.task}; alert rule: {shape.describe()}"
     )
     for column in ("detector", "F1", "false-alarm rate", "missed-alarm rate", "TP", "FP", "FN", "TN"):
-        table.add_column(column)
+        table.add_column(
+            column,
+            justify="right"
+            if column in ("F1", "false-alarm rate", "missed-alarm rate", "TP", "FP", "FN", "TN")
+            else "left",
+        )
     for name, c in result.confusion.items():
         table.add_row(
             name,
@@ -255,7 +267,7 @@ def _eval_life(args: argparse.Namespace) -> int:
         + (f", capped at {config.life_cap:g}" if config.life_cap else "")
     )
     for column in ("estimator", "RMSE", "NASA score"):
-        table.add_column(column)
+        table.add_column(column, justify="right" if column in ("RMSE", "NASA score") else "left")
     for name, score in result.scores.items():
         table.add_row(name, f"{score.rmse:.2f}", f"{score.nasa:,.0f}")
     show(table)

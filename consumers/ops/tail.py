@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,9 +39,14 @@ def describe(message: Any) -> str:
 
 
 def follow(
-    settings: VigilSettings, which: str, from_beginning: bool = False, idle_timeout_s: float | None = None
+    settings: VigilSettings,
+    which: str,
+    from_beginning: bool = False,
+    idle_timeout_s: float | None = None,
+    as_json: bool = False,
 ) -> Iterator[str]:
-    """Yield a line per record of the ``which`` output topic (alerts, inferences, dlq)."""
+    """Yield a line per record of the ``which`` output topic (alerts, inferences, dlq): for an
+    operator, or (``as_json``) the message itself as one line of JSON."""
     message_type = TOPIC_MESSAGES[which]
     topic = getattr(settings.topics, which).name
     config = consumer_config(settings.kafka)
@@ -54,8 +60,18 @@ def follow(
                 for record in batch:
                     last = time.monotonic()
                     try:
-                        yield describe(message_type.from_json_bytes(record.value))
+                        message = message_type.from_json_bytes(record.value)
                     except ValidationError as error:
-                        yield f"UNREADABLE {topic}[{record.partition}]@{record.offset}: {error.error_count()} errors"
+                        yield _unreadable(topic, record, error, as_json)
+                        continue
+                    yield message.model_dump_json() if as_json else describe(message)
     finally:
         consumer.close()
+
+
+def _unreadable(topic: str, record: Any, error: ValidationError, as_json: bool) -> str:
+    """The line of a record that is not the topic's message."""
+    if as_json:
+        where = {"topic": topic, "partition": record.partition, "offset": record.offset}
+        return json.dumps({"unreadable": where, "errors": error.error_count()})
+    return f"UNREADABLE {topic}[{record.partition}]@{record.offset}: {error.error_count()} errors"

@@ -111,7 +111,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
         train_classifier,
     )
 
-    registry = registry_of(args)
+    registry = registry_of(args, "vision")
     common = {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
     if args.kind == "anomaly":
         fitting = config_from(
@@ -150,8 +150,10 @@ def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
     )
     p.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
     p.add_argument("--name", required=True, help="model name in the registry")
-    p.add_argument("--version", default=None, help="model version (default: the newest)")
-    p.add_argument("--registry", default=None, help="registry folder (default: the configuration's)")
+    p.add_argument(
+        "--version", default=None, help="model version (default: the production alias, else the newest)"
+    )
+    p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
     p.add_argument(
         "--split",
         choices=["holdout", "all"],
@@ -169,7 +171,7 @@ def cmd_eval_vision(args: argparse.Namespace) -> int:
     from models.vision.evaluation import evaluate_entry
 
     evaluation = evaluate_entry(
-        registry_of(args),
+        registry_of(args, "vision"),
         args.name,
         args.version,
         args.data,

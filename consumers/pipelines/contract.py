@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.stage import ProcessingStage
 from schemas.common import Message, describe_errors
-from schemas.settings import ConfigurationError, TopicSpec, VigilSettings
+from schemas.settings import ConfigurationError, ModelServingSettings, TopicSpec, VigilSettings
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -71,7 +71,13 @@ class PipelineKind(Generic[S]):
     vision and sensor sections are top-level ones and leave this None)."""
     topics: Callable[[VigilSettings], list[TopicSpec]] = field(default=lambda settings: [])
     """Its own topics, beyond the shared ones of ``settings.topics``, for ``vigil topics create``."""
+    serving: Callable[[VigilSettings], ModelServingSettings] | None = None
+    """Its model-serving section (registry, device, batching), for a kind with models."""
     demo: DemoLane | None = None
+
+    def registry(self, settings: VigilSettings) -> str | None:
+        """The registry folder its models are read from (``vigil train``, ``eval``, ``models``)."""
+        return None if self.serving is None else self.serving(settings).registry
 
     @property
     def serves_models(self) -> bool:

@@ -14,6 +14,7 @@ from consumers.ops.cli import main
 from consumers.ops.local_kafka.broker import LocalKafka, process_alive
 from consumers.ops.tail import follow
 from consumers.ops.topics import create_topics
+from schemas.messages import Alert
 from tests.faults.processes import start_vigil_run
 from tests.kafka_helpers import produce, read_all, unique_settings
 from tests.sample_messages import alert
@@ -178,3 +179,6 @@ def test_tail_shows_each_record_of_an_output_topic_and_names_an_unreadable_one(k
     assert len(lines) == 2
     assert lines[0].startswith("ALERT firing") and "cam-1" in lines[0] and "id=a-1" in lines[0]
     assert lines[1].startswith(f"UNREADABLE {topic}[0]@1:")
+    documents = list(follow(settings, "alerts", True, 5, as_json=True))
+    assert Alert.from_json_bytes(documents[0].encode()) == alert()
+    assert json.loads(documents[1])["unreadable"] == {"topic": topic, "partition": 0, "offset": 1}

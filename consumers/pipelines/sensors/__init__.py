@@ -21,4 +21,5 @@ PIPELINE: PipelineKind[Any] = PipelineKind(
     summary="IoT readings: windows, rules, anomaly and remaining-life models (settings: sensors)",
     build=_build,
     model_tasks=("sensor_autoencoder", "sensor_forecast", "sensor_rul"),
+    serving=lambda settings: settings.sensors,
 )

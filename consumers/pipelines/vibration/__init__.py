@@ -92,5 +92,6 @@ PIPELINE: PipelineKind[VibrationSettings] = PipelineKind(
     model_tasks=("spectrum_autoencoder",),
     section=VibrationSettings,
     topics=lambda settings: [PIPELINE.settings(settings).input],
+    serving=lambda settings: PIPELINE.settings(settings),
     demo=DemoLane(_prepare_demo, _Fans),
 )

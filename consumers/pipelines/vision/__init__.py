@@ -21,4 +21,5 @@ PIPELINE: PipelineKind[Any] = PipelineKind(
     summary="camera frames: defect classifiers and anomaly scorers (settings: vision)",
     build=_build,
     model_tasks=("defect_classification", "visual_anomaly"),
+    serving=lambda settings: settings.vision,
 )

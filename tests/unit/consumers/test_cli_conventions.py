@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,22 @@ def test_every_option_has_help_text() -> None:
     assert not missing, missing
 
 
+def test_every_command_takes_config_and_output() -> None:
+    lacking: list[str] = []
+
+    def visit(parser, path: str) -> None:  # type: ignore[no-untyped-def]
+        options = {option for action in parser._actions for option in action.option_strings}
+        commands = [a.choices for a in parser._actions if isinstance(getattr(a, "choices", None), dict)]
+        if not commands:  # a command that runs
+            lacking.extend(f"{path} {o}" for o in ("--config", "--output") if o not in options)
+        for children in commands:
+            for name, child in children.items():
+                visit(child, f"{path} {name}")
+
+    visit(build_parser(), "vigil")
+    assert not lacking, lacking
+
+
 def test_tail_lines_are_whole_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
     line = "DEAD   schema_violation  vigil.sensors[3]@12345 decode: ValidationError: " + "x" * 150
     write_line(line)
@@ -120,12 +137,14 @@ def test_tables_are_json_lines_for_scripts(tmp_path: Path, capsys: pytest.Captur
     from consumers.ops.output import table_document
 
     table = Table(title="models in /r")
-    for column in ("name", "version", "threshold"):
-        table.add_column(column)
-    table.add_row("[bold]press-ae[/bold]", "3", "0.27")
-    assert table_document(table) == {
+    table.add_column("name")
+    table.add_column("version")
+    table.add_column("threshold", justify="right")
+    table.add_column("scored", justify="right")
+    table.add_row("[bold]press-ae[/bold]", "1.10", "0.27", "12,345")
+    assert table_document(table) == {  # a version stays a string; declared numbers are numbers
         "title": "models in /r",
-        "rows": [{"name": "press-ae", "version": 3, "threshold": 0.27}],
+        "rows": [{"name": "press-ae", "version": "1.10", "threshold": 0.27, "scored": 12345}],
     }
     assert main(["models", "list", "--registry", str(tmp_path), "--output", "json"]) == 0
     listing = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
@@ -140,3 +159,60 @@ def test_json_output_is_set_per_command_not_left_behind(
     assert main(["models", "list", "--registry", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "models in" in captured.out and not captured.out.startswith("{")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["run", "--workers", "0"],
+        ["run", "--pipeline", "sensors,no-such-kind"],
+        ["dlq", "redrive", "--since", "yesterday"],
+        ["dlq", "redrive", "--until", "2026-13-01"],
+    ],
+)
+def test_a_bad_argument_is_a_usage_error_before_anything_runs(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    assert exit_.value.code == EXIT_USAGE
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_sensor_models_train_into_and_are_found_in_the_sensor_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.registry import versions
+    from models.sensors.synthetic import normal_machines
+
+    history = tmp_path / "machines.csv"
+    series = normal_machines(2, 200)
+    lines = [",".join(["asset", "timestamp", *series[0].channels])]
+    for one in series:
+        for time_s, row in zip(one.times, one.values, strict=True):
+            lines.append(",".join([one.asset, str(time_s), *map(str, row)]))
+    history.write_text("\n".join(lines) + "\n")
+    config = tmp_path / "vigil.yaml"
+    vision, sensors = tmp_path / "vision-models", tmp_path / "sensor-models"
+    config.write_text(f"vision:\n  registry: {vision}\nsensors:\n  registry: {sensors}\n")
+    common = ["--config", str(config)]
+    trained = main(
+        [
+            "train",
+            "sensor",
+            "--data",
+            str(history),
+            "--name",
+            "ae",
+            "--epochs",
+            "1",
+            "--window",
+            "16",
+            *common,
+        ]
+    )
+    assert trained == 0 and versions(sensors, "ae") == ["1"] and not vision.exists()
+    assert main(["models", "promote", "ae", "1", *common]) == 0
+    assert main(["models", "show", "ae", "--output", "json", *common]) == 0
+    card = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert card["name"] == "ae" and card["version"] == "1"
