@@ -91,7 +91,10 @@ def main() -> None:
             "restore from the changelog", timings["changelog"], "ms", f"{records['changelog']:,} records read"
         ),
         median_figure(
-            "read back from the input (baseline)", timings["input"], "ms", f"{records['input']:,} records read"
+            "read back from the input (baseline)",
+            timings["input"],
+            "ms",
+            f"{records['input']:,} records read",
         ),
         Figure(
             "speed-up",

@@ -129,7 +129,7 @@ def main() -> None:
             Figure("members that exited before SIGTERM", sum(e is not None for e, _ in exits), "", "of 2"),
         ]
         report(
-            "scale_out",
+            "scale_out-read_back_only" if args.read_back_only else "scale_out",
             figures,
             {
                 "arguments": {k: str(v) for k, v in vars(args).items()},
