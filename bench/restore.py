@@ -25,6 +25,7 @@ from bench.common import Figure, bench_broker, bench_settings, median_figure, pi
 from consumers.pipelines.sensors.restore import Restore
 from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.kafka_clients import make_producer
+from consumers.runtime.records import Settled
 from models.sensors.synthetic import normal_machines
 from models.sensors.training import SensorTraining, train_sensor_model
 from schemas.settings import SensorModelBinding, SensorRule, SensorSettings
@@ -63,7 +64,7 @@ def main() -> None:
             built = Restore(key, until)
             stage._partitions[key] = stage._restore_from_history(built)  # the state to hand over
             producer = make_producer(settings.kafka)
-            for output in stage.handoff({key: until}):
+            for output in stage.handoff({key: Settled(until, until)}):
                 producer.send(output.topic, value=output.value, key=output.key, partition=output.partition)
             producer.flush(60)
             producer.close()
@@ -76,8 +77,9 @@ def main() -> None:
                     job = Restore(key, until)
                     started = time.perf_counter()
                     if way == "changelog":
-                        state = stage._restore_from_changelog(job)
-                        assert state is not None, "the hand-off was not installed"
+                        taken = stage._restore_from_changelog(job)
+                        assert taken is not None, "the hand-off was not installed"
+                        state = taken[0]
                     else:
                         state = stage._restore_from_history(job)
                     timings[way].append((time.perf_counter() - started) * 1000)

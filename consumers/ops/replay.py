@@ -36,7 +36,7 @@ from consumers.pipelines import build_pipeline
 from consumers.runtime.kafka_clients import consumer_config, make_reader, records_between
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
-from consumers.runtime.records import Outcome, Output, Work
+from consumers.runtime.records import Outcome, Output, Settled, Work
 from consumers.runtime.stage import ProcessingStage
 from models.registry import resolve_version
 from schemas.messages import Alert
@@ -192,7 +192,7 @@ class RangeStage:
         """The pipeline's stage's."""
         return self._inner.restoring()
 
-    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
         """Nothing: a replay's state is never handed to the live pipeline's next owner."""
         return []
 

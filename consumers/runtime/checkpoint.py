@@ -34,7 +34,7 @@ from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
 from consumers.runtime.outage import BrokerOutage, is_broker_trouble
-from consumers.runtime.records import InboundRecord, Outcome, Output
+from consumers.runtime.records import InboundRecord, Outcome, Output, Settled
 from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
 from consumers.sinks.base import Acknowledgement, Sink, sink_stage
 from consumers.sinks.kafka import KafkaTopicSink
@@ -212,13 +212,18 @@ class Checkpoint:
         """The offset last committed for ``tp`` by this member."""
         return self._tracker.committed(tp)
 
-    def settled(self, tp: TopicPartition) -> int | None:
-        """The committed offset of ``tp`` when everything received from it is complete and
-        committed (a stage's state of it is exact there); None otherwise."""
+    def settled(self, tp: TopicPartition) -> Settled | None:
+        """Where ``tp`` stands when everything received from it is complete (a stage's state of
+        it is exact there): that offset, and the offset this member last committed for it. In
+        exactly-once mode only a committed partition is settled (outputs of an uncommitted
+        transaction may still be aborted). None otherwise."""
         partition = self._tracker.get(tp.topic, tp.partition)
-        if partition is None or partition.in_flight() or partition.last_committed is None:
+        if partition is None or partition.in_flight() or (exact := partition.committable()) is None:
             return None
-        return partition.last_committed if partition.committable() == partition.last_committed else None
+        committed = partition.last_committed
+        if self.transactions is not None and committed != exact:
+            return None
+        return Settled(exact, committed)
 
     def hand_off(self, outputs: Sequence[Output]) -> bool:
         """Produce a stage's state hand-off (after the commit it is exact at) and wait for it, in

@@ -187,8 +187,7 @@ class StreamRuntime:
                     next_commit = time.monotonic() + self._config.commit_interval_ms / 1000
             self._drain()
             committed = self._final_commit()
-            if committed:
-                self._hand_off(self.assignment)
+            self._hand_off(self.assignment)
         except BaseException:
             self._failed = True  # from here on nothing is committed, not even on revoke
             self.checkpoint.abort()
@@ -464,8 +463,8 @@ class StreamRuntime:
                 if self.checkpoint is not None:
                     self.checkpoint.settle()
         try:
-            if self.commit(flush=True).done:
-                self._hand_off(revoked)
+            self.commit(flush=True)
+            self._hand_off(revoked)  # also when the commit lost the race with the rebalance
         finally:
             if self._cooperative:
                 self._forget(revoked)
@@ -473,14 +472,14 @@ class StreamRuntime:
                 self._revoked |= revoked
 
     def _hand_off(self, partitions: Collection[TopicPartition]) -> None:
-        """Hand the stage's state of ``partitions`` (leaving, with nothing in flight and committed)
-        to their next owner; a partition not settled is read back by its next owner instead."""
+        """Hand the stage's state of ``partitions`` (leaving, with nothing in flight) to their
+        next owner; a partition not settled is read back by its next owner instead."""
         assert self.checkpoint is not None
         settled = {}
         for tp in partitions:
-            offset = self.checkpoint.settled(tp)
-            if offset is not None:
-                settled[(tp.topic, tp.partition)] = offset
+            where = self.checkpoint.settled(tp)
+            if where is not None:
+                settled[(tp.topic, tp.partition)] = where
         outputs = self.stage.handoff(settled) if settled else []
         if outputs and self.checkpoint.hand_off(outputs):
             log.info("handed the state of %d partitions over (%d records)", len(settled), len(outputs))

@@ -120,6 +120,15 @@ class Rejected(Exception):
         return Failure(self.reason, stage, type(self).__name__, str(self))
 
 
+class Settled(NamedTuple):
+    """A partition with nothing in flight: every record below ``exact`` is complete, its outputs
+    acknowledged; ``committed`` is what this member last committed (below ``exact`` when the
+    last commit lost a race with a rebalance)."""
+
+    exact: int
+    committed: int | None
+
+
 class Outcome(NamedTuple):
     """The result of one input: outputs to produce, or a failure for the dead-letter topic."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.runtime.records import Failure, Outcome, Output, Settled, Work
 
 
 class ProcessingStage(Protocol):
@@ -33,9 +33,9 @@ class ProcessingStage(Protocol):
         """Partitions whose state is being restored, with (records done, records to do): the
         runtime keeps them paused meanwhile and ``/readyz`` reports them."""
 
-    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
         """Records that hand the state of partitions leaving this member to their next owner;
-        ``settled`` maps each to the committed offset its state is exact at."""
+        ``settled`` says where each stands (its state is exact at ``exact``)."""
 
     def close(self) -> None:
         """Release workers and devices."""
@@ -84,7 +84,7 @@ class SyncStage:
         """Stateless: nothing to restore."""
         return {}
 
-    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
         """Stateless: nothing to hand over."""
         return []
 

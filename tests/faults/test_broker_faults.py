@@ -106,7 +106,16 @@ def test_a_broker_outage_longer_than_a_commit_timeout_is_ridden_out_exactly_once
         feeder.join(timeout=180)
         assert not feeder.is_alive(), "the feeder could not deliver its readings after the outage"
         wait_committed_to_end(settings)
-        wait_for(lambda: get(port, "/readyz")[0] == 200, 60, interval_s=0.5, what="/readyz ready again")
+        answers: list[tuple[int, str]] = []
+        try:
+            wait_for(
+                lambda: answers.append(get(port, "/readyz")) or answers[-1][0] == 200,
+                60,
+                interval_s=0.5,
+                what="/readyz ready again",
+            )
+        except TimeoutError as error:
+            raise AssertionError(f"/readyz still answers {answers[-1]}") from error
         assert service.poll() is None, "the service resumed on its own, without a restart"
     finally:
         stop.set()

@@ -4,16 +4,20 @@ When a partition leaves a member cleanly (revoked in a rebalance, or at shutdown
 nothing of it in flight and its offsets committed, its state is written to
 ``topics.sensor_state``: one record per asset (key ``<topic>/<partition>/<asset>``: the
 window, what the rules and alert policies remember of the asset), then a marker (key
-``<topic>/<partition>``) naming the committed offset the state is exact at, how many asset
-records belong to it, and a fingerprint of what shaped the state (models, their versions and
-rules, the sensor settings). Records of one hand-off share its id, so records left over from
+``<topic>/<partition>``) naming the offset the state is exact at (every record below it
+complete, its outputs acknowledged), the offset the member last committed (lower when that
+commit lost a race with the rebalance), how many asset records belong to it, and a
+fingerprint of what shaped the state (models, their versions and rules, the sensor settings). Records of one hand-off share its id, so records left over from
 an earlier hand-off (an asset gone since) are never taken for current ones.
 
 The next owner reads the changelog partition (``read_handoff``) and installs that state when
-the marker's offset is exactly where it resumes and the fingerprint matches. Anything else
-(a crash, a member that processed further without handing off, other models or settings, a
-hand-off cut short) falls back to the bounded read-back of the input, which gives the same
-state from the readings themselves.
+the fingerprint matches and it resumes either exactly at the state's offset, or at the
+offset the old owner last committed: the records between were processed and their outputs
+acknowledged by the old owner, so the new one completes them without processing them again
+(nothing is repeated, where a read-back would repeat them). Anything else (a crash, a member
+that processed further without handing off, offsets reset by an operator, other models or
+settings, a hand-off cut short) falls back to the bounded read-back of the input, which gives
+the same state from the readings themselves.
 
 The changelog has as many partitions as the sensor topic (``vigil topics create``); input
 partition ``p`` goes to changelog partition ``p`` modulo its partition count.
@@ -30,7 +34,7 @@ from typing import Any
 
 from consumers.pipelines.sensors.history import Progress, read_whole
 from consumers.pipelines.sensors.partition import PartitionState
-from consumers.runtime.records import Output
+from consumers.runtime.records import Output, Settled
 from models.sensors.windows import AssetWindow
 from schemas.settings import KafkaSettings
 
@@ -58,11 +62,11 @@ def handoff_outputs(
     changelog: str,
     changelog_partitions: int,
     key: PartitionKey,
-    offset: int,
+    settled: Settled,
     state: PartitionState,
     shaped_by: str,
 ) -> list[Output]:
-    """The records that hand ``state`` (exact at committed ``offset``) over: assets, then the marker."""
+    """The records that hand ``state`` (exact where ``settled`` says) over: assets, then the marker."""
     handoff = uuid.uuid4().hex
     partition = key[1] % changelog_partitions
     prefix = marker_key(key)
@@ -86,7 +90,8 @@ def handoff_outputs(
     marker = {
         "format": FORMAT,
         "handoff": handoff,
-        "offset": offset,
+        "offset": settled.exact,
+        "committed": settled.committed,
         "assets": len(assets),
         "shaped_by": shaped_by,
         "clock_s": state.clock_s,
@@ -120,16 +125,17 @@ class Handoff:
                     found.assets[name] = asset
         return found
 
-    def state_at(self, offset: int, shaped_by: str, fresh: PartitionState) -> PartitionState | None:
-        """``fresh`` filled with the handed-over state when it is exact at ``offset`` under the same
-        ``shaped_by``; None otherwise (the caller reads the input back instead)."""
+    def state_at(
+        self, resume: int, shaped_by: str, fresh: PartitionState
+    ) -> tuple[PartitionState, int] | None:
+        """``fresh`` filled with the handed-over state, and the offset it is exact at, when a
+        partition resuming at ``resume`` may take it under the same ``shaped_by`` (see the
+        module docstring); None otherwise (the caller reads the input back instead)."""
         marker = self.marker
-        if (
-            marker is None
-            or marker.get("format") != FORMAT
-            or marker.get("offset") != offset
-            or marker.get("shaped_by") != shaped_by
-        ):
+        if marker is None or marker.get("format") != FORMAT or marker.get("shaped_by") != shaped_by:
+            return None
+        exact = marker.get("offset")
+        if not isinstance(exact, int) or resume not in (exact, marker.get("committed")) or resume > exact:
             return None
         mine = [asset for asset in self.assets.values() if asset.get("handoff") == marker["handoff"]]
         if len(mine) != marker["assets"]:
@@ -147,7 +153,7 @@ class Handoff:
                 policy = (fresh.model_policies if kind == "model" else fresh.rule_policies).get(policy_name)
                 if policy is not None:
                     policy.restore(asset_id, rows)
-        return fresh
+        return fresh, exact
 
 
 def read_handoff(

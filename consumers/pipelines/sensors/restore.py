@@ -71,6 +71,8 @@ class Restore:
     state: PartitionState | None = None
     source: str = "input"
     """Where the state came from: ``input`` (read back) or ``changelog`` (handed over)."""
+    done_below: int = 0
+    """Handed over: the offset the state is exact at (records below it were processed)."""
     cancelled: bool = False
 
     def report(self, read: int, total: int) -> None:

@@ -47,7 +47,7 @@ from consumers.pipelines.sensors.tally import STAGE, Tally
 from consumers.pipelines.sensors.windows import WindowItem
 from consumers.runtime.kafka_clients import make_reader
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.runtime.records import Failure, Outcome, Output, Settled, Work
 from models.alert_policy import AlertPolicy
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from schemas.model_card import SeriesInputSpec
@@ -117,6 +117,9 @@ class SensorStage:
         self._restoring: dict[PartitionKey, Restore] = {}
         self._restorer = PartitionRestorer(self._restore)
         self._changelog_partitions: int | None = None
+        self._done_below: dict[PartitionKey, int] = {}
+        """Per partition taken over through the changelog: records below this offset were
+        processed by the old owner (its outputs acknowledged); they complete with none."""
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._done: list[Outcome] = []
         self._in_flight = 0
@@ -175,6 +178,9 @@ class SensorStage:
 
     def _admit(self, key: PartitionKey, readings: Sequence[Work]) -> None:
         """Admit a partition's readings (counted in flight); outcomes wait for window scores."""
+        done_below = self._done_below.get(key)
+        if done_below is not None:
+            readings = self._complete_below(key, done_below, readings)
         if readings:
             for item, admitted in zip(
                 readings, self._admission.admit(readings, self._state(key), self._tally), strict=True
@@ -190,6 +196,15 @@ class SensorStage:
                     )
                     for ready in admitted.windows:
                         ready.lane.batcher.put(ready)
+
+    def _complete_below(self, key: PartitionKey, done_below: int, readings: Sequence[Work]) -> Sequence[Work]:
+        """Complete, with no outputs, the readings the old owner already processed; the rest."""
+        done = [item for item in readings if item.record.offset < done_below]
+        self._done += [Outcome(item.record) for item in done]
+        self.counts["done_by_previous_owner"] += len(done)
+        if len(done) < len(readings):
+            del self._done_below[key]  # past it: the partition is live
+        return readings[len(done) :]
 
     def collect(self, timeout_s: float) -> list[Outcome]:
         """Outcomes finished since the last call; window results and alerts are built here."""
@@ -208,9 +223,13 @@ class SensorStage:
         """Partitions whose state is being restored: (records read back, records to read)."""
         return {key: (job.read, job.total) for key, job in self._restoring.items()}
 
-    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
         """The changelog records that hand each settled partition's state over (``changelog``)."""
-        keys = [key for key in settled if key in self._partitions and key not in self._restoring]
+        keys = [
+            key
+            for key in settled
+            if key in self._partitions and key not in self._restoring and key not in self._done_below
+        ]
         partitions = self._changelog() if keys else None
         if partitions is None:
             return []
@@ -225,6 +244,7 @@ class SensorStage:
         waiting readings abandoned: the runtime forgot them); mark new ones for a restore."""
         for key in self._held - held:
             self._partitions.pop(key, None)
+            self._done_below.pop(key, None)
             self._fresh.discard(key)
             job = self._restoring.pop(key, None)
             if job is not None:
@@ -287,13 +307,14 @@ class SensorStage:
     def _restore(self, job: Restore) -> PartitionState:
         """A partition's state: handed over through the changelog when one is there for exactly
         this offset, else rebuilt from the input's recent history (the restorer's thread)."""
-        state = self._restore_from_changelog(job)
-        if state is not None:
+        taken = self._restore_from_changelog(job)
+        if taken is not None:
             job.source = "changelog"
+            state, job.done_below = taken
             return state
         return self._restore_from_history(job)
 
-    def _restore_from_changelog(self, job: Restore) -> PartitionState | None:
+    def _restore_from_changelog(self, job: Restore) -> tuple[PartitionState, int] | None:
         try:
             partitions = self._changelog()
             if partitions is None:
@@ -330,6 +351,8 @@ class SensorStage:
                 continue  # the partition went and came back: a newer restore is under way
             del self._restoring[job.key]
             self._partitions[job.key] = job.state
+            if job.done_below > job.until_offset:
+                self._done_below[job.key] = job.done_below
             self.counts["replayed"] += job.replayed
             self.counts[f"restored_from_{job.source}"] += 1
             self.observer.on_restored(STAGE, job.source)

@@ -25,7 +25,7 @@ from consumers.pipelines.lane import ModelLane, ScoredItems
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
 from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Output, Rejected, Work
+from consumers.runtime.records import Failure, Outcome, Output, Rejected, Settled, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vibration.serving import normalised
@@ -170,7 +170,7 @@ class VibrationStage:
         """Spectra are scored alone: nothing to restore."""
         return {}
 
-    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
         """Spectra are scored alone: no state to hand over."""
         return []
 

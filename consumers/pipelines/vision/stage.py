@@ -32,7 +32,7 @@ from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Output, Work
+from consumers.runtime.records import Failure, Outcome, Output, Settled, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
@@ -289,7 +289,7 @@ class VisionStage:
         """Frames are scored alone: nothing to restore."""
         return {}
 
-    def handoff(self, settled: Mapping[tuple[str, int], int]) -> list[Output]:
+    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
         """Frames are scored alone: no state to hand over."""
         return []
 

@@ -19,7 +19,7 @@ from consumers.pipelines.sensors.partition import PartitionState
 from consumers.pipelines.sensors.routing import Router
 from consumers.pipelines.sensors.tally import Tally
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import InboundRecord, Work
+from consumers.runtime.records import InboundRecord, Settled, Work
 from models.alert_policy import AlertPolicy
 from schemas.messages import SensorReading
 from schemas.model_card import SeriesInputSpec
@@ -83,9 +83,9 @@ def history(assets: list[str], start: int, stop: int) -> list[Work]:
 
 
 def handed(
-    state: PartitionState, offset: int = 421, shaped_by: str = "v1"
+    state: PartitionState, offset: int = 421, shaped_by: str = "v1", committed: int | None = 421
 ) -> list[tuple[bytes | None, bytes]]:
-    outputs = handoff_outputs("state", 4, KEY, offset, state, shaped_by)
+    outputs = handoff_outputs("state", 4, KEY, Settled(offset, committed), state, shaped_by)
     assert {output.partition for output in outputs} == {KEY[1] % 4}
     return [(output.key, output.value) for output in outputs]
 
@@ -97,8 +97,10 @@ def test_a_handed_over_state_carries_on_exactly_as_the_state_it_was_taken_from()
     feed(admission, original, history(assets, 0, 20))
     records = handed(original)
 
-    restored = Handoff.of(KEY, records).state_at(421, "v1", fresh(sensors))
-    assert restored is not None and sorted(restored.windows) == assets
+    taken = Handoff.of(KEY, records).state_at(421, "v1", fresh(sensors))
+    assert taken is not None and taken[1] == 421
+    restored = taken[0]
+    assert sorted(restored.windows) == assets
     later = history(assets, 20, 40)
     assert feed(admission, restored, later) == feed(admission, original, later)
     assert restored.model_policies["m"].snapshot() == original.model_policies["m"].snapshot()
@@ -122,7 +124,21 @@ def test_a_newer_hand_off_replaces_the_older_and_assets_gone_since_are_left_out(
     feed(admission, first, history(["fan-0", "fan-1"], 0, 12))
     second = fresh(sensors)
     feed(admission, second, history(["fan-1"], 0, 14))
-    records = handed(first, offset=100) + handed(second, offset=200)
-    restored = Handoff.of(KEY, records).state_at(200, "v1", fresh(sensors))
-    assert restored is not None and sorted(restored.windows) == ["fan-1"]
+    records = handed(first, offset=100, committed=100) + handed(second, offset=200, committed=200)
+    taken = Handoff.of(KEY, records).state_at(200, "v1", fresh(sensors))
+    assert taken is not None and sorted(taken[0].windows) == ["fan-1"]
     assert Handoff.of(KEY, records).state_at(100, "v1", fresh(sensors)) is None
+
+
+def test_a_hand_off_whose_commit_lost_the_race_is_taken_where_the_group_resumes() -> None:
+    admission, sensors = pipeline()
+    original = fresh(sensors)
+    feed(admission, original, history(["fan-0"], 0, 12))
+    records = handed(original, offset=421, committed=400)  # records 400-420 done, not committed
+    assert Handoff.of(KEY, records).state_at(421, "v1", fresh(sensors)) is not None
+    taken = Handoff.of(KEY, records).state_at(400, "v1", fresh(sensors))
+    assert taken is not None and taken[1] == 421  # the new owner completes 400-420 with no outputs
+    assert Handoff.of(KEY, records).state_at(390, "v1", fresh(sensors)) is None  # offsets reset
+    assert Handoff.of(KEY, records).state_at(410, "v1", fresh(sensors)) is None
+    uncommitted = handed(original, offset=421, committed=None)
+    assert Handoff.of(KEY, uncommitted).state_at(400, "v1", fresh(sensors)) is None
