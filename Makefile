@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-unit lint bench bench-vision bench-sensors bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load bench-load-latency kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-drills test-all test-unit lint bench bench-vision bench-sensors bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load bench-load-latency kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -23,13 +23,21 @@ prometheus:
 demo: setup
 	$(BIN)/vigil demo
 
-# The runtime, sink, observability and fault tests run once more on the confluent-kafka client.
-CONFLUENT_TESTS := tests/integration/test_runtime.py tests/integration/test_sinks.py \
-	tests/integration/test_observability.py tests/integration/test_webhook.py tests/faults
+# make test: everything but the slow drills, and the client contract (runtime, sinks) once more
+# on the confluent-kafka client. make test-drills: the fault drills and slow tests, and the
+# runtime, sink, observability, webhook and fault tests on confluent. CI runs both (.ci/run).
+CLIENT_CONTRACT_TESTS := tests/integration/test_runtime.py tests/integration/test_sinks.py
+CONFLUENT_DRILLS := tests/integration/test_observability.py tests/integration/test_webhook.py tests/faults
 
 test: setup prometheus
-	$(BIN)/pytest
-	VIGIL_TEST_KAFKA_CLIENT=confluent $(BIN)/pytest $(CONFLUENT_TESTS)
+	$(BIN)/pytest -m "not faults and not slow"
+	VIGIL_TEST_KAFKA_CLIENT=confluent $(BIN)/pytest $(CLIENT_CONTRACT_TESTS)
+
+test-drills: setup prometheus
+	$(BIN)/pytest -m "faults or slow"
+	VIGIL_TEST_KAFKA_CLIENT=confluent $(BIN)/pytest $(CONFLUENT_DRILLS)
+
+test-all: test test-drills
 
 test-unit: setup
 	$(BIN)/pytest tests/unit

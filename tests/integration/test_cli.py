@@ -80,6 +80,7 @@ def test_a_bad_configuration_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "delivery" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = unique_settings(kafka_bootstrap)
     config = tmp_path / "vigil.yaml"

@@ -91,6 +91,7 @@ def run_until_committed(settings: VigilSettings) -> None:
         )
 
 
+@pytest.mark.slow
 def test_hostile_frames_cost_only_themselves(
     kafka_bootstrap: str, vision_models: VisionModels, tmp_path: Path, hostile_server: str
 ) -> None:

@@ -81,6 +81,7 @@ def test_vigil_config_names_the_file_when_no_option_does(
     assert "delivery" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_unreachable_broker_has_its_own_status(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("VIGIL_KAFKA__REQUEST_TIMEOUT_MS", "1500")

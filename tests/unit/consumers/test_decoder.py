@@ -63,6 +63,7 @@ def test_a_hung_decoder_is_killed_at_its_timeout(decoder: IsolatedDecoder) -> No
     assert torch.equal(decoder.preprocess(good, SPEC, None), preprocess(good, SPEC))
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_fails_at_start_with_the_fix_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import sys
