@@ -26,19 +26,20 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError
 
 from consumers.ops.topics import create_topics
-from consumers.pipelines import build_pipeline
+from consumers.pipelines import build_pipeline, pipeline_kinds
+from consumers.pipelines.contract import PinError, PipelineKind
 from consumers.runtime.kafka_clients import consumer_config, make_reader, records_between
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import Outcome, Output, Settled, Work
 from consumers.runtime.stage import ProcessingStage
-from models.registry import resolve_version
 from schemas.messages import Alert
 from schemas.settings import VigilSettings
 
@@ -46,7 +47,27 @@ SCORE_TOLERANCE = 1e-4
 ALERT_CLOCK_SLACK_MS = 3_600_000
 """Production's alerts are read from this long before the range's first record: room for a
 producer clock ahead of Vigil's (record timestamps are the producers' create times)."""
-REPLAYABLE = {"vision": "frames", "sensors": "sensors"}
+
+
+def replayable() -> list[str]:
+    """The pipeline kinds a range can be replayed through."""
+    return [name for name, kind in pipeline_kinds().items() if kind.replayable]
+
+
+def _replayable(pipeline: str) -> PipelineKind[Any]:
+    kind = pipeline_kinds().get(pipeline)
+    if kind is None or not kind.replayable:
+        raise ReplayError(f"replay runs {', '.join(replayable())}, not {pipeline!r}")
+    return kind
+
+
+def input_topic(settings: VigilSettings, pipeline: str) -> str:
+    """The topic ``pipeline`` reads, whose range a replay runs."""
+    topic = _replayable(pipeline).input_topic
+    assert topic is not None
+    return topic(settings)
+
+
 """The pipelines a replay can run, and the input topic (of ``settings.topics``) each reads."""
 
 
@@ -215,32 +236,13 @@ def replay_settings(
         "topics": topics.model_copy(update=outputs),
         "sinks": settings.sinks.model_copy(update={"alertmanager": None, "webhook": None}),
     }
-    served: dict[str, str] = {}
-    if pipeline == "vision":
-        vision = settings.vision
-        if model not in (None, vision.model):
-            raise ReplayError(f"the vision pipeline serves {vision.model!r}, not {model!r}")
-        served[vision.model] = resolve_version(vision.registry, vision.model, version)
-        update["vision"] = vision.model_copy(
-            update={"model_version": served[vision.model], "reload_interval_s": 0}
-        )
-    else:
-        sensors = settings.sensors
-        names = {binding.model for binding in sensors.models}
-        if model is None and len(names) != 1:
-            raise ReplayError(
-                f"name the model to pin (--model): the sensor pipeline serves {', '.join(sorted(names))}"
-            )
-        pinned = model or next(iter(names))
-        if pinned not in names:
-            raise ReplayError(f"the sensor pipeline serves {', '.join(sorted(names))}, not {pinned!r}")
-        bindings = []
-        for binding in sensors.models:
-            asked = version if binding.model == pinned else binding.version
-            served[binding.model] = resolve_version(sensors.registry, binding.model, asked)
-            bindings.append(binding.model_copy(update={"version": served[binding.model]}))
-        update["sensors"] = sensors.model_copy(update={"models": bindings, "reload_interval_s": 0})
-    return settings.model_copy(update=update), served
+    kind = _replayable(pipeline)
+    assert kind.pin is not None
+    try:
+        pinned, served = kind.pin(settings, model, version)
+    except PinError as error:
+        raise ReplayError(str(error)) from None
+    return pinned.model_copy(update=update), served
 
 
 def replay(
@@ -253,8 +255,7 @@ def replay(
     timeout_s: float = 3600.0,
 ) -> ReplayReport:
     """Run ``span`` through ``pipeline`` pinned at ``version`` and compare its alerts (module docstring)."""
-    if pipeline not in REPLAYABLE:
-        raise ReplayError(f"replay runs {', '.join(REPLAYABLE)}, not {pipeline!r}")
+    _replayable(pipeline)
     if span.records == 0:
         raise ReplayError(f"the range holds no records of {span.topic}")
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

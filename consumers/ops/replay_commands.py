@@ -19,13 +19,13 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
     replay = with_config(
         sub.add_parser(
             "replay",
-            help="re-run a range of vigil.frames or vigil.sensors through a pinned model into separate "
+            help="re-run a range of a pipeline's input topic through a pinned model into separate "
             "topics and compare its alerts with production's",
         )
     )
-    replay.add_argument(
-        "pipeline", choices=["vision", "sensors"], help="the pipeline to run the range through"
-    )
+    from consumers.ops.replay import replayable
+
+    replay.add_argument("pipeline", choices=replayable(), help="the pipeline to run the range through")
     replay.add_argument("--version", required=True, help="the model version (or alias, resolved now) to pin")
     replay.add_argument(
         "--model",
@@ -65,10 +65,10 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run the replay and print its summary and the alerts it changed."""
     from consumers.ops.cli import _settings
-    from consumers.ops.replay import REPLAYABLE, find_range, replay
+    from consumers.ops.replay import find_range, input_topic, replay
 
     settings = _settings(args)
-    topic = getattr(settings.topics, REPLAYABLE[args.pipeline]).name
+    topic = input_topic(settings, args.pipeline)
     span = find_range(
         settings,
         topic,

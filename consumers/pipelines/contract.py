@@ -54,6 +54,17 @@ class DemoLane:
     source: Callable[[VigilSettings], DemoSource]
 
 
+Pin = Callable[[VigilSettings, "str | None", str], "tuple[VigilSettings, dict[str, str]]"]
+"""``pin(settings, model, version)``: ``settings`` with ``model`` (None: the kind's only one)
+served at ``version`` (a version or an alias, resolved now), its other models at the version
+their alias names now, hot reload off; and the version each model serves. ``PinError`` when
+the kind serves no such model."""
+
+
+class PinError(ValueError):
+    """A model cannot be pinned as asked (the pipeline does not serve it)."""
+
+
 @dataclass(frozen=True)
 class PipelineKind(Generic[S]):
     """A kind of stream; see the module docstring."""
@@ -73,11 +84,20 @@ class PipelineKind(Generic[S]):
     """Its own topics, beyond the shared ones of ``settings.topics``, for ``vigil topics create``."""
     serving: Callable[[VigilSettings], ModelServingSettings] | None = None
     """Its model-serving section (registry, device, batching), for a kind with models."""
+    input_topic: Callable[[VigilSettings], str] | None = None
+    """The topic its inputs come from (what ``vigil replay`` reads)."""
+    pin: Pin | None = None
+    """Its settings with every model pinned, for ``vigil replay``; None: not replayable."""
     demo: DemoLane | None = None
 
     def registry(self, settings: VigilSettings) -> str | None:
         """The registry folder its models are read from (``vigil train``, ``eval``, ``models``)."""
         return None if self.serving is None else self.serving(settings).registry
+
+    @property
+    def replayable(self) -> bool:
+        """Whether ``vigil replay`` can run a range through it."""
+        return self.pin is not None and self.input_topic is not None
 
     @property
     def serves_models(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from consumers.pipelines.contract import DemoLane, Pipeline, PipelineKind
+from consumers.pipelines.contract import DemoLane, PinError, Pipeline, PipelineKind
 from consumers.runtime.observer import RuntimeObserver
 from schemas.settings import VigilSettings
 from schemas.vibration import VibrationSettings, VibrationSpectrum
@@ -84,6 +84,18 @@ class _Fans:
         return records
 
 
+def _pin(settings: VigilSettings, model: str | None, version: str) -> tuple[VigilSettings, dict[str, str]]:
+    """The vibration section with its model pinned (``PipelineKind.pin``)."""
+    from models.registry import resolve_version
+
+    section = PIPELINE.settings(settings)
+    if model not in (None, section.model):
+        raise PinError(f"the vibration pipeline serves {section.model!r}, not {model!r}")
+    served = {section.model: resolve_version(section.registry, section.model, version)}
+    pinned = section.model_copy(update={"model_version": served[section.model], "reload_interval_s": 0})
+    return PIPELINE.with_settings(settings, pinned), served
+
+
 PIPELINE: PipelineKind[VibrationSettings] = PipelineKind(
     name="vibration",
     summary="vibration spectra: a 1-D CNN autoencoder per machine family (settings: pipelines.vibration)",
@@ -93,5 +105,7 @@ PIPELINE: PipelineKind[VibrationSettings] = PipelineKind(
     section=VibrationSettings,
     topics=lambda settings: [PIPELINE.settings(settings).input],
     serving=lambda settings: PIPELINE.settings(settings),
+    input_topic=lambda settings: PIPELINE.settings(settings).input.name,
+    pin=_pin,
     demo=DemoLane(_prepare_demo, _Fans),
 )
