@@ -57,7 +57,10 @@ def test_a_member_joining_a_group_with_history_restores_without_stopping_the_wor
     try:
         a = Member(settings, tmp_path, "a")
         members.append(a)
-        wait_for(a.ready, 120, interval_s=0.2, what="member A ready")
+        try:
+            wait_for(a.ready, 240, interval_s=0.2, what="member A ready")
+        except TimeoutError as error:
+            raise AssertionError(f"member A said {a.readiness[-3:]}") from error
         b = Member(settings, tmp_path, "b")
         members.append(b)
         wait_for(lambda: b.ready() and a.ready(), 120, interval_s=0.2, what="both members ready")
