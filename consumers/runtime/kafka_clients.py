@@ -8,6 +8,7 @@ the runtime's consumer and producer; admin, reader and tooling clients are kafka
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,6 +30,22 @@ ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePart
 """kafka-python's assignor of each ``kafka.assignment_strategy`` (librdkafka takes its name)."""
 TRANSACTION_TIMEOUT_MS = 60_000
 """How long the broker keeps a transaction open without a commit (both clients' default)."""
+
+
+class ClosedSocketRace(logging.Filter):
+    """Drops kafka-python 3.0's traceback for a read on a transport it has just closed.
+
+    Closing a client sets the transport's socket to None while its IO thread may still hold
+    a read event for it; the read then fails with ``AttributeError`` and is logged at ERROR
+    with a traceback, although nothing is lost (the connection was being closed anyway).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, AttributeError) and "(closed)" in record.getMessage())
+
+
+logging.getLogger("kafka.net.transport").addFilter(ClosedSocketRace())
 
 
 def bootstrap_servers(settings: KafkaSettings) -> str:
