@@ -27,7 +27,9 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     imp = with_config(actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"))
     imp.add_argument("source", type=Path)
     imp.add_argument("--name", required=True, help="model name in the registry")
-    imp.add_argument("--version", default="1", help="model version to write")
+    imp.add_argument(
+        "--model-version", "--version", dest="version", default="1", help="model version to write"
+    )
     imp.add_argument("--labels", required=True, help="comma-separated, in the order of the model's outputs")
     imp.add_argument("--normal-label", default=None, help="the label that means no defect (no alert)")
     imp.add_argument("--size", default="224", help="input size: N or HxW")
@@ -66,7 +68,11 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     show = with_config(actions.add_parser("show", help="one entry's card, files and checks"))
     show.add_argument("name")
     show.add_argument(
-        "--version", default=None, help="model version (default: the production alias, else the newest)"
+        "--model-version",
+        "--version",
+        dest="version",
+        default=None,
+        help="model version (default: the production alias, else the newest)",
     )
     show.add_argument(
         "--registry",

@@ -26,7 +26,13 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
     from consumers.ops.replay import replayable
 
     replay.add_argument("pipeline", choices=replayable(), help="the pipeline to run the range through")
-    replay.add_argument("--version", required=True, help="the model version (or alias, resolved now) to pin")
+    replay.add_argument(
+        "--model-version",
+        "--version",
+        dest="version",
+        required=True,
+        help="the model version (or alias, resolved now) to pin",
+    )
     replay.add_argument(
         "--model",
         default=None,

@@ -1,4 +1,4 @@
-"""``vigil train sensor`` and ``vigil eval sensor``.
+"""``vigil train sensors`` and ``vigil eval sensors`` (``sensor`` still works).
 
 Training defaults are those of ``SensorTraining`` (the CLI and the Python API train the same
 model); every history file is read through one ``TableFormat`` given by the same flags.
@@ -101,11 +101,15 @@ def training_of(args: argparse.Namespace) -> Any:
 
 
 def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
-    """``vigil train sensor``."""
-    p = with_config(train_sub.add_parser("sensor", help="a GRU forecaster, autoencoder or life regressor"))
+    """``vigil train sensors`` (``sensor`` still works)."""
+    p = with_config(
+        train_sub.add_parser(
+            "sensors", aliases=["sensor"], help="a GRU forecaster, autoencoder or life regressor"
+        )
+    )
     p.add_argument("--data", type=Path, required=True, help="history: CSV or other text table, or Parquet")
     p.add_argument("--name", required=True, help="model name in the registry")
-    p.add_argument("--version", default="1", help="model version to write")
+    p.add_argument("--model-version", "--version", dest="version", default="1", help="model version to write")
     p.add_argument("--registry", default=None, help="registry folder (default: sensors.registry)")
     _layout_arguments(p)
     _training_arguments(p)
@@ -128,10 +132,11 @@ def cmd_train_sensor(args: argparse.Namespace) -> int:
 
 
 def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
-    """``vigil eval sensor``."""
+    """``vigil eval sensors`` (``sensor`` still works)."""
     p = with_config(
         eval_sub.add_parser(
-            "sensor",
+            "sensors",
+            aliases=["sensor"],
             help="nab: a registry model on labelled windows; pointwise: train per series, flag samples; "
             "rul: train on some runs, estimate the others' life",
         )
@@ -146,7 +151,11 @@ def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
     p.add_argument("--labels", type=Path, default=None, help="nab: combined_windows.json")
     p.add_argument("--name", default=None, help="nab: the registry model")
     p.add_argument(
-        "--version", default=None, help="model version (default: the production alias, else the newest)"
+        "--model-version",
+        "--version",
+        dest="version",
+        default=None,
+        help="model version (default: the production alias, else the newest)",
     )
     p.add_argument("--registry", default=None, help="registry folder (default: sensors.registry)")
     p.add_argument("--label", default=None, help="pointwise: the label column scored (default: the first)")

@@ -35,7 +35,7 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
         help="classifier: labelled classes; anomaly: PatchCore fitted on the good class",
     )
     p.add_argument("--name", required=True, help="model name in the registry")
-    p.add_argument("--version", default="1", help="model version to write")
+    p.add_argument("--model-version", "--version", dest="version", default="1", help="model version to write")
     p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
     p.add_argument(
         "--backbone",
@@ -151,7 +151,11 @@ def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
     p.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
     p.add_argument("--name", required=True, help="model name in the registry")
     p.add_argument(
-        "--version", default=None, help="model version (default: the production alias, else the newest)"
+        "--model-version",
+        "--version",
+        dest="version",
+        default=None,
+        help="model version (default: the production alias, else the newest)",
     )
     p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
     p.add_argument(

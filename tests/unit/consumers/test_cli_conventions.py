@@ -217,3 +217,12 @@ def test_sensor_models_train_into_and_are_found_in_the_sensor_registry(
     assert main(["models", "show", "ae", "--output", "json", *common]) == 0
     card = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert card["name"] == "ae" and card["version"] == "1"
+
+
+def test_a_models_version_is_model_version_and_sensors_is_spelt_as_the_pipeline() -> None:
+    parser = build_parser()
+    for command in (["train", "sensors"], ["train", "sensor"]):  # the old spelling still works
+        args = parser.parse_args([*command, "--data", "f.csv", "--name", "m", "--model-version", "1.10"])
+        assert args.version == "1.10"
+    args = parser.parse_args(["replay", "vibration", "--model-version", "staging"])
+    assert args.version == "staging"
