@@ -16,6 +16,7 @@ the loop, the checkpoint and the transaction code run unchanged on either client
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -63,6 +64,8 @@ _UNREACHABLE = {
     NativeError._WAIT_COORD,
 }
 PROBE_INTERVAL_S = 5.0
+GROUP_STATS_MS = 1_000
+"""How often librdkafka reports its statistics, read for the group's join state."""
 UNASSIGNED = -1
 """librdkafka's partition for a record its partitioner places (``RD_KAFKA_PARTITION_UA``)."""
 PROBE_TIMEOUT_S = 0.2
@@ -100,11 +103,28 @@ class ConfluentConsumer:
     """A librdkafka consumer with the kafka-python calls the runtime makes."""
 
     def __init__(self, config: dict[str, Any], max_poll_records: int) -> None:
-        self._consumer = Consumer({**config, "error_cb": self._on_error, "logger": _LIBRDKAFKA_LOG})
+        group = (
+            {"statistics.interval.ms": GROUP_STATS_MS, "stats_cb": self._on_stats}
+            if "group.id" in config
+            else {}
+        )
+        self._consumer = Consumer({**config, **group, "error_cb": self._on_error, "logger": _LIBRDKAFKA_LOG})
         self._max_records = max_poll_records
         self._timeout_s = config.get("socket.timeout.ms", 30_000) / 1000
         self._unreachable_since: float | None = None
         self._probed = 0.0
+        self._group_steady = True
+
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics (served by ``poll``): the group manager's join state."""
+        group = json.loads(stats_json).get("cgrp")
+        if group is not None:
+            self._group_steady = group.get("state") == "up" and group.get("join_state") == "steady"
+
+    def rebalancing(self) -> bool:
+        """Whether the group manager is joining or syncing (as of librdkafka's last statistics,
+        at most ``GROUP_STATS_MS`` old)."""
+        return not self._group_steady
 
     def _on_error(self, error: NativeError) -> None:
         if error.code() == NativeError._ALL_BROKERS_DOWN:

@@ -82,7 +82,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 def _rebalancing(consumer: KafkaConsumer) -> bool:
-    """Whether the consumer's group is rebalancing (kafka-python; confluent: never said)."""
+    """Whether the consumer's group is rebalancing (either client says)."""
     probe = getattr(consumer, "rebalancing", None)
     return bool(probe()) if probe is not None else False
 

@@ -188,3 +188,23 @@ def test_the_history_reader_is_a_runtime_consumer(monkeypatch: pytest.MonkeyPatc
     reader = make_reader(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
     assert isinstance(reader, RuntimeConsumer) and reader.config["group_id"] is None
     assert reader.config["retry_backoff_ms"] == IDLE_SLEEP_MS
+
+
+def test_the_confluent_consumer_says_when_its_group_rebalances() -> None:
+    import json
+
+    from consumers.runtime.confluent_clients import ConfluentConsumer
+
+    consumer = ConfluentConsumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "g"}, 500)
+    try:
+        assert not consumer.rebalancing()
+        for state, join_state, rebalancing in [
+            ("up", "wait-join", True),
+            ("up", "wait-assign-call", True),
+            ("query-coord", "init", True),
+            ("up", "steady", False),
+        ]:
+            consumer._on_stats(json.dumps({"cgrp": {"state": state, "join_state": join_state}}))
+            assert consumer.rebalancing() == rebalancing, (state, join_state)
+    finally:
+        consumer.close()
