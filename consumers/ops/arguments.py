@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from typing import Any
 
 
 def moment(text: str) -> datetime:
@@ -36,3 +37,18 @@ def pipeline_names(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'none'}: choose from {', '.join(kinds)}")
     return names
+
+
+READ_VERSION = "model version (default: the production alias, else the newest)"
+WRITE_VERSION = "model version to write"
+
+
+def add_model_version(parser: argparse.ArgumentParser, help_text: str = READ_VERSION, **options: Any) -> None:
+    """A command's ``--model-version`` (``--version`` still accepted there; the program's own
+    ``--version`` is ``vigil --version``), into ``args.version``."""
+    parser.add_argument("--model-version", "--version", dest="version", help=help_text, **options)
+
+
+def add_registry(parser: argparse.ArgumentParser, default: str) -> None:
+    """A command's ``--registry``: a folder instead of ``default`` (said in its help)."""
+    parser.add_argument("--registry", default=None, help=f"registry folder (default: {default})")

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
+from consumers.ops.arguments import WRITE_VERSION, add_model_version, add_registry
 from consumers.ops.output import console, show, show_document
 
 NORMALISATIONS = {
@@ -27,9 +28,7 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     imp = with_config(actions.add_parser("import", help="a .pt/.pth state dict or a TorchScript file"))
     imp.add_argument("source", type=Path)
     imp.add_argument("--name", required=True, help="model name in the registry")
-    imp.add_argument(
-        "--model-version", "--version", dest="version", default="1", help="model version to write"
-    )
+    add_model_version(imp, WRITE_VERSION, default="1")
     imp.add_argument("--labels", required=True, help="comma-separated, in the order of the model's outputs")
     imp.add_argument("--normal-label", default=None, help="the label that means no defect (no alert)")
     imp.add_argument("--size", default="224", help="input size: N or HxW")
@@ -58,27 +57,15 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
         default=None,
         help="labelled images (a folder per label) to check label order",
     )
-    imp.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
+    add_registry(imp, "vision.registry")
     imp.set_defaults(func=cmd_import)
     listing = with_config(actions.add_parser("list", help="every entry, newest version last"))
-    listing.add_argument(
-        "--registry", default=None, help="registry folder (default: every pipeline's registry)"
-    )
+    add_registry(listing, "every pipeline's registry")
     listing.set_defaults(func=cmd_list)
     show = with_config(actions.add_parser("show", help="one entry's card, files and checks"))
     show.add_argument("name")
-    show.add_argument(
-        "--model-version",
-        "--version",
-        dest="version",
-        default=None,
-        help="model version (default: the production alias, else the newest)",
-    )
-    show.add_argument(
-        "--registry",
-        default=None,
-        help="registry folder (default: the pipeline registry that holds the model)",
-    )
+    add_model_version(show, default=None)
+    add_registry(show, "the pipeline registry that holds the model")
     show.set_defaults(func=cmd_show)
     promote = with_config(
         actions.add_parser(
@@ -89,11 +76,7 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
     promote.add_argument("name", help="model name in the registry")
     promote.add_argument("version", help="the version the alias will name")
     promote.add_argument("--alias", default="production", help="the alias to move (default: production)")
-    promote.add_argument(
-        "--registry",
-        default=None,
-        help="registry folder (default: the pipeline registry that holds the model)",
-    )
+    add_registry(promote, "the pipeline registry that holds the model")
     promote.set_defaults(func=cmd_promote)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from consumers.ops.arguments import moment
+from consumers.ops.arguments import add_model_version, moment
 from consumers.ops.output import console, show
 
 CHANGE_ROWS = 50
@@ -26,13 +26,7 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
     from consumers.ops.replay import replayable
 
     replay.add_argument("pipeline", choices=replayable(), help="the pipeline to run the range through")
-    replay.add_argument(
-        "--model-version",
-        "--version",
-        dest="version",
-        required=True,
-        help="the model version (or alias, resolved now) to pin",
-    )
+    add_model_version(replay, "the model version (or alias, resolved now) to pin", required=True)
     replay.add_argument(
         "--model",
         default=None,

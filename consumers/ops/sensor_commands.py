@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
+from consumers.ops.arguments import WRITE_VERSION, add_model_version, add_registry
 from consumers.ops.command_config import config_from, field_defaults, field_options
 from consumers.ops.output import console, show
 
@@ -109,8 +110,8 @@ def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
     )
     p.add_argument("--data", type=Path, required=True, help="history: CSV or other text table, or Parquet")
     p.add_argument("--name", required=True, help="model name in the registry")
-    p.add_argument("--model-version", "--version", dest="version", default="1", help="model version to write")
-    p.add_argument("--registry", default=None, help="registry folder (default: sensors.registry)")
+    add_model_version(p, WRITE_VERSION, default="1")
+    add_registry(p, "sensors.registry")
     _layout_arguments(p)
     _training_arguments(p)
     p.set_defaults(func=cmd_train_sensor)
@@ -150,14 +151,8 @@ def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
     p.add_argument("--data", type=Path, nargs="+", required=True, help="history files")
     p.add_argument("--labels", type=Path, default=None, help="nab: combined_windows.json")
     p.add_argument("--name", default=None, help="nab: the registry model")
-    p.add_argument(
-        "--model-version",
-        "--version",
-        dest="version",
-        default=None,
-        help="model version (default: the production alias, else the newest)",
-    )
-    p.add_argument("--registry", default=None, help="registry folder (default: sensors.registry)")
+    add_model_version(p, default=None)
+    add_registry(p, "sensors.registry")
     p.add_argument("--label", default=None, help="pointwise: the label column scored (default: the first)")
     p.add_argument("--holdout", type=float, default=0.2, help="rul: share of runs held out for testing")
     p.add_argument("--cuts", type=int, default=5, help="rul: random cuts of each held-out run")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from consumers.ops.arguments import WRITE_VERSION, add_model_version, add_registry
 from consumers.ops.command_config import config_from, field_defaults
 from consumers.ops.output import console, show
 
@@ -35,8 +36,8 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
         help="classifier: labelled classes; anomaly: PatchCore fitted on the good class",
     )
     p.add_argument("--name", required=True, help="model name in the registry")
-    p.add_argument("--model-version", "--version", dest="version", default="1", help="model version to write")
-    p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
+    add_model_version(p, WRITE_VERSION, default="1")
+    add_registry(p, "vision.registry")
     p.add_argument(
         "--backbone",
         choices=sorted(BACKBONES),
@@ -150,14 +151,8 @@ def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
     )
     p.add_argument("--data", type=Path, required=True, help="folder of class sub-folders")
     p.add_argument("--name", required=True, help="model name in the registry")
-    p.add_argument(
-        "--model-version",
-        "--version",
-        dest="version",
-        default=None,
-        help="model version (default: the production alias, else the newest)",
-    )
-    p.add_argument("--registry", default=None, help="registry folder (default: vision.registry)")
+    add_model_version(p, default=None)
+    add_registry(p, "vision.registry")
     p.add_argument(
         "--split",
         choices=["holdout", "all"],
