@@ -73,7 +73,7 @@ def test_a_script_without_a_main_guard_fails_at_start_with_the_fix_named(tmp_pat
     script.write_text(
         "from consumers.pipelines.vision.decoder import IsolatedDecoder\nIsolatedDecoder(30).start()\n"
     )
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[5]
     run = subprocess.run(
         [sys.executable, str(script)],
         cwd=root,
