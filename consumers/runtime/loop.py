@@ -464,7 +464,8 @@ class StreamRuntime:
                     self.checkpoint.settle()
         try:
             self.commit(flush=True)
-            self._hand_off(revoked)  # also when the commit lost the race with the rebalance
+            if self._cooperative:  # eager rebalancing hands most partitions straight back
+                self._hand_off(revoked)  # also when the commit lost the race with the rebalance
         finally:
             if self._cooperative:
                 self._forget(revoked)
