@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from consumers.pipelines.lane import ScoredItems
-from consumers.pipelines.reload import Binding, BuiltLanes, ModelReloader, retire, warn_if_unpinned
+from consumers.pipelines.model_stage import ModelStage
+from consumers.pipelines.reload import Binding, warn_if_unpinned
 from consumers.pipelines.sensors.admission import Admission
 from consumers.pipelines.sensors.changelog import fingerprint, handoff_outputs, read_handoff
 from consumers.pipelines.sensors.history import read_back
@@ -67,10 +67,8 @@ class _Pending:
     failure: Failure | None = None
 
 
-class SensorStage:
+class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
     """``ProcessingStage`` for ``SensorReading`` inputs; see the module docstring."""
-
-    name = STAGE
 
     def __init__(
         self,
@@ -78,11 +76,10 @@ class SensorStage:
         loader: ModelLoader | None = None,
         observer: RuntimeObserver | None = None,
     ) -> None:
+        super().__init__(STAGE, observer)
         self.settings = settings
-        self.observer = observer or RuntimeObserver()
         sensors = settings.sensors
         load = loader or registry_loader(sensors.registry)
-        self._scored: ScoredItems[WindowItem] = ScoredItems()
         self._lanes = [
             SensorLane[WindowItem](
                 load(binding.model, binding.version), sensors, self._scored.deliver, self.observer
@@ -94,20 +91,6 @@ class SensorStage:
         self._outputs = SensorOutputs(settings)
         self._router: Router[SensorLane[WindowItem]] = Router(sensors.models, self._lanes, sensors.rules)
         self._admission = Admission(sensors, self._router, self._outputs)
-        self._built: BuiltLanes[SensorLane[WindowItem]] = BuiltLanes()
-        self.reloader: ModelReloader[SensorLane[WindowItem]] = ModelReloader(
-            STAGE,
-            sensors.registry,
-            sensors.reload_interval_s,
-            lambda: [
-                Binding(str(i), b.model, b.version, lane.ref.version)
-                for i, (b, lane) in enumerate(zip(sensors.models, list(self._lanes), strict=True))
-            ],
-            self._build_lane,
-            self._built.put,
-            load,
-            self.observer,
-        )
         self.counts: Counter[str] = Counter()
         """Events counted rather than dead-lettered: late, duplicate, dropped_channel, replayed."""
         self._tally = Tally(self.observer, self.counts)
@@ -121,13 +104,24 @@ class SensorStage:
         """Per partition taken over through the changelog: records below this offset were
         processed by the old owner (its outputs acknowledged); they complete with none."""
         self._pending: dict[tuple[str, int, int], _Pending] = {}
-        self._done: list[Outcome] = []
-        self._in_flight = 0
         self.observer.on_state(STAGE, self.memory_bytes, self.assets)
-        self.reloader.start()
+        self._start_reloader(
+            sensors.registry,
+            sensors.reload_interval_s,
+            lambda: [
+                Binding(str(i), b.model, b.version, lane.ref.version)
+                for i, (b, lane) in enumerate(zip(sensors.models, list(self._lanes), strict=True))
+            ],
+            self._build_lane,
+            load,
+        )
 
     @property
     def lanes(self) -> list[SensorLane[WindowItem]]:
+        """The lanes serving now, one per model binding."""
+        return self.serving_lanes()
+
+    def serving_lanes(self) -> list[SensorLane[WindowItem]]:
         """The lanes serving now, one per model binding."""
         return list(self._lanes)
 
@@ -143,29 +137,25 @@ class SensorStage:
             )
         return SensorLane[WindowItem](model, self.settings.sensors, self._scored.deliver, self.observer)
 
-    def _swap_lanes(self) -> None:
-        """Install lanes the reloader built (this thread, between batches)."""
-        for binding, lane in self._built.take():
-            index = int(binding.key)
-            old, self._lanes[index] = self._lanes[index], lane
-            self._router.rebind(old, lane)
-            for state in self._partitions.values():
-                policy = state.model_policies.get(old.ref.name)
-                if policy is not None:
-                    policy.rules = list(lane.rules)
-            retire(old.close, STAGE)
+    def _install(self, binding: Binding, lane: SensorLane[WindowItem]) -> SensorLane[WindowItem]:
+        index = int(binding.key)
+        old, self._lanes[index] = self._lanes[index], lane
+        self._router.rebind(old, lane)
+        for state in self._partitions.values():
+            policy = state.model_policies.get(old.ref.name)
+            if policy is not None:
+                policy.rules = list(lane.rules)
+        return old
 
     # -- ProcessingStage -------------------------------------------------------------------
 
-    def submit(self, work: Sequence[Work]) -> None:
+    def _admit(self, work: Sequence[Work]) -> None:
         """Admit the readings, a partition's at a time; outcomes of readings that completed a
         window wait for its score."""
-        self._swap_lanes()
         by_partition: dict[PartitionKey, list[Work]] = {}
         for item in work:
             by_partition.setdefault((item.record.topic, item.record.partition), []).append(item)
         for key, readings in by_partition.items():
-            self._in_flight += len(readings)
             if key in self._fresh:
                 self._fresh.discard(key)
                 if self.settings.sensors.rebuild_history_s != 0:
@@ -174,9 +164,9 @@ class SensorStage:
             if restoring is not None:
                 restoring.held += readings
             else:
-                self._admit(key, readings)
+                self._admit_partition(key, readings)
 
-    def _admit(self, key: PartitionKey, readings: Sequence[Work]) -> None:
+    def _admit_partition(self, key: PartitionKey, readings: Sequence[Work]) -> None:
         """Admit a partition's readings (counted in flight); outcomes wait for window scores."""
         done_below = self._done_below.get(key)
         if done_below is not None:
@@ -187,9 +177,9 @@ class SensorStage:
             ):
                 record = item.record
                 if isinstance(admitted, Failure):
-                    self._done.append(Outcome(record, failure=admitted))
+                    self._finish(Outcome(record, failure=admitted))
                 elif not admitted.windows:
-                    self._done.append(Outcome(record, tuple(admitted.outputs)))
+                    self._finish(Outcome(record, tuple(admitted.outputs)))
                 else:
                     self._pending[(record.topic, record.partition, record.offset)] = _Pending(
                         item, admitted.outputs, len(admitted.windows)
@@ -200,24 +190,15 @@ class SensorStage:
     def _complete_below(self, key: PartitionKey, done_below: int, readings: Sequence[Work]) -> Sequence[Work]:
         """Complete, with no outputs, the readings the old owner already processed; the rest."""
         done = [item for item in readings if item.record.offset < done_below]
-        self._done += [Outcome(item.record) for item in done]
+        for item in done:
+            self._finish(Outcome(item.record))
         self.counts["done_by_previous_owner"] += len(done)
         if len(done) < len(readings):
             del self._done_below[key]  # past it: the partition is live
         return readings[len(done) :]
 
-    def collect(self, timeout_s: float) -> list[Outcome]:
-        """Outcomes finished since the last call; window results and alerts are built here."""
+    def _before_collect(self) -> None:
         self._install_restored()
-        for item, result in self._scored.drain(timeout_s):
-            self._scored_window(item, result)
-        done, self._done = self._done, []
-        self._in_flight -= len(done)
-        return done
-
-    def in_flight(self) -> int:
-        """Readings submitted whose outcome has not been collected."""
-        return self._in_flight
 
     def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Partitions whose state is being restored: (records read back, records to read)."""
@@ -249,17 +230,14 @@ class SensorStage:
             job = self._restoring.pop(key, None)
             if job is not None:
                 job.cancelled = True
-                self._in_flight -= len(job.held)
+                self.abandon(len(job.held))
         self._fresh |= held - self._held
         self._held = set(held)
 
     def close(self) -> None:
-        """Finish queued batches and stop the lanes."""
+        """Stop restoring, finish queued batches and stop the lanes."""
         self._restorer.close()
-        self.reloader.stop()
-        self._swap_lanes()
-        for lane in self._lanes:
-            lane.close()
+        super().close()
 
     def memory_bytes(self) -> int:
         """Bytes held by every asset window of every partition."""
@@ -364,11 +342,12 @@ class SensorStage:
                 job.replayed,
                 len(job.held),
             )
-            self._admit(job.key, job.held)
+            self._admit_partition(job.key, job.held)
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def _scored_window(self, item: WindowItem, result: torch.Tensor | BaseException) -> None:
+    def _scored_item(self, item: WindowItem, result: torch.Tensor | BaseException) -> Outcome | None:
+        """The reading's outcome once the last of its windows is scored; None before."""
         record = item.work.record
         key = (record.topic, record.partition, record.offset)
         pending = self._pending[key]
@@ -382,7 +361,8 @@ class SensorStage:
                 log.exception("building the outcome of %s failed", record)
                 pending.failure = Failure.from_exception("processing_error", STAGE, error)
         pending.waiting -= 1
-        if pending.waiting == 0:
-            del self._pending[key]
-            outputs = tuple(pending.outputs) if pending.failure is None else ()
-            self._done.append(Outcome(record, outputs, pending.failure))
+        if pending.waiting:
+            return None
+        del self._pending[key]
+        outputs = tuple(pending.outputs) if pending.failure is None else ()
+        return Outcome(record, outputs, pending.failure)

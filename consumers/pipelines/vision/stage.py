@@ -1,13 +1,15 @@
 """The visual inspection stage: frame reference → fetch → decode → micro-batch → model → result and alerts.
 
 Fetch and CPU decode run in a bounded worker pool, so they overlap inference; each model
-has its own lane (engine, micro-batcher, alert policy). Every frame ends in exactly one
-outcome: a result (and alerts), or a failure with a precise dead-letter reason. A transient
-fetch failure is retried until it succeeds; at shutdown it is abandoned uncommitted.
+has its own lane (engine, micro-batcher, alert policy), which also turns a frame's output into
+its scores and evidence. Every frame ends in exactly one outcome: a result (and alerts), or a
+failure with a precise dead-letter reason. A transient fetch failure is retried a bounded
+number of times within the fetch deadline, then is ``fetch_failed``; one cut short by shutdown
+is abandoned uncommitted, for the next owner.
 
-A lane bound to a registry alias is replaced when the alias moves (``ModelReloader``): each
-frame keeps the lane it was decoded for, and the old lane closes once no fetch worker holds
-it and its queued batches are done; the alert state carries over to the new lane.
+A lane bound to a registry alias is replaced when the alias moves (``ModelStage``'s hot
+reload): each frame keeps the lane it was decoded for, and the old lane closes once no fetch
+worker holds it and its queued batches are done; the alert state carries over to the new lane.
 """
 
 from __future__ import annotations
@@ -17,22 +19,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 
 from consumers.pipelines.batcher import Deliver
-from consumers.pipelines.lane import ModelLane, ScoredItems
+from consumers.pipelines.lane import ModelLane
+from consumers.pipelines.model_stage import ModelStage
 from consumers.pipelines.outputs import PipelineOutputs, ScoredItem
-from consumers.pipelines.reload import Binding, ModelReloader, retire, warn_if_unpinned
+from consumers.pipelines.reload import Binding, warn_if_unpinned
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.fetch import FetchError, FrameFetcher
 from consumers.pipelines.vision.workers import WorkerPool
 from consumers.runtime.observer import RuntimeObserver
-from consumers.runtime.records import Failure, Outcome, Output, Settled, Work
+from consumers.runtime.records import Failure, Outcome, Work
 from models.alert_policy import AlertPolicy, AlertShape
 from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
@@ -145,15 +147,37 @@ class VisionLane(ModelLane[_Frame]):
             height=max(1, round(bottom - top)),
         )
 
+    def scored(self, item: _Frame, output: torch.Tensor) -> ScoredItem:
+        """What one frame scored, with its evidence (where the anomaly is, for a scorer)."""
+        work, frame = item.work, item.frame
+        record = work.record
+        evidence = Evidence(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            frame_uri=frame.uri,
+            frame_sha256=item.sha256,
+            region=self.region(output, item),
+        )
+        return ScoredItem(
+            record,
+            frame.camera_id,
+            self.ref,
+            self.scores(output),
+            evidence,
+            frame.captured_at,
+            work.received_at,
+            self.kind,
+            site=frame.site,
+        )
+
 
 def _roi(frame: FrameRef) -> Roi | None:
     return None if frame.roi is None else (frame.roi.x, frame.roi.y, frame.roi.width, frame.roi.height)
 
 
-class VisionStage:
+class VisionStage(ModelStage[_Frame, VisionLane]):
     """``ProcessingStage`` for ``FrameRef`` inputs; see the module docstring."""
-
-    name = STAGE
 
     def __init__(
         self,
@@ -161,8 +185,8 @@ class VisionStage:
         loader: ModelLoader | None = None,
         observer: RuntimeObserver | None = None,
     ) -> None:
+        super().__init__(STAGE, observer)
         self.settings = settings
-        self.observer = observer or RuntimeObserver()
         vision = settings.vision
         self._loader = loader or registry_loader(vision.registry)
         self._stop = threading.Event()
@@ -183,30 +207,23 @@ class VisionStage:
             self._worker_state.decoder = spare.get()
 
         self._pool = WorkerPool(vision.fetch.workers, "vision-fetch", initializer=start_worker)
-        self._done: queue.Queue[Outcome] = queue.Queue()
-        self._scored: ScoredItems[_Frame] = ScoredItems()
-        self._lock = threading.Lock()
-        self._in_flight = 0
+        self._lanes_lock = threading.Lock()
         self._lanes: dict[str, VisionLane] = {}
         self._requested: dict[str, str | None] = {}
-        self._lane_free = threading.Condition(self._lock)
+        self._lane_free = threading.Condition(self._lanes_lock)
         self._outputs = PipelineOutputs(settings, STAGE)
         self.default_lane = self.lane(vision.model, vision.model_version)
-        self.reloader: ModelReloader[VisionLane] = ModelReloader(
-            STAGE,
+        self._start_reloader(
             vision.registry,
             vision.reload_interval_s,
             self._bindings,
             lambda _, model: VisionLane(vision, model, self._scored.deliver, self.observer),
-            self._install,
             self._loader,
-            self.observer,
         )
-        self.reloader.start()
 
     def lane(self, name: str, version: str | None = None) -> VisionLane:
         """The lane of model ``name``, loaded (and warmed up) on first use."""
-        with self._lock:
+        with self._lanes_lock:
             if name not in self._lanes:
                 model = self._loader(name, version)
                 self._lanes[name] = VisionLane(
@@ -216,34 +233,39 @@ class VisionStage:
                 warn_if_unpinned(self.settings.vision.registry, name, version, model.card.version)
             return self._lanes[name]
 
+    def serving_lanes(self) -> list[VisionLane]:
+        """The lane of every model served so far."""
+        with self._lanes_lock:
+            return list(self._lanes.values())
+
     # -- hot reload ------------------------------------------------------------------------
 
     def _bindings(self) -> list[Binding]:
-        with self._lock:
+        with self._lanes_lock:
             return [
                 Binding(name, name, self._requested[name], lane.ref.version)
                 for name, lane in self._lanes.items()
             ]
 
-    def _install(self, binding: Binding, lane: VisionLane) -> None:
-        """Serve ``lane`` from now on; the one it replaces drains on a thread of its own."""
-        with self._lock:
+    def _install(self, binding: Binding, lane: VisionLane) -> VisionLane:
+        with self._lanes_lock:
             old = self._lanes[binding.key]
             lane.policy.continue_from(old.policy)
             self._lanes[binding.key] = lane
             if self.default_lane is old:
                 self.default_lane = lane
-        retire(partial(self._drain, old), STAGE)
+        return old
 
-    def _drain(self, old: VisionLane) -> None:
+    def _retire(self, old: VisionLane) -> None:
+        """Close ``old`` once no fetch worker holds it; its queued batches finish first."""
         with self._lane_free:
             self._lane_free.wait_for(lambda: old.users == 0)
-        old.close()  # finishes the batches already queued on it
+        old.close()
 
     def _acquire(self, frame: FrameRef) -> VisionLane:
         if frame.model:
             self.lane(frame.model)  # loaded on first use
-        with self._lock:  # chosen and held at once: a lane being retired is never handed out
+        with self._lanes_lock:  # chosen and held at once: a lane being retired is never handed out
             lane = self._lanes[frame.model] if frame.model else self.default_lane
             lane.users += 1
             return lane
@@ -254,60 +276,25 @@ class VisionStage:
             if lane.users == 0:  # only a retiring lane's drain waits, and only for none
                 self._lane_free.notify_all()
 
-    # -- ProcessingStage -------------------------------------------------------------------
+    # -- ModelStage ------------------------------------------------------------------------
 
-    def submit(self, work: Sequence[Work]) -> None:
-        """Start fetching each frame; outcomes arrive through ``collect``."""
-        with self._lock:
-            self._in_flight += len(work)
+    def _admit(self, work: Sequence[Work]) -> None:
+        """Start fetching each frame in the worker pool."""
         for item in work:
             self._pool.submit(self._fetch_and_decode, item)
 
-    def collect(self, timeout_s: float) -> list[Outcome]:
-        """Outcomes finished since the last call (results and alerts are built here, in the caller's thread)."""
-        for item, result in self._scored.drain(timeout_s):
-            self._guarded_outcome(item, result)
-        outcomes = []
-        try:
-            while True:
-                outcomes.append(self._done.get_nowait())
-        except queue.Empty:
-            pass
-        with self._lock:
-            self._in_flight -= len(outcomes)
-        return outcomes
-
-    def in_flight(self) -> int:
-        """Frames submitted whose outcome has not been collected."""
-        with self._lock:
-            return self._in_flight
-
-    def on_assignment(self, held: set[tuple[str, int]]) -> None:
-        """Frames are scored alone: no partition state to drop or restore."""
-
-    def restoring(self) -> dict[tuple[str, int], tuple[int, int]]:
-        """Frames are scored alone: nothing to restore."""
-        return {}
-
-    def handoff(self, settled: Mapping[tuple[str, int], Settled]) -> list[Output]:
-        """Frames are scored alone: no state to hand over."""
-        return []
-
     def close(self) -> None:
-        """Stop retrying fetches, finish queued batches, release the workers (never waiting on a
-        stuck one beyond the fetch deadline) and their decoder processes."""
+        """Stop retrying fetches, release the workers (never waiting on a stuck one beyond the
+        fetch deadline), finish queued batches, and stop the decoder processes."""
         self._stop.set()
-        self.reloader.stop()
+        if self.reloader is not None:
+            self.reloader.stop()
         self._pool.shutdown(deadline_s=self.settings.vision.fetch.timeout_s)
-        for lane in self._lanes.values():
-            lane.close()
+        super().close()
         for decoder in self._decoders:
             decoder.close()
 
     # -- the work --------------------------------------------------------------------------
-
-    def _fail(self, work: Work, reason: str, error: BaseException) -> None:
-        self._done.put(Outcome(work.record, failure=Failure.from_exception(reason, STAGE, error)))
 
     def _fetch_and_decode(self, work: Work) -> None:
         try:
@@ -333,10 +320,8 @@ class VisionStage:
         try:
             data = self._fetcher.fetch(frame.uri, frame.sha256)
         except FetchError as error:
-            if error.transient:  # only when stopping: leave it uncommitted for the next owner
-                with self._lock:
-                    self._in_flight -= 1
-                return None
+            if error.transient:  # only when stopping: left uncommitted for the next owner
+                return self.abandon()
             return self._fail(work, error.reason, error)
         fetched = time.monotonic()
         self.observer.on_step("fetch", fetched - started)
@@ -365,43 +350,20 @@ class VisionStage:
         decoder: IsolatedDecoder = self._worker_state.decoder
         return decoder.preprocess(data, spec, roi)
 
-    def _guarded_outcome(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
-        try:
-            self._outcome(item, result)
-        except Exception as error:  # a result that cannot be built fails its frame alone
-            log.exception("building the outcome of %s failed", item.work.record)
-            self._fail(item.work, "processing_error", error)
-
-    def _outcome(self, item: _Frame, result: torch.Tensor | BaseException) -> None:
-        """Turn one frame's model output into its result, alerts or failure."""
-        work, frame = item.work, item.frame
-        if isinstance(result, CorruptImageError):
-            return self._fail(work, "corrupt_image", result)
-        if isinstance(result, RoiOutsideImageError):
-            return self._fail(work, "invalid_roi", result)
+    def _scored_item(self, item: _Frame, result: torch.Tensor | BaseException) -> Outcome:
+        """One frame's result and alerts, or its failure."""
+        record = item.work.record
         if isinstance(result, BaseException):
-            return self._fail(work, "inference_failed", result)
-        lane = item.lane
-        record = work.record
-        evidence = Evidence(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            frame_uri=frame.uri,
-            frame_sha256=item.sha256,
-            region=lane.region(result, item),
-        )
-        scored = ScoredItem(
-            record,
-            frame.camera_id,
-            lane.ref,
-            lane.scores(result),
-            evidence,
-            frame.captured_at,
-            work.received_at,
-            lane.kind,
-            site=frame.site,
-        )
-        outputs = self._outputs.scored(scored, lane.policy, self.observer)
-        self._done.put(Outcome(record, tuple(outputs)))
-        return None
+            reason = next(
+                (r for kind, r in _FAILURE_REASONS.items() if isinstance(result, kind)), "inference_failed"
+            )
+            return Outcome(record, failure=Failure.from_exception(reason, STAGE, result))
+        scored = item.lane.scored(item, result)
+        return Outcome(record, tuple(self._outputs.scored(scored, item.lane.policy, self.observer)))
+
+
+_FAILURE_REASONS: dict[type[BaseException], str] = {
+    CorruptImageError: "corrupt_image",
+    RoiOutsideImageError: "invalid_roi",
+}
+"""Errors of decoding in the batch (nvJPEG), by dead-letter reason; others failed the model."""

@@ -24,7 +24,7 @@ def vision_stage(registry: Path, name: str, version: str | None, observer: Count
     return VisionStage(settings.model_copy(update={"vision": vision}), observer=observer)
 
 
-def test_a_vision_lane_bound_to_an_alias_follows_it_and_keeps_working_when_a_version_fails(
+def test_a_vision_lane_bound_to_an_alias_follows_it_between_batches_and_keeps_working_when_a_version_fails(
     tmp_path: Path, vision_models: VisionModels
 ) -> None:
     name = vision_models.classifier
@@ -43,23 +43,28 @@ def test_a_vision_lane_bound_to_an_alias_follows_it_and_keeps_working_when_a_ver
         old = stage.default_lane
         promote(tmp_path, name, "2")
         stage.reloader.check()
+        assert stage.default_lane is old, "switched outside the runtime's thread"
+        stage.submit([])
         assert stage.default_lane.ref.version == "2" and stage.default_lane is not old
         assert observer.switches == [(name, "1", "2", "switched")]
 
         promote(tmp_path, name, "3")  # weights that do not match their card
         stage.reloader.check()
         stage.reloader.check()
+        stage.collect(0)
         assert stage.default_lane.ref.version == "2"
         assert observer.switches[1:] == [(name, "2", "3", "failed")], "a failed version is tried once"
 
         promote(tmp_path, name, "1")  # moving the alias again is tried
         stage.reloader.check()
+        stage.collect(0)
         assert stage.default_lane.ref.version == "1"
 
         pinned.reloader.check()
         assert pinned.default_lane.ref.version == "1"
         promote(tmp_path, name, "2")
         pinned.reloader.check()
+        pinned.submit([])
         assert pinned.default_lane.ref.version == "1", "a pinned version moved"
     finally:
         stage.close()
