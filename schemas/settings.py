@@ -317,6 +317,8 @@ class SensorModelBinding(Section):
     sensor_kind: str = "*"
     model: ModelName
     version: ModelName | None = None
+    batching: BatchingSettings | None = None
+    """This model's micro-batching (as a model's own in Triton); unset: the section's ``batching``."""
 
 
 class SensorRule(Section):

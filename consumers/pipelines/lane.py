@@ -21,7 +21,7 @@ from consumers.runtime.observer import RuntimeObserver
 from models.alert_policy import AlertShape
 from models.engine import InferenceEngine
 from models.registry import LoadedModel
-from schemas.settings import AlertRule, ModelServingSettings
+from schemas.settings import AlertRule, BatchingSettings, ModelServingSettings
 
 T = TypeVar("T")
 
@@ -65,6 +65,7 @@ class ModelLane(Generic[T]):
         thresholds: Mapping[str, float] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        batching: BatchingSettings | None = None,
     ) -> None:
         self.model = model
         self.ref = model.ref
@@ -72,12 +73,13 @@ class ModelLane(Generic[T]):
         self.engine = InferenceEngine(
             model.module, serving.device, serving.precision, channels_last, compile, serving.trace
         )
-        self.engine.warm_up(example, sorted({1, serving.batching.max_batch_size}))
+        batching = batching or serving.batching
+        self.engine.warm_up(example, sorted({1, batching.max_batch_size}))
         self.batcher: MicroBatcher[T, torch.Tensor] = model_batcher(
             pipeline,
             model.card,
             str(self.engine.device),
-            serving.batching,
+            batching,
             self.prepare,
             self.execute,
             deliver,

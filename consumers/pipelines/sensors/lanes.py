@@ -22,7 +22,7 @@ from models.alert_policy import AlertShape
 from models.registry import LoadedModel
 from models.sensors.scoring import window_scores
 from schemas.model_card import SeriesInputSpec
-from schemas.settings import SensorSettings
+from schemas.settings import BatchingSettings, SensorSettings
 
 T = TypeVar("T")
 
@@ -51,6 +51,7 @@ class SensorLane(ModelLane[T]):
         settings: SensorSettings,
         deliver: Deliver[T, torch.Tensor],
         observer: RuntimeObserver | None = None,
+        batching: BatchingSettings | None = None,
     ) -> None:
         if not isinstance(model.card.input, SeriesInputSpec):
             raise ValueError(f"model {model.card.name} does not take sensor windows")
@@ -72,6 +73,7 @@ class SensorLane(ModelLane[T]):
             example,
             SENSOR_ALERTS,
             thresholds,
+            batching=batching,
         )
 
     def normalised(self, windows: Sequence[np.ndarray]) -> np.ndarray:

@@ -82,7 +82,11 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
         load = loader or registry_loader(sensors.registry)
         self._lanes = [
             SensorLane[WindowItem](
-                load(binding.model, binding.version), sensors, self._scored.deliver, self.observer
+                load(binding.model, binding.version),
+                sensors,
+                self._scored.deliver,
+                self.observer,
+                binding.batching,
             )
             for binding in sensors.models
         ]
@@ -135,7 +139,9 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
             raise ValueError(
                 "it takes other windows or channels than the version served; that needs a restart"
             )
-        return SensorLane[WindowItem](model, self.settings.sensors, self._scored.deliver, self.observer)
+        sensors = self.settings.sensors
+        batching = sensors.models[int(binding.key)].batching
+        return SensorLane[WindowItem](model, sensors, self._scored.deliver, self.observer, batching)
 
     def _install(self, binding: Binding, lane: SensorLane[WindowItem]) -> SensorLane[WindowItem]:
         index = int(binding.key)

@@ -100,3 +100,25 @@ def test_a_life_estimate_names_the_channels_that_took_the_life_off(registry: Pat
         assert rul.explain(window) == {"temp_c": 1.0, "vibration_mm_s": 0.0}
     finally:
         rul.close()
+
+
+def test_a_model_binding_batches_as_configured_and_others_as_their_section(registry: Path) -> None:
+    from consumers.pipelines.sensors.stage import SensorStage
+    from schemas.settings import BatchingSettings, SensorModelBinding, VigilSettings
+
+    own = BatchingSettings(max_batch_size=7, max_wait_ms=3, max_queue=70)
+    sensors = SensorSettings(
+        registry=str(registry),
+        models=[
+            SensorModelBinding(assets="a-*", model="ae", version="1", batching=own),
+            SensorModelBinding(model="rul", version="1"),
+        ],
+        reload_interval_s=0,
+    )
+    stage = SensorStage(VigilSettings(sensors=sensors))
+    try:
+        own_lane, section_lane = stage.lanes
+        assert (own_lane.batcher.max_batch_size, own_lane.batcher.max_wait_s) == (7, 0.003)
+        assert section_lane.batcher.max_batch_size == sensors.batching.max_batch_size
+    finally:
+        stage.close()
