@@ -111,7 +111,7 @@ def parse_normalisation(text: str, channels: int) -> tuple[list[float], list[flo
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a model and print what was found."""
-    from consumers.ops.cli import registry_of
+    from consumers.ops.command_context import registry_of
     from models.vision.importing import ImportRequest, import_model
     from schemas.model_card import ImageInputSpec
 
@@ -142,7 +142,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """One row per registry entry."""
-    from consumers.ops.cli import registries
+    from consumers.ops.command_context import registries
 
     for registry in registries(args):
         show(_listing(registry))
@@ -191,7 +191,7 @@ def _listing(registry: str) -> Table:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The card of an entry, and whether its weights still match it."""
-    from consumers.ops.cli import registry_holding
+    from consumers.ops.command_context import registry_holding
     from models.registry import CARD_FILE, entry_folder, file_sha256, read_card
 
     registry = registry_holding(args, args.name)
@@ -209,7 +209,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Point ``--alias`` of a model at a version."""
-    from consumers.ops.cli import registry_holding
+    from consumers.ops.command_context import registry_holding
     from models.registry import promote
 
     before = promote(registry_holding(args, args.name), args.name, args.version, args.alias)

@@ -64,10 +64,10 @@ def add_replay_command(sub: Any, with_config: Callable[..., Any]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run the replay and print its summary and the alerts it changed."""
-    from consumers.ops.cli import _settings
+    from consumers.ops.command_context import command_settings
     from consumers.ops.replay import find_range, input_topic, replay
 
-    settings = _settings(args)
+    settings = command_settings(args)
     topic = input_topic(settings, args.pipeline)
     span = find_range(
         settings,

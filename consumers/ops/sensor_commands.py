@@ -118,7 +118,7 @@ def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
 
 
 def cmd_train_sensor(args: argparse.Namespace) -> int:
-    from consumers.ops.cli import registry_of
+    from consumers.ops.command_context import registry_of
     from models.sensors.training import train_sensor_model
 
     entry = train_sensor_model(
@@ -189,7 +189,7 @@ def cmd_eval_sensor(args: argparse.Namespace) -> int:
 
 
 def _eval_nab(args: argparse.Namespace, shape: Any) -> int:
-    from consumers.ops.cli import registry_of
+    from consumers.ops.command_context import registry_of
     from models.registry import load_model
     from models.sensors.nab import compare, labelled_windows
     from models.sensors.series import load_history

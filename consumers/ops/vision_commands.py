@@ -104,7 +104,7 @@ def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentPar
 
 def cmd_train_vision(args: argparse.Namespace) -> int:
     """Train or fit, then print the entry's metrics and any warning."""
-    from consumers.ops.cli import registry_of
+    from consumers.ops.command_context import registry_of
     from models.vision.training import (
         AnomalyFitting,
         ClassifierTraining,
@@ -166,7 +166,7 @@ def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParse
 
 def cmd_eval_vision(args: argparse.Namespace) -> int:
     """Print the evaluation tables; write the plots when asked."""
-    from consumers.ops.cli import registry_of
+    from consumers.ops.command_context import registry_of
     from models.vision.evaluation import evaluate_entry
 
     evaluation = evaluate_entry(

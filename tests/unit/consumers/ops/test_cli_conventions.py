@@ -15,8 +15,8 @@ from consumers.ops.cli import (
     EXIT_USAGE,
     build_parser,
     main,
-    write_line,
 )
+from consumers.ops.stream_commands import write_line
 
 
 @pytest.fixture
