@@ -29,16 +29,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from consumers.ops.topics import create_topics
 from consumers.runtime.dead_letters import HEADER_PREFIX, original_value
 from consumers.runtime.kafka_clients import make_producer, make_reader, records_between
+from consumers.runtime.ports import ProducerPort
 from consumers.runtime.records import Output
+from consumers.runtime.sink import SINK_STAGE, sink_stage
 from consumers.sinks import Sink, SinkDelivery, configured_sinks
-from consumers.sinks.base import SINK_STAGE, sink_stage
 from schemas.messages import DeadLetter
 from schemas.settings import VigilSettings
 
@@ -145,7 +146,7 @@ def redriven(reader: KafkaConsumer, log_topic: str) -> set[str]:
     }
 
 
-def _record(producer: KafkaProducer, log_topic: str, where: str, to: str) -> None:
+def _record(producer: ProducerPort, log_topic: str, where: str, to: str) -> None:
     """Note in the redrive log that the letter at ``where`` went to ``to`` (sent with the
     republished record; the producer's final flush covers both)."""
     entry = {"redriven_at": datetime.now(UTC).isoformat(), "to": to}

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from kafka import KafkaProducer
-
 from consumers.ops.scenarios import air_quality_readings, machine_readings
+from consumers.runtime.ports import ProducerPort
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
 
@@ -56,7 +55,7 @@ def synthetic_readings(
 
 
 def publish(
-    producer: KafkaProducer,
+    producer: ProducerPort,
     settings: VigilSettings,
     frames: list[FrameRef],
     readings: list[SensorReading],

@@ -24,20 +24,20 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer
 from kafka import errors as Errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.deliveries import DeliveryLedger, RecordKey, Shipment
 from consumers.runtime.kafka_clients import make_producer
+from consumers.runtime.kafka_sink import KafkaTopicSink
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
 from consumers.runtime.outage import BrokerOutage, is_broker_trouble
+from consumers.runtime.ports import ConsumerPort
 from consumers.runtime.records import InboundRecord, Outcome, Output, Settled
+from consumers.runtime.sink import Acknowledgement, Sink, sink_stage
 from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
-from consumers.sinks.base import Acknowledgement, Sink, sink_stage
-from consumers.sinks.kafka import KafkaTopicSink
 from schemas.settings import VigilSettings
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Checkpoint:
     def __init__(
         self,
         settings: VigilSettings,
-        consumer: KafkaConsumer,
+        consumer: ConsumerPort,
         observer: RuntimeObserver,
         transactional_id: str | None = None,
         sinks: Sequence[Sink] = (),

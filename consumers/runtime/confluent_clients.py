@@ -30,7 +30,7 @@ from kafka import errors as Errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumers.runtime.records import InboundRecord, Output
-from consumers.sinks.base import SinkDelivery
+from consumers.runtime.sink import SinkDelivery
 
 log = logging.getLogger(__name__)
 

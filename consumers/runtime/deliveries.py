@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
-from consumers.sinks.base import Acknowledgement
+from consumers.runtime.sink import Acknowledgement
 
 RecordKey = tuple[str, int, int]
 """(topic, partition, offset) of an input record."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -20,6 +20,8 @@ from kafka.partitioner import DefaultPartitioner
 from kafka.partitioner.default import murmur2
 from kafka.structs import MemberState, TopicPartition
 
+from consumers.runtime.ports import ConsumerPort, DeliveryReport, ProducerPort
+from consumers.runtime.records import Output
 from schemas.settings import KafkaSettings
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -186,15 +188,52 @@ class RuntimeConsumer(KafkaConsumer):  # type: ignore[misc]
             coordinator.rejoin_needed or coordinator.state != MemberState.STABLE
         )
 
+    def broker_reachable(self) -> bool:
+        """Whether the member reaches its group coordinator (kafka-python says so only there)."""
+        coordinator = self._coordinator
+        return coordinator is None or not coordinator.coordinator_unknown()
 
-def make_consumer(settings: KafkaSettings, group_id: str | None = None, **extra: Any) -> KafkaConsumer:
+
+class RuntimeProducer(KafkaProducer):  # type: ignore[misc]
+    """kafka-python's producer with the calls of ``ProducerPort`` it lacks; it partitions as the
+    other clients do (``RememberingPartitioner``)."""
+
+    resumes_init = False
+    """kafka-python starts ``init_transactions`` afresh: a timed-out one is not resumed."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config, partitioner=RememberingPartitioner())
+
+    def send_all(self, outputs: Iterable[Output], report: DeliveryReport) -> None:
+        """Queue ``outputs`` in order; ``report(None, metadata)`` or ``report(error)`` on the
+        producer's I/O thread as each is answered."""
+        send = self.send
+        for output in outputs:
+            send(
+                output.topic,
+                value=output.value,
+                key=output.key,
+                headers=list(output.headers),
+                partition=output.partition,
+            ).add_callback(report, None).add_errback(report)
+
+    def serve_reports(self) -> None:
+        """Nothing: kafka-python settles its futures on its own I/O thread."""
+
+    def delivery_error(self, error: Any) -> BaseException:
+        """kafka-python reports its own errors."""
+        return error  # type: ignore[no-any-return]
+
+
+def make_consumer(settings: KafkaSettings, group_id: str | None = None, **extra: Any) -> ConsumerPort:
     """A consumer with the runtime's safe options, of the configured client."""
     config = {**consumer_config(settings, group_id), **extra}
     if settings.client == "confluent":
         from consumers.runtime.confluent_clients import ConfluentConsumer
 
-        return ConfluentConsumer(librdkafka_config(config), config["max_poll_records"])  # type: ignore[return-value]
-    return RuntimeConsumer(**config)
+        return ConfluentConsumer(librdkafka_config(config), config["max_poll_records"])
+    consumer: ConsumerPort = RuntimeConsumer(**config)
+    return consumer
 
 
 def librdkafka_producer_config(
@@ -215,15 +254,16 @@ def librdkafka_producer_config(
     return native
 
 
-def make_producer(settings: KafkaSettings, transactional_id: str | None = None) -> KafkaProducer:
+def make_producer(settings: KafkaSettings, transactional_id: str | None = None) -> ProducerPort:
     """A producer with the runtime's safe options, of the configured client."""
     if settings.client == "confluent":
         from consumers.runtime.confluent_clients import ConfluentProducer
 
         step_timeout_s = settings.request_timeout_ms / 1000
         native = librdkafka_producer_config(settings, transactional_id)
-        return ConfluentProducer(native, step_timeout_s)  # type: ignore[return-value]
-    return KafkaProducer(**producer_config(settings, transactional_id), partitioner=RememberingPartitioner())
+        return ConfluentProducer(native, step_timeout_s)
+    producer: ProducerPort = RuntimeProducer(**producer_config(settings, transactional_id))
+    return producer
 
 
 _LIBRDKAFKA_NAMES = {

@@ -41,7 +41,6 @@ from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 
@@ -49,11 +48,12 @@ from consumers.runtime.checkpoint import Checkpoint, CommitResult
 from consumers.runtime.decoding import decode_records
 from consumers.runtime.kafka_clients import make_consumer
 from consumers.runtime.observer import RuntimeObserver
+from consumers.runtime.ports import ConsumerPort
 from consumers.runtime.records import InboundRecord, Outcome, Work
 from consumers.runtime.signals import drain_on_signals
+from consumers.runtime.sink import Sink
 from consumers.runtime.stage import ProcessingStage
 from consumers.runtime.topic_check import check_topics
-from consumers.sinks.base import Sink
 from schemas.common import Message
 from schemas.settings import VigilSettings
 
@@ -79,22 +79,6 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self._runtime.rebalance("lost", set(lost))
-
-
-def _rebalancing(consumer: KafkaConsumer) -> bool:
-    """Whether the consumer's group is rebalancing (either client says)."""
-    probe = getattr(consumer, "rebalancing", None)
-    return bool(probe()) if probe is not None else False
-
-
-def _broker_reachable(consumer: KafkaConsumer) -> bool:
-    """Whether the consumer reaches its group coordinator (confluent: any broker)."""
-    probe = getattr(consumer, "broker_reachable", None)
-    if probe is not None:
-        return bool(probe())
-    # kafka-python has no public "is the group coordinator reachable"; its coordinator does.
-    coordinator = getattr(consumer, "_coordinator", None)
-    return coordinator is None or not coordinator.coordinator_unknown()
 
 
 class StreamRuntime:
@@ -139,7 +123,7 @@ class StreamRuntime:
         self._in_poll = False
         self._revoked: set[TopicPartition] = set()
         self._rebalance_events: deque[tuple[str, set[TopicPartition]]] = deque()
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: ConsumerPort | None = None
         self.assignment: set[TopicPartition] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -204,7 +188,7 @@ class StreamRuntime:
         published = [topics.inferences.name] if self._config.publish_inferences else []
         return [topics.alerts.name, *published, topics.dlq.name]
 
-    def _await_input_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+    def _await_input_metadata(self, consumer: ConsumerPort, timeout_s: float = 30.0) -> None:
         """Wait until the consumer's metadata lists every input topic's partitions.
 
         kafka-python joins the group without waiting for the subscription's first metadata;
@@ -247,7 +231,7 @@ class StreamRuntime:
         self.checkpoint.settle()
         self._apply_pauses()
 
-    def _decode(self, batches: Mapping[TopicPartition, list[object]]) -> list[Work]:
+    def _decode(self, batches: Mapping[TopicPartition, Sequence[object]]) -> list[Work]:
         """Validated work from polled records; a poison record is emitted as its dead letter at once."""
         assert self.checkpoint is not None
         work: list[Work] = []
@@ -363,7 +347,7 @@ class StreamRuntime:
         if now < self._next_health:
             return
         self._next_health = now + HEALTH_INTERVAL_S
-        reachable = _broker_reachable(self._consumer)
+        reachable = self._consumer.broker_reachable()
         outage = self.checkpoint.outage
         oldest = self.checkpoint.oldest_received()
         restoring = self.stage.restoring()
@@ -371,7 +355,7 @@ class StreamRuntime:
             broker_reachable=reachable and not outage.ongoing,
             oldest_in_flight_s=0.0 if oldest is None else now - oldest,
             commit_age_s=now - outage.last_success if oldest is not None else 0.0,
-            rebalancing=_rebalancing(self._consumer),
+            rebalancing=self._consumer.rebalancing(),
             restoring={TopicPartition(*key): progress for key, progress in restoring.items()},
         )
 

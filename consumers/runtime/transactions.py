@@ -22,9 +22,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaProducer
 from kafka import errors as Errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from consumers.runtime.ports import ProducerPort
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ class TransactionLostError(RuntimeError):
 
 
 class TransactionalProducer:
-    """A transactional ``KafkaProducer`` whose steps have deadlines; see the module docstring."""
+    """A transactional ``ProducerPort`` whose steps have deadlines; see the module docstring."""
 
-    def __init__(self, make: Callable[[], KafkaProducer], step_timeout_s: float) -> None:
+    def __init__(self, make: Callable[[], ProducerPort], step_timeout_s: float) -> None:
         self._make = make
         self.step_timeout_s = step_timeout_s
         self.producer = make()
@@ -83,7 +84,7 @@ class TransactionalProducer:
         way in the client, and the later one fences the earlier.
         """
         self.in_transaction = False
-        if not self._initialised and getattr(self.producer, "resumes_init", False):
+        if not self._initialised and self.producer.resumes_init:
             self._init()
             return
         threading.Thread(
@@ -124,7 +125,7 @@ class TransactionalProducer:
         raise TransactionLostError(f"{name} failed: {error!r}") from error
 
 
-def _close_quietly(producer: KafkaProducer) -> None:
+def _close_quietly(producer: ProducerPort) -> None:
     """Close a fenced producer without waiting; what it still held belongs to an aborted transaction."""
     try:
         producer.close(timeout=0)

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.records import Failure, InboundRecord, Output
-from consumers.sinks.base import Acknowledgement, SinkDelivery, sink_stage
+from consumers.runtime.sink import Acknowledgement, SinkDelivery, sink_stage
 from schemas.messages import Alert
 from schemas.settings import HttpSinkSettings
 

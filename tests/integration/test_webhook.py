@@ -18,8 +18,8 @@ from consumers.runtime.dead_letters import original_value
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import Outcome, Output, Work
+from consumers.runtime.sink import SinkDelivery
 from consumers.runtime.stage import SyncStage
-from consumers.sinks.base import SinkDelivery
 from consumers.sinks.http import AlertDeliveryError
 from consumers.sinks.webhook import SIGNATURE_HEADER, WebhookSink, verify_signature
 from schemas.common import Evidence

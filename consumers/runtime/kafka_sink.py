@@ -9,18 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kafka import KafkaProducer
-
+from consumers.runtime.ports import ProducerPort
 from consumers.runtime.records import Output
-from consumers.sinks.base import Acknowledgement
+from consumers.runtime.sink import Acknowledgement
 
 
 class KafkaTopicSink:
-    """``Sink`` for Kafka topics; its acknowledgements are kafka-python's send futures."""
+    """``Sink`` for Kafka topics, through the runtime's ``ProducerPort``."""
 
     name = "kafka"
 
-    def __init__(self, producer: Callable[[], KafkaProducer]) -> None:
+    def __init__(self, producer: Callable[[], ProducerPort]) -> None:
         self._producer = producer
 
     def wants(self, output: Output) -> bool:
@@ -40,28 +39,19 @@ class KafkaTopicSink:
 
     def send_all(self, outputs: Sequence[Output], report: Callable[..., None]) -> None:
         """Hand ``outputs`` to the producer, in order; the client calls ``report(None, ...)`` as
-        each is delivered and ``report(error)`` as one fails for good (on the thread serving its
-        reports). Nothing is made per output: this is the path every result and alert takes."""
-        producer = self._producer()
-        send_all = getattr(producer, "send_all", None)
-        if send_all is not None:  # confluent: the report is librdkafka's callback itself
-            send_all(outputs, report)
-            return
-        for output in outputs:
-            self.send(output).add_callback(report, None).add_errback(report)
+        each is delivered and ``report(error, ...)`` as one fails for good (on the thread serving
+        its reports). Nothing is made per output: this is the path every result and alert takes."""
+        self._producer().send_all(outputs, report)
 
     def delivery_error(self, error: Any) -> Any:
         """The runtime's error for what the client reported of a failed delivery (kafka-python
         reports its own errors; confluent's are translated)."""
-        translate = getattr(self._producer(), "delivery_error", None)
-        return translate(error) if translate is not None else error
+        return self._producer().delivery_error(error)
 
     def serve_reports(self) -> None:
         """Settle the acknowledgements the producer has received, on the caller's thread where
         the client allows it (confluent); kafka-python settles them on its own I/O thread."""
-        serve = getattr(self._producer(), "serve_reports", None)
-        if serve is not None:
-            serve()
+        self._producer().serve_reports()
 
     def flush(self, timeout_s: float) -> None:
         """Wait until the broker acknowledged everything sent (``KafkaTimeoutError`` past ``timeout_s``)."""
