@@ -38,7 +38,7 @@ from consumers.runtime.dead_letters import HEADER_PREFIX, original_value
 from consumers.runtime.kafka_clients import make_producer, make_reader, records_between
 from consumers.runtime.ports import ProducerPort
 from consumers.runtime.records import Output
-from consumers.runtime.sink import SINK_STAGE, sink_stage
+from consumers.runtime.sink import SINK_STAGE
 from consumers.sinks import Sink, SinkDelivery, configured_sinks
 from schemas.messages import DeadLetter
 from schemas.settings import VigilSettings
@@ -97,7 +97,7 @@ def redrive(
                 continue
             if letter.stage.startswith(SINK_STAGE):
                 if sinks is None:
-                    sinks = {sink_stage(sink.name): sink for sink in configured_sinks(settings)}
+                    sinks = {sink.label: sink for sink in configured_sinks(settings)}
                 problem = None if dry_run else _redeliver(settings, sinks, letter, record.key)
                 if problem is None:
                     report.published[(letter.stage, letter.reason)] += 1

@@ -36,7 +36,7 @@ from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
 from consumers.runtime.outage import BrokerOutage, is_broker_trouble
 from consumers.runtime.ports import ConsumerPort
 from consumers.runtime.records import InboundRecord, Outcome, Output, Settled
-from consumers.runtime.sink import Acknowledgement, Sink, sink_stage
+from consumers.runtime.sink import Acknowledgement, Sink
 from consumers.runtime.transactions import TransactionalProducer, TransactionLostError
 from schemas.settings import VigilSettings
 
@@ -86,17 +86,17 @@ class Checkpoint:
                 lambda: make_producer(settings.kafka, transactional_id), self._timeout_s
             )
             transactions = self.transactions
-            self.kafka = KafkaTopicSink(lambda: transactions.producer)
+            self.topics = KafkaTopicSink(lambda: transactions.producer)
         else:
             producer = make_producer(settings.kafka)
-            self.kafka = KafkaTopicSink(lambda: producer)
-        self.sinks: list[Sink] = [self.kafka, *sinks]
-        self._others = [(sink, sink_stage(sink.name)) for sink in sinks]
-        """Sinks besides Kafka, with the label their acknowledgements are counted under."""
-        for sink, label in self._others:
-            sink.park_in(self._parker(label), self._dlq_topic, self._dlq_limit)
+            self.topics = KafkaTopicSink(lambda: producer)
+        self.sinks: list[Sink] = [self.topics, *sinks]
+        """Where outputs go: each takes those it ``wants``. The runtime's own topics (above)
+        also take dead letters that sinks park and state hand-offs, in its transaction."""
+        for sink in sinks:
+            sink.park_in(self._parker(sink.label), self._dlq_topic, self._dlq_limit)
         self._tracker = OffsetTracker()
-        self._ledger = DeliveryLedger(self._tracker, self.kafka.delivery_error)
+        self._ledger = DeliveryLedger(self._tracker)
         self._held: dict[RecordKey, Outcome] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -134,9 +134,9 @@ class Checkpoint:
         return partition if partition is not None and partition.awaits_outputs(record.offset) else None
 
     def _ship(self, shipment: Shipment, outcomes: Iterable[Outcome]) -> None:
-        """Hand the outputs of ``outcomes`` (a failure as its dead letter) to the sinks, all of
-        their Kafka outputs in one call, and note them in ``shipment``."""
-        kafka: list[Output] = []
+        """Hand the outputs of ``outcomes`` (a failure as its dead letter) to the sinks that want
+        them, all of a sink's in one call, and note them in ``shipment``."""
+        shipping: list[Output] = []
         for outcome in outcomes:
             record = outcome.record
             partition = self._pending(record)
@@ -147,14 +147,13 @@ class Checkpoint:
             if outcome.failure is not None:
                 outputs = (dead_letter_output(record, outcome.failure, self._dlq_topic, self._dlq_limit),)
                 self._observer.on_dead_letter(outcome.failure.reason, outcome.failure.stage)
-            kafka += outputs  # Kafka takes every output; other sinks the ones they want
-            for sink, label in self._others:
-                for output in outputs:
-                    if sink.wants(output):
-                        self._ledger.expect(shipment, partition, record.offset, label, sink.send(output))
-        if kafka:
-            self.kafka.send_all(kafka, self._ledger.reporter(shipment))
-            self._ledger.expect_kafka(shipment, [output.topic for output in kafka])
+            shipping += outputs
+        if not shipping:
+            return
+        for sink in self.sinks:
+            wanted = [output for output in shipping if sink.wants(output)]
+            if wanted:
+                self._ledger.ship(shipment, sink, wanted)
 
     def _parker(self, stage: str) -> Callable[[Output], Acknowledgement]:
         """How a sink parks what it cannot deliver: counted as a dead letter, sent through Kafka
@@ -163,7 +162,7 @@ class Checkpoint:
 
         def park(letter: Output) -> Acknowledgement:
             self._observer.on_dead_letter("undelivered_alert", stage)
-            return self.kafka.send(letter)
+            return self.topics.send(letter)
 
         return park
 
@@ -195,7 +194,8 @@ class Checkpoint:
 
     def settle(self) -> None:
         """Complete the inputs whose outputs are all acknowledged (``DeliveryFailedError`` on a failure)."""
-        self.kafka.serve_reports()
+        for sink in self.sinks:
+            sink.serve_reports()
         for shipment in self._ledger.settle():
             for label, count in shipment.labels.items():
                 self._observer.on_produced(label, count)
@@ -233,8 +233,8 @@ class Checkpoint:
             if self.transactions is not None:
                 self.transactions.begin()
             for output in outputs:
-                self.kafka.send(output)
-            self.kafka.flush(self._timeout_s)
+                self.topics.send(output)
+            self.topics.flush(self._timeout_s)
             if self.transactions is not None:
                 self.transactions.commit({}, None)
         except Exception as error:  # the hand-off is an optimisation: its absence is safe

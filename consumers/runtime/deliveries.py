@@ -7,20 +7,20 @@ acknowledgement (or failure) is reported by the sink's thread through a callback
 appends to a queue; the runtime's thread settles the queue, so shipments and offsets are
 touched by one thread alone.
 
-Kafka outputs, one or more per input, are the hot path: all of a shipment's Kafka outputs
-report to one callback (``Shipment.reporter``), called straight by the client, with nothing
-made per output. Other sinks hand back an ``Acknowledgement`` per output (``expect``).
+Every sink is handed a shipment's outputs at once (``Sink.send_all``) and reports each
+answer to one callback per shipment and sink, called straight by the client (Kafka's) or by
+the sink's acknowledgements (others'), with nothing made per output on the hot path.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
-from consumers.runtime.sink import Acknowledgement
+from consumers.runtime.records import Output
+from consumers.runtime.sink import Sink
 
 RecordKey = tuple[str, int, int]
 """(topic, partition, offset) of an input record."""
@@ -33,7 +33,7 @@ class DeliveryFailedError(RuntimeError):
 class Shipment:
     """The outputs of outcomes emitted together, and the inputs they complete."""
 
-    __slots__ = ("awaiting", "inputs", "labels", "reporter", "sealed")
+    __slots__ = ("awaiting", "inputs", "labels", "reporters", "sealed")
 
     def __init__(self) -> None:
         self.inputs: dict[PartitionOffsets, list[int]] = {}
@@ -43,8 +43,8 @@ class Shipment:
         self.labels: dict[str, int] = {}
         """Outputs per topic or sink label, counted once acknowledged."""
         self.sealed = False
-        self.reporter: Callable[..., None] | None = None
-        """What reports each of its Kafka outputs (``DeliveryLedger.reporter``), once asked for."""
+        self.reporters: dict[str, Callable[..., None]] = {}
+        """What reports each of its outputs, by sink name (one callback per sink, not per output)."""
 
     def add_input(self, partition: PartitionOffsets, offset: int) -> None:
         """``offset``'s outputs (possibly none) are in this shipment."""
@@ -58,51 +58,32 @@ class Shipment:
 class DeliveryLedger:
     """Shipments between hand-over and the acknowledgement of all their outputs."""
 
-    def __init__(self, tracker: OffsetTracker, kafka_error: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, tracker: OffsetTracker) -> None:
         self._tracker = tracker
-        self._kafka_error = kafka_error
-        """Turns a Kafka client's report of a failed delivery into the runtime's error."""
-        self._reports: deque[tuple[Shipment, PartitionOffsets, int, str, Any]] = deque()
-        self._shipped: deque[tuple[Shipment, Any]] = deque()
-        """(shipment, None or the client's error) of each Kafka output reported."""
+        self._shipped: deque[tuple[Shipment, Sink, Any]] = deque()
+        """(shipment, sink, None or the sink's error) of each output reported."""
         self._ready: list[Shipment] = []
 
-    def expect(
-        self, shipment: Shipment, partition: PartitionOffsets, offset: int, label: str, ack: Acknowledgement
-    ) -> None:
-        """Count an output of input ``offset`` in flight until ``ack`` reports it."""
-        shipment.awaiting += 1
-        shipment.labels[label] = shipment.labels.get(label, 0) + 1
-        report = functools.partial(self._report, shipment, partition, offset, label)
-        ack.add_callback(report)
-        ack.add_errback(report)
+    def ship(self, shipment: Shipment, sink: Sink, outputs: Sequence[Output]) -> None:
+        """Hand ``outputs`` of ``shipment`` to ``sink``, each in flight until the sink reports it."""
+        labels = shipment.labels
+        for label in sink.counted_as(outputs):
+            labels[label] = labels.get(label, 0) + 1
+        shipment.awaiting += len(outputs)
+        sink.send_all(outputs, self._reporter(shipment, sink))
 
-    def reporter(self, shipment: Shipment) -> Callable[..., None]:
-        """The callback of every Kafka output of ``shipment``: ``report(None)`` (or
-        ``report(None, anything)``) once delivered, ``report(error)`` once failed for good.
-        Count the outputs with ``expect_kafka``."""
-        if shipment.reporter is None:
+    def _reporter(self, shipment: Shipment, sink: Sink) -> Callable[..., None]:
+        """The callback of every output of ``shipment`` to ``sink``: ``report(None)`` (or
+        ``report(None, anything)``) once delivered, ``report(error)`` once failed for good."""
+        reporter = shipment.reporters.get(sink.name)
+        if reporter is None:
             shipped = self._shipped
 
             def report(error: Any, _detail: Any = None) -> None:
-                shipped.append((shipment, error))  # atomic across threads
+                shipped.append((shipment, sink, error))  # atomic across threads
 
-            shipment.reporter = report
-        return shipment.reporter
-
-    @staticmethod
-    def expect_kafka(shipment: Shipment, topics: Iterable[str]) -> None:
-        """Count Kafka outputs of ``shipment`` (one per topic named) in flight until its
-        reporter is called for each."""
-        labels = shipment.labels
-        for topic in topics:
-            shipment.awaiting += 1
-            labels[topic] = labels.get(topic, 0) + 1
-
-    def _report(
-        self, shipment: Shipment, partition: PartitionOffsets, offset: int, label: str, result: Any
-    ) -> None:
-        self._reports.append((shipment, partition, offset, label, result))  # atomic across threads
+            reporter = shipment.reporters[sink.name] = report
+        return reporter
 
     def seal(self, shipment: Shipment) -> None:
         """No more outputs will be added to ``shipment``: its inputs are handed over."""
@@ -116,30 +97,14 @@ class DeliveryLedger:
         """Apply the acknowledgements received so far; complete and return the shipments now
         fully delivered.
 
-        Raises ``DeliveryFailedError`` on the first failed delivery of an input still tracked.
+        Raises ``DeliveryFailedError`` on the first failed delivery of a shipment with an input
+        still tracked.
         """
-        reports, shipped, ready = self._reports, self._shipped, self._ready
+        shipped, ready = self._shipped, self._ready
         while shipped:
-            shipment, error = shipped.popleft()
+            shipment, sink, error = shipped.popleft()
             if error is not None:
-                self._fail_shipment(shipment, error)
-            shipment.awaiting -= 1
-            if shipment.awaiting == 0 and shipment.sealed:
-                ready.append(shipment)
-        while reports:
-            shipment, partition, offset, label, result = reports.popleft()
-            if (
-                isinstance(result, BaseException)
-                and self._tracker.owns(partition)
-                and partition.is_open(offset)
-            ):
-                tp = partition.tp
-                where = f"{tp.topic}[{tp.partition}]@{offset}" if tp is not None else str(offset)
-                raise DeliveryFailedError(
-                    f"output of {where} to {label} was not delivered: {result!r}"
-                ) from result
-            # A failure for a partition given up since counts as settled: its next owner
-            # re-processes that input, and the shipment's other inputs must not wait for it.
+                self._fail_shipment(shipment, sink, error)
             shipment.awaiting -= 1
             if shipment.awaiting == 0 and shipment.sealed:
                 ready.append(shipment)
@@ -149,20 +114,20 @@ class DeliveryLedger:
                 partition.complete(offsets)
         return done
 
-    def _fail_shipment(self, shipment: Shipment, error: Any) -> None:
-        """Raise for a failed Kafka output of ``shipment`` unless none of its inputs is still
-        tracked (their partitions were given up: the next owner re-processes them)."""
+    def _fail_shipment(self, shipment: Shipment, sink: Sink, error: Any) -> None:
+        """Raise for a failed output of ``shipment`` unless none of its inputs is still tracked:
+        their partitions were given up, and the next owner re-processes them."""
         held = []
         for partition, offsets in shipment.inputs.items():
             if self._tracker.owns(partition) and (still := [o for o in offsets if partition.is_open(o)]):
                 held.append((partition, still))
         if not held:
             return
-        cause = self._kafka_error(error) if self._kafka_error is not None else error
-        if not isinstance(cause, BaseException):
-            cause = RuntimeError(repr(cause))
+        cause = sink.delivery_error(error)
         where = ", ".join(_offsets_at(partition, offsets) for partition, offsets in held)
-        raise DeliveryFailedError(f"an output of {where} to Kafka was not delivered: {cause!r}") from cause
+        raise DeliveryFailedError(
+            f"an output of {where} to {sink.label} was not delivered: {cause!r}"
+        ) from cause
 
 
 def _offsets_at(partition: PartitionOffsets, offsets: list[int]) -> str:

@@ -6,7 +6,7 @@ transaction is reset), so the sink is handed a way to reach the current one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from consumers.runtime.ports import ProducerPort
@@ -18,6 +18,7 @@ class KafkaTopicSink:
     """``Sink`` for Kafka topics, through the runtime's ``ProducerPort``."""
 
     name = "kafka"
+    label = "Kafka"
 
     def __init__(self, producer: Callable[[], ProducerPort]) -> None:
         self._producer = producer
@@ -25,6 +26,10 @@ class KafkaTopicSink:
     def wants(self, output: Output) -> bool:
         """Every output names a topic: the Kafka sink takes them all."""
         return True
+
+    def counted_as(self, outputs: Sequence[Output]) -> Iterable[str]:
+        """Each output under its topic."""
+        return [output.topic for output in outputs]
 
     def send(self, output: Output) -> Acknowledgement:
         """Hand ``output`` to the producer."""
@@ -43,7 +48,7 @@ class KafkaTopicSink:
         its reports). Nothing is made per output: this is the path every result and alert takes."""
         self._producer().send_all(outputs, report)
 
-    def delivery_error(self, error: Any) -> Any:
+    def delivery_error(self, error: Any) -> BaseException:
         """The runtime's error for what the client reported of a failed delivery (kafka-python
         reports its own errors; confluent's are translated)."""
         return self._producer().delivery_error(error)

@@ -8,16 +8,13 @@ runtime asks each for what it needs here, never whether it has it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumers.runtime.records import Output
-from consumers.runtime.sink import Acknowledgement
-
-DeliveryReport = Callable[..., None]
-"""Called ``report(None, ...)`` when an output is delivered, ``report(error, ...)`` when it failed for good."""
+from consumers.runtime.sink import Acknowledgement, DeliveryReport
 
 
 class ConsumerPort(Protocol):

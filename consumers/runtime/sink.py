@@ -13,7 +13,7 @@ deliver at least once (the transaction commits only after they acknowledged).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from consumers.runtime.records import Output
@@ -36,16 +36,38 @@ class Acknowledgement(Protocol):
         """Call ``fn(*args, error)`` once the delivery failed for good."""
 
 
+DeliveryReport = Callable[..., None]
+"""Called ``report(None, ...)`` when an output is delivered, ``report(error, ...)`` when it failed for good."""
+
+
 class Sink(Protocol):
     """Takes the outputs it ``wants`` and acknowledges each, possibly later, from any thread."""
 
     name: str
 
+    @property
+    def label(self) -> str:
+        """What a failed delivery names as its destination."""
+
     def wants(self, output: Output) -> bool:
         """Whether this sink must have ``output`` before its input's offset may be committed."""
 
+    def counted_as(self, outputs: Sequence[Output]) -> Iterable[str]:
+        """What each delivered output is counted under (``vigil_produced_total``'s label)."""
+
     def send(self, output: Output) -> Acknowledgement:
         """Start delivering ``output``; must not wait for the acknowledgement."""
+
+    def send_all(self, outputs: Sequence[Output], report: DeliveryReport) -> None:
+        """Start delivering ``outputs`` in order, ``report`` called for each on any thread; the
+        path every shipment takes, so nothing need be made per output."""
+
+    def serve_reports(self) -> None:
+        """Settle, on the caller's thread, answers the sink received (a sink whose client lets
+        the runtime's thread do it); the runtime calls it every time round its loop."""
+
+    def delivery_error(self, error: Any) -> BaseException:
+        """The runtime's error for what this sink reported of a failed delivery."""
 
     def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until everything sent so far is acknowledged or failed."""
@@ -57,6 +79,42 @@ class Sink(Protocol):
         """Where to park outputs this sink cannot deliver for good: ``park`` sends a dead letter
         (for ``dlq_topic``, at most ``record_limit`` bytes) to Kafka. A sink that ignores it
         fails such deliveries instead, and the runtime stops before their offsets."""
+
+
+class OutputSink:
+    """The defaults of a ``Sink`` that acknowledges each output on its own (``send``): a
+    subclass gives ``name``, ``wants``, ``send``, ``flush``, ``close`` and, if it parks,
+    ``park_in``."""
+
+    name = "sink"
+
+    @property
+    def label(self) -> str:
+        """``sink:<name>``, as its dead letters name it."""
+        return sink_stage(self.name)
+
+    def counted_as(self, outputs: Sequence[Output]) -> Iterable[str]:
+        """Every output under the sink's label."""
+        return [self.label] * len(outputs)
+
+    def send(self, output: Output) -> Acknowledgement:
+        """Start delivering ``output``."""
+        raise NotImplementedError
+
+    def send_all(self, outputs: Sequence[Output], report: DeliveryReport) -> None:
+        """``send`` each, ``report`` on its acknowledgement."""
+        for output in outputs:
+            self.send(output).add_callback(report, None).add_errback(report)
+
+    def serve_reports(self) -> None:
+        """Nothing: acknowledgements settle on the sink's own threads."""
+
+    def delivery_error(self, error: Any) -> BaseException:
+        """The error the sink reported (anything else, described)."""
+        return error if isinstance(error, BaseException) else RuntimeError(repr(error))
+
+    def park_in(self, park: Callable[[Output], Acknowledgement], dlq_topic: str, record_limit: int) -> None:
+        """Never parks: a delivery that fails for good stops the runtime before its offset."""
 
 
 class SinkDelivery:

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from consumers.runtime.dead_letters import dead_letter_output
 from consumers.runtime.records import Failure, InboundRecord, Output
-from consumers.runtime.sink import Acknowledgement, SinkDelivery, sink_stage
+from consumers.runtime.sink import Acknowledgement, OutputSink, SinkDelivery, sink_stage
 from schemas.messages import Alert
 from schemas.settings import HttpSinkSettings
 
@@ -54,7 +54,7 @@ class AlertDeliveryError(RuntimeError):
     """The receiver did not take an alert within the retries, or refused it."""
 
 
-class HttpAlertSink:
+class HttpAlertSink(OutputSink):
     """Base of the ``Sink`` s that POST alerts to an HTTP receiver; see the module docstring.
 
     A subclass names itself and says what to post for an alert (``request``).

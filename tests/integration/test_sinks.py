@@ -10,7 +10,7 @@ from kafka.structs import TopicPartition
 from consumers.runtime.deliveries import DeliveryFailedError
 from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import Output
-from consumers.sinks import SinkDelivery
+from consumers.runtime.sink import OutputSink, SinkDelivery
 from schemas.messages import InferenceResult
 from tests import sample_messages as samples
 from tests.integration.runtime_harness import passthrough_runtime, running
@@ -26,7 +26,7 @@ from tests.kafka_helpers import (
 pytestmark = pytest.mark.integration
 
 
-class HoldingSink:
+class HoldingSink(OutputSink):
     """Acknowledges its first ``ack_first`` outputs at once and holds the rest until ``release``."""
 
     name = "holding"
@@ -65,9 +65,6 @@ class HoldingSink:
 
     def close(self, timeout_s: float) -> None:
         """Nothing to release."""
-
-    def park_in(self, park: object, dlq_topic: str, record_limit: int) -> None:
-        """Never parks: a failed delivery must stop the runtime."""
 
 
 class CommitCounter(CountingObserver):

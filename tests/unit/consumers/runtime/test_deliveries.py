@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
@@ -7,7 +10,8 @@ from kafka.structs import TopicPartition
 
 from consumers.runtime.deliveries import DeliveryFailedError, DeliveryLedger, Shipment
 from consumers.runtime.offsets import OffsetTracker, PartitionOffsets
-from consumers.sinks import SinkDelivery
+from consumers.runtime.records import Output
+from consumers.runtime.sink import OutputSink, SinkDelivery
 
 P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
 
@@ -18,13 +22,55 @@ def received(tracker: OffsetTracker, tp: TopicPartition, *offsets: int) -> Parti
     return partition
 
 
+class AckingSink(OutputSink):
+    """Answers each output with the next acknowledgement of ``acks`` (settled by the test)."""
+
+    def __init__(self, name: str, *acks: Future | SinkDelivery) -> None:
+        self.name = name
+        self._acks = list(acks)
+
+    def wants(self, output: Output) -> bool:
+        return True
+
+    def send(self, output: Output) -> Future | SinkDelivery:  # type: ignore[override]
+        return self._acks.pop(0)
+
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self, timeout_s: float) -> None: ...
+
+
+class ReportingSink(AckingSink):
+    """Like a Kafka client: hands the shipment's one report callback to the test."""
+
+    label = "Kafka"
+
+    def __init__(self, translate: Callable[[Any], BaseException] | None = None) -> None:
+        super().__init__("kafka")
+        self.reports: list[Callable[..., None]] = []
+        self._translate = translate
+
+    def counted_as(self, outputs: Sequence[Output]) -> list[str]:
+        return [output.topic for output in outputs]
+
+    def send_all(self, outputs: Sequence[Output], report: Callable[..., None]) -> None:
+        self.reports.append(report)
+
+    def delivery_error(self, error: Any) -> BaseException:
+        return self._translate(error) if self._translate else super().delivery_error(error)
+
+
+def out(topic: str = "out") -> Output:
+    return Output(topic, None, b"")
+
+
 def shipped(
-    ledger: DeliveryLedger, partition: PartitionOffsets, offset: int, ack: Future, label: str = "out"
+    ledger: DeliveryLedger, partition: PartitionOffsets, offset: int, ack: Future, topic: str = "out"
 ) -> Shipment:
     """A sealed shipment of one output of ``offset``."""
     shipment = Shipment()
     shipment.add_input(partition, offset)
-    ledger.expect(shipment, partition, offset, label, ack)
+    ledger.ship(shipment, AckingSink(topic, ack), [out(topic)])
     ledger.seal(shipment)
     return shipment
 
@@ -35,9 +81,12 @@ def test_inputs_complete_when_every_output_of_their_shipment_is_acknowledged() -
     p0 = received(tracker, P0, 1, 2)
     shipment = Shipment()
     alert, result, other = Future(), Future(), SinkDelivery()
-    for offset, label, ack in ((1, "alerts", alert), (1, "inferences", result), (2, "sink:webhook", other)):
-        shipment.add_input(p0, offset)
-        ledger.expect(shipment, p0, offset, label, ack)
+    shipment.add_input(p0, 1)
+    shipment.add_input(p0, 2)
+    topics = AckingSink("topics", alert, result)
+    topics.counted_as = lambda outputs: [o.topic for o in outputs]  # type: ignore[method-assign]
+    ledger.ship(shipment, topics, [out("alerts"), out("inferences")])
+    ledger.ship(shipment, AckingSink("webhook", other), [out("alerts")])
     ledger.seal(shipment)
     result.success("metadata")
     other.succeed()
@@ -55,7 +104,7 @@ def test_acknowledgements_may_arrive_before_the_shipment_is_sealed() -> None:
     p0 = received(tracker, P0, 1)
     shipment, ack = Shipment(), Future()
     shipment.add_input(p0, 1)
-    ledger.expect(shipment, p0, 1, "out", ack)
+    ledger.ship(shipment, AckingSink("out", ack), [out()])
     ack.success(None)
     assert ledger.settle() == []  # not sealed: more outputs may come
     ledger.seal(shipment)
@@ -93,9 +142,11 @@ def test_a_failed_delivery_raises_and_nothing_completes() -> None:
     ledger = DeliveryLedger(tracker)
     p0 = received(tracker, P0, 3)
     future = Future()
-    shipped(ledger, p0, 3, future, "vigil.dlq")
+    shipped(ledger, p0, 3, future, "webhook")
     future.failure(KafkaTimeoutError("broker gone"))
-    with pytest.raises(DeliveryFailedError, match=r"in\[0\]@3 to vigil.dlq"):
+    with pytest.raises(
+        DeliveryFailedError, match=r"in\[0\]@3 to sink:webhook was not delivered: KafkaTimeout"
+    ):
         ledger.settle()
     assert tracker.in_flight() == 1 and tracker.to_commit() == {P0: 3}
 
@@ -104,15 +155,13 @@ def test_a_late_failure_for_a_revoked_partition_neither_raises_nor_holds_the_res
     tracker = OffsetTracker()
     ledger = DeliveryLedger(tracker)
     kept, revoked = received(tracker, P0, 1), received(tracker, P1, 1)
-    shipment, ok, late = Shipment(), Future(), Future()
-    for partition, ack in ((kept, ok), (revoked, late)):
-        shipment.add_input(partition, 1)
-        ledger.expect(shipment, partition, 1, "out", ack)
-    ledger.seal(shipment)
+    ok, late = Future(), Future()
+    done = shipped(ledger, kept, 1, ok)
+    gone = shipped(ledger, revoked, 1, late)
     tracker.forget({P1})
     late.failure(KafkaTimeoutError("too late to matter"))
     ok.success(None)
-    assert ledger.settle() == [shipment]
+    assert sorted(map(id, ledger.settle())) == sorted(map(id, [done, gone]))
     assert tracker.to_commit() == {P0: 2}
     assert tracker.get(*P1) is None
 
@@ -131,13 +180,13 @@ def test_an_acknowledgement_for_a_forgotten_partition_does_not_count_for_its_re_
 
 
 def kafka_shipment(
-    ledger: DeliveryLedger, *inputs: tuple[PartitionOffsets, int], outputs: int = 1
+    ledger: DeliveryLedger, sink: ReportingSink, *inputs: tuple[PartitionOffsets, int], outputs: int = 1
 ) -> Shipment:
     """A sealed shipment of ``outputs`` Kafka outputs to ``out`` covering ``inputs``."""
     shipment = Shipment()
     for partition, offset in inputs:
         shipment.add_input(partition, offset)
-    ledger.expect_kafka(shipment, ["out"] * outputs)
+    ledger.ship(shipment, sink, [out() for _ in range(outputs)])
     ledger.seal(shipment)
     return shipment
 
@@ -146,9 +195,11 @@ def test_a_shipments_kafka_outputs_report_to_one_callback_and_complete_it() -> N
     tracker = OffsetTracker()
     ledger = DeliveryLedger(tracker)
     p0 = received(tracker, P0, 1, 2)
-    shipment = kafka_shipment(ledger, (p0, 1), (p0, 2), outputs=3)
-    report = ledger.reporter(shipment)
-    assert ledger.reporter(shipment) is report  # one per shipment, none per output
+    sink = ReportingSink()
+    shipment = kafka_shipment(ledger, sink, (p0, 1), (p0, 2), outputs=3)
+    ledger.ship(Shipment(), sink, [out()])
+    (report, other) = sink.reports
+    assert report is not other  # one per shipment, none per output
     report(None, "librdkafka's message")  # confluent: (error, message)
     report(None, "record metadata")  # kafka-python's callback: (None, metadata)
     assert ledger.settle() == [] and tracker.to_commit() == {P0: 1}
@@ -160,10 +211,11 @@ def test_a_shipments_kafka_outputs_report_to_one_callback_and_complete_it() -> N
 
 def test_a_failed_kafka_output_raises_the_clients_error_naming_the_shipments_inputs() -> None:
     tracker = OffsetTracker()
-    ledger = DeliveryLedger(tracker, kafka_error=lambda error: KafkaTimeoutError(f"translated {error}"))
+    ledger = DeliveryLedger(tracker)
     p0, p1 = received(tracker, P0, 4, 5, 6), received(tracker, P1, 9)
-    shipment = kafka_shipment(ledger, (p0, 4), (p0, 6), (p1, 9), outputs=3)
-    report = ledger.reporter(shipment)
+    sink = ReportingSink(lambda error: KafkaTimeoutError(f"translated {error}"))
+    kafka_shipment(ledger, sink, (p0, 4), (p0, 6), (p1, 9), outputs=3)
+    (report,) = sink.reports
     report(None)
     report("MSG_SIZE_TOO_LARGE", "librdkafka's message")
     with pytest.raises(DeliveryFailedError, match=r"in\[0\]@4-6, in\[1\]@9 to Kafka.*translated MSG_SIZE"):
@@ -175,8 +227,9 @@ def test_a_late_kafka_failure_for_a_partition_given_up_settles_quietly() -> None
     tracker = OffsetTracker()
     ledger = DeliveryLedger(tracker)
     gone = received(tracker, P1, 3)
-    shipment = kafka_shipment(ledger, (gone, 3))
+    sink = ReportingSink()
+    shipment = kafka_shipment(ledger, sink, (gone, 3))
     tracker.forget({P1})
-    ledger.reporter(shipment)(KafkaTimeoutError("too late to matter"))
+    sink.reports[0](KafkaTimeoutError("too late to matter"))
     assert ledger.settle() == [shipment]
     assert tracker.get(*P1) is None
