@@ -49,6 +49,16 @@ def registry_of(args: argparse.Namespace, kind: str) -> str:
     return registry
 
 
+def registry_for_task(args: argparse.Namespace, task: str) -> str:
+    """The registry folder of the pipeline kind that serves models of ``task``."""
+    from consumers.pipelines import pipeline_kinds
+
+    for name, kind in pipeline_kinds().items():
+        if task in kind.model_tasks:
+            return registry_of(args, name)
+    raise ValueError(f"no pipeline serves {task} models")
+
+
 def registries(args: argparse.Namespace) -> list[str]:
     """``--registry``, else every pipeline kind's registry folder, each once."""
     from consumers.pipelines import pipeline_kinds

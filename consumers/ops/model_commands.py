@@ -111,7 +111,7 @@ def parse_normalisation(text: str, channels: int) -> tuple[list[float], list[flo
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a model and print what was found."""
-    from consumers.ops.command_context import registry_of
+    from consumers.ops.command_context import registry_for_task
     from models.vision.importing import ImportRequest, import_model
     from schemas.model_card import ImageInputSpec
 
@@ -131,7 +131,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         output=args.model_output,
         check_data=args.check_data,
     )
-    card, notes = import_model(request, registry_of(args, "vision"))
+    card, notes = import_model(request, registry_for_task(args, "defect_classification"))
     console.print(
         f"imported {card.name} {card.version} ({card.architecture}), weights sha256 {card.weights_sha256}"
     )

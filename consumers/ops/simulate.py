@@ -5,18 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from consumers.ops.scenarios import air_quality_readings, machine_readings
+from consumers.pipelines.sensors.scenarios import POISON_SAMPLES, air_quality_readings, machine_readings
 from consumers.runtime.ports import ProducerPort
 from schemas.messages import FrameRef, SensorReading
 from schemas.settings import VigilSettings
-
-POISON_SAMPLES: tuple[bytes, ...] = (
-    b"\xff\xfe not utf-8",
-    b'{"asset_id": "pump-1", "values": ',
-    b'{"asset_id": "pump-1", "sensor_id": "t1", "kind": "temperature", '
-    b'"event_time": "2026-11-28T10:00:00", "values": {"temp_c": 71.5}}',
-)
-"""Undecodable bytes, truncated JSON, and a reading with a naive timestamp."""
 
 
 def synthetic_frames(

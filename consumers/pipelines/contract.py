@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from consumers.runtime.observer import RuntimeObserver
 from consumers.runtime.stage import ProcessingStage
 from schemas.common import Message, describe_errors
+from schemas.messages import Alert
 from schemas.settings import ConfigurationError, ModelServingSettings, TopicSpec, VigilSettings
 
 S = TypeVar("S", bound=BaseModel)
@@ -36,6 +39,21 @@ class Pipeline:
     stage: ProcessingStage
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``vigil demo`` was asked for, for every kind's lane."""
+
+    duration_s: float
+    frames_per_s: int
+    """Camera frames per second (a kind with cameras)."""
+    store: Path
+    """Where simulated frames are written (and served from)."""
+    real_images: Path | None
+    """Real images to serve instead of simulated ones."""
+    start: datetime
+    """When the simulated world begins (whole seconds)."""
+
+
 class DemoSource(Protocol):
     """Publishes a kind's simulated inputs (to ``topic``) during ``vigil demo``."""
 
@@ -47,11 +65,15 @@ class DemoSource(Protocol):
 
 @dataclass(frozen=True)
 class DemoLane:
-    """A kind's part in ``vigil demo``: ``prepare`` trains its demo model once (into the
-    registry) and returns the settings that serve it; ``source`` makes its input records."""
+    """A kind's part in ``vigil demo``: ``prepare`` trains its demo models once (into the
+    kind's registry) and returns the settings that serve them; ``source`` makes its input
+    records; ``places`` are the parts of the demo world its alerts come from, and ``place``
+    says which one an alert does (by default one place, the kind's name)."""
 
-    prepare: Callable[[VigilSettings, Callable[[str], None]], VigilSettings]
-    source: Callable[[VigilSettings], DemoSource]
+    prepare: Callable[[VigilSettings, DemoOptions, Callable[[str], None]], VigilSettings]
+    source: Callable[[VigilSettings, DemoOptions], DemoSource]
+    places: tuple[str, ...] = ()
+    place: Callable[[Alert], str] | None = None
 
 
 Pin = Callable[[VigilSettings, "str | None", str], "tuple[VigilSettings, dict[str, str]]"]

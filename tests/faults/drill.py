@@ -17,7 +17,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata
 
-from consumers.ops.scenarios import machine_readings
+from consumers.pipelines.sensors.scenarios import machine_readings
 from schemas.messages import SensorReading
 from schemas.settings import VigilSettings
 from tests.faults.processes import ROOT, finish, start_vigil_run

@@ -85,8 +85,11 @@ def test_the_demo_shows_alerts_from_the_plant_and_the_city(kafka_bootstrap: str,
     settings = unique_settings(kafka_bootstrap)
     config = tmp_path / "vigil.yaml"
     document = json.loads(settings.model_dump_json())
-    document["vision"]["registry"] = str(tmp_path / "registry")
-    document["pipelines"] = {"vibration": {"input": {"name": f"{settings.topics.sensors.name}.vibration"}}}
+    registry = str(tmp_path / "registry")  # every kind trains its demo model here
+    document["vision"]["registry"] = document["sensors"]["registry"] = registry
+    document["pipelines"] = {
+        "vibration": {"registry": registry, "input": {"name": f"{settings.topics.sensors.name}.vibration"}}
+    }
     config.write_text(json.dumps(document))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "200"}
     demo = subprocess.run(

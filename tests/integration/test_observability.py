@@ -20,7 +20,7 @@ import torch
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from consumers.ops.scenarios import machine_readings
+from consumers.pipelines.sensors.scenarios import machine_readings
 from consumers.ops.service import Service
 from consumers.ops.topics import create_topics
 from models.vision.synthetic import encode, product_image

@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from consumers.ops.scenarios import air_quality_readings, machine_readings
+from consumers.pipelines.sensors.scenarios import air_quality_readings, machine_readings
 from consumers.ops.topics import create_topics
 from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.loop import StreamRuntime

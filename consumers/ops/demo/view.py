@@ -13,27 +13,26 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from consumers.pipelines.contract import DemoLane
 from schemas.messages import Alert
-
-PLACES = ("plant cameras", "plant machines", "city")
-"""Where the built-in world's alerts come from; added kinds' demo lanes are places of their own."""
 
 
 @dataclass
 class DemoSummary:
-    """What the demo sent and what came out of the pipelines."""
+    """What the demo sent and what came out of the pipelines, per kind with a demo lane."""
 
-    frames: int = 0
-    readings: int = 0
+    lanes: dict[str, DemoLane]
+    topics: dict[str, str]
+    """The input topic of each kind's demo lane, by kind."""
     sent: Counter[str] = field(default_factory=Counter)
-    """Inputs sent by added kinds' demo lanes, by kind."""
-    lanes: dict[str, str] = field(default_factory=dict)
-    """The input topic of each added kind's demo lane, by kind."""
+    """Inputs sent by each kind's demo lane."""
     results: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(where, state): where is the plant's cameras, the plant's machines or the city."""
+    """(where, state): the place of the demo world an alert comes from (``where``)."""
     dead_letters: Counter[str] = field(default_factory=Counter)
     latencies_s: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    last_output_at: float = 0.0
+    """``time.monotonic()`` of the last output record seen."""
 
     def percentile(self, pipeline: str, q: int, last: int | None = None) -> float:
         """A capture → result latency percentile in seconds (0 when nothing was measured)."""
@@ -42,37 +41,38 @@ class DemoSummary:
             return values[0] if values else 0.0
         return statistics.quantiles(values, n=100)[q - 1]
 
+    @property
+    def places(self) -> list[str]:
+        """Every place of the demo world, kind by kind."""
+        return [place for name, lane in self.lanes.items() for place in (lane.places or (name,))]
 
-def where(alert: Alert, lanes: dict[str, str] | None = None) -> str:
-    """Which part of the demo world an alert belongs to (an added kind's lane: its name)."""
-    for kind, topic in (lanes or {}).items():
-        if alert.evidence.topic == topic:
-            return kind
-    if alert.kind.startswith("visual"):
-        return "plant cameras"
-    return "plant machines" if alert.site == "plant-a" or alert.source_id.startswith("press") else "city"
+    def where(self, alert: Alert) -> str:
+        """The place an alert comes from: its kind's lane says (a kind is found by its input topic)."""
+        for name, topic in self.topics.items():
+            if alert.evidence.topic == topic:
+                place = self.lanes[name].place
+                return place(alert) if place is not None else name
+        return "elsewhere"
 
 
 class LiveView:
     """Throughput, latency percentiles, batch sizes, lag and the alert feed, redrawn by ``rich.live``."""
 
-    def __init__(
-        self, summary: DemoSummary, registry: CollectorRegistry, topics: dict[str, str], header: str
-    ) -> None:
+    def __init__(self, summary: DemoSummary, registry: CollectorRegistry, header: str) -> None:
         self.summary = summary
         self.registry = registry
-        self.topics = topics
+        self.topics = summary.topics
         self.header = header
         self.feed: deque[Text] = deque(maxlen=10)
         self._started = time.monotonic()
-        self._rates: dict[str, deque[tuple[float, int]]] = {p: deque(maxlen=20) for p in topics}
+        self._rates: dict[str, deque[tuple[float, int]]] = {p: deque(maxlen=20) for p in self.topics}
 
     def alert(self, alert: Alert) -> None:
         """Add an alert to the feed."""
         colour = "bold red" if alert.state == "firing" else "bold green"
         line = (
             f"{time.strftime('%H:%M:%S')} {alert.state:8} {alert.kind:14} {alert.source_id:9} "
-            f"{alert.label[:14]:14} score={alert.score:.2f} ({where(alert, self.summary.lanes)})"
+            f"{alert.label[:14]:14} score={alert.score:.2f} ({self.summary.where(alert)})"
         )
         self.feed.appendleft(Text(line, style=colour))
 
@@ -126,16 +126,12 @@ def summary_table(summary: DemoSummary, consumed: int, elapsed_s: float) -> Tabl
     table = Table(title="Vigil demo summary")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("frames / readings sent", f"{summary.frames} / {summary.readings}")
-    table.add_row("inputs consumed by the runtimes", str(consumed))
     for kind, sent in summary.sent.items():
-        table.add_row(f"{kind} inputs sent", str(sent))
-    table.add_row(
-        "results: vision / sensor windows", f"{summary.results['vision']} / {summary.results['sensors']}"
-    )
+        table.add_row(f"inputs sent: {kind}", str(sent))
+    table.add_row("inputs consumed by the runtimes", str(consumed))
     for kind in summary.lanes:
         table.add_row(f"results: {kind}", str(summary.results[kind]))
-    for place in (*PLACES, *summary.lanes):
+    for place in summary.places:
         table.add_row(
             f"alerts firing / resolved: {place}",
             f"{summary.alerts[(place, 'firing')]} / {summary.alerts[(place, 'resolved')]}",
@@ -143,7 +139,7 @@ def summary_table(summary: DemoSummary, consumed: int, elapsed_s: float) -> Tabl
     table.add_row(
         "dead letters by reason", ", ".join(f"{k}={v}" for k, v in summary.dead_letters.items()) or "-"
     )
-    for pipeline in ("vision", "sensors", *summary.lanes):
+    for pipeline in summary.lanes:
         table.add_row(
             f"capture → result p50 / p95 / p99, {pipeline}",
             " / ".join(f"{summary.percentile(pipeline, q) * 1000:.0f}" for q in (50, 95, 99)) + " ms",

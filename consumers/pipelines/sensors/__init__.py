@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumers.pipelines.contract import PinError, Pipeline, PipelineKind
+from consumers.pipelines.sensors.demo import DEMO
 from consumers.runtime.observer import RuntimeObserver
 from schemas.messages import SensorReading
 from schemas.settings import VigilSettings
@@ -48,4 +49,5 @@ PIPELINE: PipelineKind[Any] = PipelineKind(
     serving=lambda settings: settings.sensors,
     input_topic=lambda settings: settings.topics.sensors.name,
     pin=_pin,
+    demo=DEMO,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from consumers.pipelines.contract import DemoLane, PinError, Pipeline, PipelineKind
+from consumers.pipelines.contract import DemoLane, DemoOptions, PinError, Pipeline, PipelineKind
 from consumers.runtime.observer import RuntimeObserver
 from schemas.settings import VigilSettings
 from schemas.vibration import VibrationSettings, VibrationSpectrum
@@ -29,15 +29,13 @@ def _build(settings: VigilSettings, observer: RuntimeObserver) -> Pipeline:
     )
 
 
-def _prepare_demo(settings: VigilSettings, say: Callable[[str], None]) -> VigilSettings:
-    """Serve the demo's fan model (from the demo's registry unless ``pipelines.vibration`` names
-    one), trained once on generated spectra when the configuration leaves the default model."""
+def _prepare_demo(settings: VigilSettings, options: DemoOptions, say: Callable[[str], None]) -> VigilSettings:
+    """Serve the demo's fan model, trained once on generated spectra into the kind's registry
+    when the configuration leaves the default model."""
     from models.registry import versions
     from models.vibration.serving import SpectrumTraining, synthetic_spectra, train_spectrum_autoencoder
 
     section = PIPELINE.settings(settings)
-    if "registry" not in settings.pipelines.get(PIPELINE.name, {}):
-        section = section.model_copy(update={"registry": settings.vision.registry})
     if section.model == DEMO_MODEL and section.model_version is None:
         section = section.model_copy(update={"model_version": DEMO_VERSION})
         if DEMO_VERSION not in versions(section.registry, DEMO_MODEL):
@@ -56,7 +54,7 @@ def _prepare_demo(settings: VigilSettings, say: Callable[[str], None]) -> VigilS
 class _Fans:
     """Four fans, a spectrum each every half second; one's bearing fails from a quarter to past half the demo."""
 
-    def __init__(self, settings: VigilSettings) -> None:
+    def __init__(self, settings: VigilSettings, options: DemoOptions) -> None:
         self.topic = PIPELINE.settings(settings).input.name
         self._sent = 0
         self._seed = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumers.pipelines.contract import PinError, Pipeline, PipelineKind
+from consumers.pipelines.vision.demo import DEMO
 from consumers.runtime.observer import RuntimeObserver
 from schemas.messages import FrameRef
 from schemas.settings import VigilSettings
@@ -36,4 +37,5 @@ PIPELINE: PipelineKind[Any] = PipelineKind(
     serving=lambda settings: settings.vision,
     input_topic=lambda settings: settings.topics.frames.name,
     pin=_pin,
+    demo=DEMO,
 )

@@ -12,6 +12,14 @@ from datetime import datetime, timedelta
 from models.sensors.synthetic import MACHINE_CHANNELS, fault_profile, machine_values
 from schemas.messages import SensorReading
 
+POISON_SAMPLES: tuple[bytes, ...] = (
+    b"\xff\xfe not utf-8",
+    b'{"asset_id": "pump-1", "values": ',
+    b'{"asset_id": "pump-1", "sensor_id": "t1", "kind": "temperature", '
+    b'"event_time": "2026-11-28T10:00:00", "values": {"temp_c": 71.5}}',
+)
+"""Undecodable bytes, truncated JSON, and a reading with a naive timestamp."""
+
 
 def machine_readings(
     asset: str,
