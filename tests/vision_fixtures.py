@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from models.vision.synthetic import write_dataset
 from models.vision.training import AnomalyFitting, ClassifierTraining, fit_anomaly_scorer, train_classifier
+from schemas.messages import FrameRef
+from schemas.settings import VigilSettings
+from tests.kafka_helpers import unique_settings
 
 IMAGE_SIZE = 64
 
@@ -35,3 +39,32 @@ def vision_models(tmp_path_factory: pytest.TempPathFactory) -> VisionModels:
         images, registry, models.anomaly, "1", AnomalyFitting(size=IMAGE_SIZE, memory_size=500)
     )
     return models
+
+
+T0 = datetime(2026, 11, 28, 8, tzinfo=UTC)
+LABELS = ["ok", "crack", "spot", "scratch", "ok", "crack", "ok", "spot"]
+
+
+def vision_settings(bootstrap: str, models: VisionModels, frames: Path) -> VigilSettings:
+    settings = unique_settings(bootstrap)
+    vision = settings.vision.model_copy(
+        update={
+            "registry": str(models.registry),
+            "model": models.classifier,
+            "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{frames}/"]}),
+            "batching": settings.vision.batching.model_copy(update={"max_batch_size": 4, "max_wait_ms": 20}),
+        }
+    )
+    return settings.model_copy(update={"vision": vision})
+
+
+def frame(n: int, path: Path | str, **extra: object) -> FrameRef:
+    uri = path if isinstance(path, str) else f"file://{path}"
+    return FrameRef(
+        frame_id=f"f-{n}",
+        camera_id=f"cam-{n}",
+        site="plant-a",
+        uri=uri,
+        captured_at=T0 + timedelta(seconds=n),
+        **extra,
+    )  # type: ignore[arg-type]

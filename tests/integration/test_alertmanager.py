@@ -19,8 +19,10 @@ from consumers.sinks.http import AlertDeliveryError
 from schemas.messages import Alert, AlertTimestamps
 from schemas.settings import AlertmanagerSinkSettings
 from tests import sample_messages as samples
-from tests.integration.test_observability import free_port, get
+from tests.http_helpers import free_port, get
 from tests.kafka_helpers import wait_for
+
+pytestmark = pytest.mark.integration  # a real Alertmanager (the broker is not needed)
 
 ALERTS = "vigil.alerts"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
@@ -20,15 +19,14 @@ import torch
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from consumers.pipelines.sensors.scenarios import machine_readings
 from consumers.ops.service import Service
 from consumers.ops.topics import create_topics
+from consumers.pipelines.sensors.scenarios import machine_readings
 from models.vision.synthetic import encode, product_image
-from tests.integration.test_sensor_pipeline import publish_readings, scenario, sensor_settings
-from tests.integration.test_vision_pipeline import frame, vision_settings
+from tests.http_helpers import free_port, get
 from tests.kafka_helpers import committed_offsets, end_offsets, produce, wait_for
-from tests.sensor_fixtures import SensorModels
-from tests.vision_fixtures import VisionModels
+from tests.sensor_fixtures import SensorModels, publish_readings, scenario, sensor_settings
+from tests.vision_fixtures import VisionModels, frame, vision_settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,21 +38,6 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is missing: `make prometheus` installs Debian's prometheus package"
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get(url: str, accept: str = "") -> tuple[int, str, str]:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], error.read().decode()
 
 
 @pytest.fixture(scope="module")

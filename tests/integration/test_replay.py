@@ -15,10 +15,9 @@ from models.registry import CARD_FILE, promote
 from models.vision.synthetic import encode, product_image
 from schemas.messages import Alert, FrameRef, InferenceResult
 from tests.integration.runtime_harness import running
-from tests.integration.test_vision_pipeline import LABELS, frame, vision_settings
 from tests.kafka_helpers import committed_offsets, produce, read_all, read_until_quiet
 from tests.registry_helpers import copy_entry
-from tests.vision_fixtures import VisionModels
+from tests.vision_fixtures import LABELS, VisionModels, frame, vision_settings
 
 pytestmark = pytest.mark.integration
 FRAMES = 16

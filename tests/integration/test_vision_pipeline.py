@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,29 +21,11 @@ from models.vision.preprocess import preprocess
 from models.vision.synthetic import encode, product_image
 from schemas.messages import Alert, DeadLetter, FrameRef, InferenceResult, RegionOfInterest
 from schemas.model_card import ImageInputSpec
-from schemas.settings import VigilSettings
 from tests.integration.runtime_harness import running
-from tests.kafka_helpers import produce, read_all, unique_settings
-from tests.vision_fixtures import VisionModels
+from tests.kafka_helpers import produce, read_all
+from tests.vision_fixtures import LABELS, VisionModels, frame, vision_settings
 
 pytestmark = pytest.mark.integration
-T0 = datetime(2026, 11, 28, 8, tzinfo=UTC)
-LABELS = ["ok", "crack", "spot", "scratch", "ok", "crack", "ok", "spot"]
-
-
-def vision_settings(bootstrap: str, models: VisionModels, frames: Path) -> VigilSettings:
-    settings = unique_settings(bootstrap)
-    vision = settings.vision.model_copy(
-        update={
-            "registry": str(models.registry),
-            "model": models.classifier,
-            "fetch": settings.vision.fetch.model_copy(update={"allowed_prefixes": [f"file://{frames}/"]}),
-            "batching": settings.vision.batching.model_copy(update={"max_batch_size": 4, "max_wait_ms": 20}),
-        }
-    )
-    return settings.model_copy(update={"vision": vision})
-
-
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -91,18 +72,6 @@ def add_other_formats(registry: Path, classifier: str, work: Path) -> dict[str, 
         "seed-resnet50": lambda x: seed_model(x).softmax(dim=1),
         "scripted-logits": lambda x: scripted(x).softmax(dim=1),
     }
-
-
-def frame(n: int, path: Path | str, **extra: object) -> FrameRef:
-    uri = path if isinstance(path, str) else f"file://{path}"
-    return FrameRef(
-        frame_id=f"f-{n}",
-        camera_id=f"cam-{n}",
-        site="plant-a",
-        uri=uri,
-        captured_at=T0 + timedelta(seconds=n),
-        **extra,
-    )  # type: ignore[arg-type]
 
 
 def test_frames_become_results_alerts_and_precise_dead_letters(

@@ -26,8 +26,8 @@ from schemas.common import Evidence
 from schemas.messages import Alert, AlertTimestamps, DeadLetter, SensorReading
 from schemas.settings import SinksSettings, VigilSettings, WebhookSinkSettings
 from tests import sample_messages as samples
+from tests.http_helpers import free_port
 from tests.integration.runtime_harness import running
-from tests.integration.test_observability import free_port
 from tests.kafka_helpers import committed_offsets, produce, read_all, unique_settings, wait_for
 
 ALERTS = "vigil.alerts"
