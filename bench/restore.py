@@ -62,7 +62,7 @@ def main() -> None:
         stage = SensorStage(settings)
         try:
             built = Restore(key, until)
-            stage._partitions[key] = stage._restore_from_history(built)  # the state to hand over
+            stage.install_state(key, stage.restore_from_history(built))  # the state to hand over
             producer = make_producer(settings.kafka)
             for output in stage.handoff({key: Settled(until, until)}):
                 producer.send(output.topic, value=output.value, key=output.key, partition=output.partition)
@@ -77,14 +77,15 @@ def main() -> None:
                     job = Restore(key, until)
                     started = time.perf_counter()
                     if way == "changelog":
-                        taken = stage._restore_from_changelog(job)
+                        taken = stage.restore_from_changelog(job)
                         assert taken is not None, "the hand-off was not installed"
                         state = taken[0]
                     else:
-                        state = stage._restore_from_history(job)
+                        state = stage.restore_from_history(job)
                     timings[way].append((time.perf_counter() - started) * 1000)
                     records[way] = job.total
-                    assert sorted(state.windows) == sorted(stage._partitions[key].windows)
+                    held = stage.partition_state(key)
+                    assert held is not None and sorted(state.windows) == sorted(held.windows)
         finally:
             stage.close()
 

@@ -245,6 +245,14 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
         self._restorer.close()
         super().close()
 
+    def partition_state(self, key: PartitionKey) -> PartitionState | None:
+        """The state held for partition ``key`` (None when not held)."""
+        return self._partitions.get(key)
+
+    def install_state(self, key: PartitionKey, state: PartitionState) -> None:
+        """Hold ``state`` for partition ``key`` as if restored (benches and tools)."""
+        self._partitions[key] = state
+
     def memory_bytes(self) -> int:
         """Bytes held by every asset window of every partition."""
         return sum(state.memory_bytes() for state in list(self._partitions.values()))
@@ -291,14 +299,16 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
     def _restore(self, job: Restore) -> PartitionState:
         """A partition's state: handed over through the changelog when one is there for exactly
         this offset, else rebuilt from the input's recent history (the restorer's thread)."""
-        taken = self._restore_from_changelog(job)
+        taken = self.restore_from_changelog(job)
         if taken is not None:
             job.source = "changelog"
             state, job.done_below = taken
             return state
-        return self._restore_from_history(job)
+        return self.restore_from_history(job)
 
-    def _restore_from_changelog(self, job: Restore) -> tuple[PartitionState, int] | None:
+    def restore_from_changelog(self, job: Restore) -> tuple[PartitionState, int] | None:
+        """A partition's state and the offset below which its records were processed, handed
+        over through the changelog for ``job``'s offset; None when none is there (any thread)."""
         try:
             partitions = self._changelog()
             if partitions is None:
@@ -314,7 +324,7 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
             )
             return None
 
-    def _restore_from_history(self, job: Restore) -> PartitionState:
+    def restore_from_history(self, job: Restore) -> PartitionState:
         """A partition's state rebuilt from its recent history (the restorer's thread)."""
         sensors = self.settings.sensors
         span_s = sensors.rebuild_history_s
