@@ -50,7 +50,9 @@ def main() -> None:
         sensors = SensorSettings(
             registry=str(registry),
             models=[
-                SensorModelBinding(assets="machine-*", sensor_kind="machine", model="machine-ae", version="1")
+                SensorModelBinding(
+                    assets="machine-*", sensor_kind="machine", model="machine-ae", model_version="1"
+                )
             ],
             rules=[SensorRule(name="overheat", kind="threshold", channel="temp_c", limit=1e6, for_s=600.0)],
         )

@@ -65,7 +65,9 @@ def main() -> None:
         sensors = SensorSettings(
             registry=str(registry),
             models=[
-                SensorModelBinding(assets="machine-*", sensor_kind="machine", model="machine-ae", version="1")
+                SensorModelBinding(
+                    assets="machine-*", sensor_kind="machine", model="machine-ae", model_version="1"
+                )
             ],
         )
         settings = base.model_copy(update={"sensors": sensors})

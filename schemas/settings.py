@@ -8,11 +8,13 @@ nested with ``__``), the YAML file, defaults. Unsafe Kafka options (auto-commit,
 from __future__ import annotations
 
 import hashlib
+import logging
 from contextvars import ContextVar
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +33,8 @@ from pydantic_settings import (
 )
 
 from schemas.common import ModelName, describe_errors
+
+log = logging.getLogger(__name__)
 
 TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
 Positive = Annotated[int, Field(gt=0)]
@@ -316,9 +320,20 @@ class SensorModelBinding(Section):
     """fnmatch pattern on ``asset_id``."""
     sensor_kind: str = "*"
     model: ModelName
-    version: ModelName | None = None
+    model_version: ModelName | None = None
+    """A version or an alias, as every kind pins its models (``version`` is its old name)."""
     batching: BatchingSettings | None = None
     """This model's micro-batching (as a model's own in Triton); unset: the section's ``batching``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_version(cls, data: object) -> object:
+        """Bindings written before ``model_version`` name it ``version``."""
+        if isinstance(data, dict) and "version" in data:
+            if "model_version" in data:
+                raise ValueError("set model_version or its old name version, not both")
+            data = {("model_version" if k == "version" else k): v for k, v in data.items()}
+        return data
 
 
 class SensorRule(Section):
@@ -481,9 +496,28 @@ class VigilSettings(BaseSettings):
     pipelines: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], dict[str, Any]] = Field(
         default_factory=dict
     )
-    """Sections of the pipeline kinds added beside vision and sensors, by kind name; each is
-    checked against its kind's own section when the pipeline is built (``PipelineKind.section``)."""
+    """Every kind's section, by kind name (``pipelines.vision``, ``pipelines.sensors``,
+    ``pipelines.vibration``). The built-in kinds' sections are read into ``vision`` and
+    ``sensors`` (``_built_in_sections``); an added kind's is checked against its own section
+    when the pipeline is built (``PipelineKind.section``)."""
     metrics: MetricsSettings = MetricsSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _built_in_sections(cls, data: object) -> object:
+        """``pipelines.vision`` and ``pipelines.sensors`` become the ``vision`` and ``sensors``
+        sections; keys given at the top level too (the old place, or ``VIGIL_VISION__*``
+        variables) win over them, key by key."""
+        if not isinstance(data, dict) or not isinstance(data.get("pipelines"), dict):
+            return data
+        pipelines = data["pipelines"]
+        built_in = [name for name in BUILT_IN_SECTIONS if name in pipelines]
+        if not built_in:
+            return data
+        data = {**data, "pipelines": {k: v for k, v in pipelines.items() if k not in built_in}}
+        for name in built_in:
+            data[name] = _merged(pipelines[name], data.get(name))
+        return data
 
     @classmethod
     def settings_customise_sources(
@@ -505,6 +539,35 @@ class VigilSettings(BaseSettings):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
+BUILT_IN_SECTIONS = ("vision", "sensors")
+"""Kinds whose sections are typed fields of ``VigilSettings`` (read from ``pipelines.<name>``)."""
+
+
+def _merged(base: Any, over: Any) -> Any:
+    """``over`` on top of ``base``, mappings merged key by key."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
+    return base if over is None else over
+
+
+def _warn_of_old_sections(path: Path) -> None:
+    """Say so when a configuration file still has a built-in kind's section at the top level."""
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # the settings source reports it
+    if isinstance(document, dict):
+        for name in BUILT_IN_SECTIONS:
+            if name in document:
+                log.warning(
+                    "%s: the top-level %r section is deprecated; move it under pipelines.%s "
+                    "(every kind configures there)",
+                    path,
+                    name,
+                    name,
+                )
+
+
 class ConfigurationError(ValueError):
     """The configuration is invalid; the message names the fields, never their values."""
 
@@ -513,6 +576,8 @@ def load_settings(path: str | Path | None = None, **overrides: object) -> VigilS
     """Build the settings from ``path`` (YAML), the environment and ``overrides``."""
     if path is not None and not Path(path).is_file():
         raise ConfigurationError(f"configuration file not found: {path}")
+    if path is not None:
+        _warn_of_old_sections(Path(path))
     token = _yaml_path.set(Path(path) if path is not None else None)
     try:
         return VigilSettings(**overrides)  # type: ignore[arg-type]

@@ -34,9 +34,9 @@ def _pin(settings: VigilSettings, model: str | None, version: str) -> tuple[Vigi
     served: dict[str, str] = {}
     bindings = []
     for binding in sensors.models:
-        asked = version if binding.model == pinned else binding.version
+        asked = version if binding.model == pinned else binding.model_version
         served[binding.model] = resolve_version(sensors.registry, binding.model, asked)
-        bindings.append(binding.model_copy(update={"version": served[binding.model]}))
+        bindings.append(binding.model_copy(update={"model_version": served[binding.model]}))
     section = sensors.model_copy(update={"models": bindings, "reload_interval_s": 0})
     return settings.model_copy(update={"sensors": section}), served
 

@@ -56,7 +56,7 @@ def prepare(settings: VigilSettings, options: DemoOptions, say: Callable[[str], 
         update={
             "models": [
                 SensorModelBinding(
-                    assets="press-*", sensor_kind="machine", model=DEMO_MODEL, version=DEMO_VERSION
+                    assets="press-*", sensor_kind="machine", model=DEMO_MODEL, model_version=DEMO_VERSION
                 )
             ],
             "alert_rules": [

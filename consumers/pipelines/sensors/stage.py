@@ -82,7 +82,7 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
         load = loader or registry_loader(sensors.registry)
         self._lanes = [
             SensorLane[WindowItem](
-                load(binding.model, binding.version),
+                load(binding.model, binding.model_version),
                 sensors,
                 self._scored.deliver,
                 self.observer,
@@ -91,7 +91,7 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
             for binding in sensors.models
         ]
         for binding, lane in zip(sensors.models, self._lanes, strict=True):
-            warn_if_unpinned(sensors.registry, binding.model, binding.version, lane.ref.version)
+            warn_if_unpinned(sensors.registry, binding.model, binding.model_version, lane.ref.version)
         self._outputs = SensorOutputs(settings)
         self._router: Router[SensorLane[WindowItem]] = Router(sensors.models, self._lanes, sensors.rules)
         self._admission = Admission(sensors, self._router, self._outputs)
@@ -113,7 +113,7 @@ class SensorStage(ModelStage[WindowItem, SensorLane[WindowItem]]):
             sensors.registry,
             sensors.reload_interval_s,
             lambda: [
-                Binding(str(i), b.model, b.version, lane.ref.version)
+                Binding(str(i), b.model, b.model_version, lane.ref.version)
                 for i, (b, lane) in enumerate(zip(sensors.models, list(self._lanes), strict=True))
             ],
             self._build_lane,

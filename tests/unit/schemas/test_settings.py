@@ -104,3 +104,29 @@ def test_a_configuration_error_never_echoes_a_value(tmp_path: Path) -> None:
     assert "kafka.sasl_pasword" in message and "kafka.sasl_password" in message
     assert "hunter2" not in message and "918273645" not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_every_kind_configures_under_pipelines_and_the_old_top_level_sections_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        "pipelines:\n"
+        "  vision: {model: line-3, registry: /models}\n"
+        "  sensors: {models: [{model: press-ae, model_version: production}]}\n"
+        "  vibration: {model: fans}\n"
+    )
+    monkeypatch.setenv("VIGIL_VISION__REGISTRY", "/elsewhere")  # the environment still wins
+    with caplog.at_level("WARNING"):
+        settings = load_settings(new)
+    assert (settings.vision.model, settings.vision.registry) == ("line-3", "/elsewhere")
+    assert settings.sensors.models[0].model_version == "production"
+    assert settings.pipelines == {"vibration": {"model": "fans"}}
+    assert "deprecated" not in caplog.text
+
+    old = tmp_path / "old.yaml"
+    old.write_text("vision: {model: line-3}\nsensors: {models: [{model: press-ae, version: '2'}]}\n")
+    with caplog.at_level("WARNING"):
+        settings = load_settings(old)
+    assert settings.vision.model == "line-3" and settings.sensors.models[0].model_version == "2"
+    assert "top-level 'vision' section is deprecated; move it under pipelines.vision" in caplog.text

@@ -85,7 +85,7 @@ def test_a_sensor_lane_follows_its_alias_between_batches_and_refuses_other_windo
     base = VigilSettings()
     sensors = SensorSettings(
         registry=str(tmp_path),
-        models=[SensorModelBinding(model=name, version="production")],
+        models=[SensorModelBinding(model=name, model_version="production")],
         reload_interval_s=0,
     )
     observer = CountingObserver()

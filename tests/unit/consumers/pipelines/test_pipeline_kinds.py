@@ -53,4 +53,7 @@ def test_a_replay_of_several_sensor_models_must_name_the_one_to_pin(tmp_path: Pa
         replay_settings(settings, "sensors", "run", None, "1")
     pinned, served = replay_settings(settings, "sensors", "run", "press", "1")
     assert served == {"press": "1", "fan": "7"}
-    assert [b.version for b in pinned.sensors.models] == ["1", "7"] and pinned.sensors.reload_interval_s == 0
+    assert [b.model_version for b in pinned.sensors.models] == [
+        "1",
+        "7",
+    ] and pinned.sensors.reload_interval_s == 0

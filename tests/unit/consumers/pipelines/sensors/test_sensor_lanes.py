@@ -110,8 +110,8 @@ def test_a_model_binding_batches_as_configured_and_others_as_their_section(regis
     sensors = SensorSettings(
         registry=str(registry),
         models=[
-            SensorModelBinding(assets="a-*", model="ae", version="1", batching=own),
-            SensorModelBinding(model="rul", version="1"),
+            SensorModelBinding(assets="a-*", model="ae", model_version="1", batching=own),
+            SensorModelBinding(model="rul", model_version="1"),
         ],
         reload_interval_s=0,
     )
