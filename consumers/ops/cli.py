@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -13,14 +14,13 @@ from consumers.ops.command_context import CONFIG_ENV, with_config
 from consumers.ops.model_commands import add_model_commands
 from consumers.ops.output import errors, set_output
 from consumers.ops.replay_commands import add_replay_command
-from consumers.ops.sensor_commands import add_eval_sensor, add_train_sensor
 from consumers.ops.stream_commands import (
     add_broker_commands,
     add_data_commands,
     add_demo_command,
     add_run_command,
 )
-from consumers.ops.vision_commands import add_eval_vision, add_train_vision
+from consumers.pipelines import pipeline_kinds
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -63,12 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     train = with_config(sub.add_parser("train", help="train a registry model"))
     train_sub = train.add_subparsers(dest="pipeline", required=True)
-    add_train_vision(train_sub, with_config)
-    add_train_sensor(train_sub, with_config)
     evaluate = with_config(sub.add_parser("eval", help="measure a registry model"))
     eval_sub = evaluate.add_subparsers(dest="pipeline", required=True)
-    add_eval_vision(eval_sub, with_config)
-    add_eval_sensor(eval_sub, with_config)
+    for kind in pipeline_kinds().values():  # each kind's own training and evaluation
+        if kind.commands is not None:
+            commands = importlib.import_module(kind.commands)
+            commands.add_train(train_sub, with_config)
+            commands.add_eval(eval_sub, with_config)
     add_model_commands(sub, with_config)
     add_replay_command(sub, with_config)
     add_demo_command(sub)

@@ -101,7 +101,7 @@ def training_of(args: argparse.Namespace) -> Any:
     return config_from(SensorTraining, args)
 
 
-def add_train_sensor(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+def add_train(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
     """``vigil train sensors`` (``sensor`` still works)."""
     p = with_config(
         train_sub.add_parser(
@@ -132,7 +132,7 @@ def cmd_train_sensor(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_eval_sensor(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+def add_eval(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
     """``vigil eval sensors`` (``sensor`` still works)."""
     p = with_config(
         eval_sub.add_parser(

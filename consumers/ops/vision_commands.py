@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from models.vision.evaluation import EntryEvaluation
 
 
-def add_train_vision(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+def add_train(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
     """``vigil train vision``."""
     from models.vision.backbones import BACKBONES
     from models.vision.training import AnomalyFitting, ClassifierTraining
@@ -142,7 +142,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_eval_vision(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
+def add_eval(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any]) -> None:
     """``vigil eval vision``."""
     p = with_config(
         eval_sub.add_parser(

@@ -111,6 +111,10 @@ class PipelineKind(Generic[S]):
     pin: Pin | None = None
     """Its settings with every model pinned, for ``vigil replay``; None: not replayable."""
     demo: DemoLane | None = None
+    commands: str | None = None
+    """The module (dotted path) of its ``vigil train`` and ``vigil eval`` subcommands, which
+    defines ``add_train(train_sub, with_config)`` and ``add_eval(eval_sub, with_config)``;
+    imported only when the command line is parsed."""
 
     def registry(self, settings: VigilSettings) -> str | None:
         """The registry folder its models are read from (``vigil train``, ``eval``, ``models``)."""

@@ -50,4 +50,5 @@ PIPELINE: PipelineKind[Any] = PipelineKind(
     input_topic=lambda settings: settings.topics.sensors.name,
     pin=_pin,
     demo=DEMO,
+    commands="consumers.ops.sensor_commands",
 )

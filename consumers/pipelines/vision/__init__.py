@@ -38,4 +38,5 @@ PIPELINE: PipelineKind[Any] = PipelineKind(
     input_topic=lambda settings: settings.topics.frames.name,
     pin=_pin,
     demo=DEMO,
+    commands="consumers.ops.vision_commands",
 )
