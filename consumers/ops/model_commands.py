@@ -57,7 +57,7 @@ def add_model_commands(sub: Any, with_config: Callable[..., Any]) -> None:
         default=None,
         help="labelled images (a folder per label) to check label order",
     )
-    add_registry(imp, "vision.registry")
+    add_registry(imp, "pipelines.vision.registry")
     imp.set_defaults(func=cmd_import)
     listing = with_config(actions.add_parser("list", help="every entry, newest version last"))
     add_registry(listing, "every pipeline's registry")

@@ -45,6 +45,17 @@ class ScoredSeries:
         return self.scores[self.label]
 
 
+def require_channels(series: Series, card: ModelCard) -> None:
+    """``ValueError`` naming the file, the model and the channels when ``series`` lacks one the model needs."""
+    assert isinstance(card.input, SeriesInputSpec)
+    if missing := [c for c in card.input.channels if c not in series.channels]:
+        raise ValueError(
+            f"{series.source or series.asset}: model {card.name} {card.version} requires channel(s) "
+            f"{', '.join(missing)}, which asset {series.asset} does not have "
+            f"(it has {', '.join(series.channels)})"
+        )
+
+
 def score_series(
     module: nn.Module, card: ModelCard, series: Series, stride: int | None = None, phase: int = 0
 ) -> ScoredSeries:
@@ -52,6 +63,7 @@ def score_series(
     of an asset whose window phase is ``phase`` (``windowing.stagger``)."""
     spec = card.input
     assert isinstance(spec, SeriesInputSpec)
+    require_channels(series, card)
     made = replay(series, window_spec(spec, stride=stride, phase=phase))
     batch = torch.from_numpy(normalise(made.values, spec.mean, spec.std).astype(np.float32))
     outputs = score_windows(module, batch).numpy().reshape(len(made), -1)

@@ -10,6 +10,7 @@ number (seconds, or a count such as cycles: one unit per sample).
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Literal
 import numpy as np
 
 from schemas.common import channel_names
+
+log = logging.getLogger(__name__)
 
 Separator = Literal[",", ";", "tab", "whitespace"]
 
@@ -31,6 +34,8 @@ class Series:
     times: np.ndarray
     values: np.ndarray
     labels: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+    """The file it was read from (for messages)."""
 
     @property
     def period_s(self) -> float:
@@ -45,12 +50,13 @@ class Series:
             self.times[:rows],
             self.values[:rows],
             {k: v[:rows] for k, v in self.labels.items()},
+            self.source,
         )
 
     def select(self, channels: list[str]) -> Series:
         """The same history restricted to ``channels``, in that order."""
         index = [self.channels.index(c) for c in channels]
-        return Series(self.asset, list(channels), self.times, self.values[:, index], self.labels)
+        return Series(self.asset, list(channels), self.times, self.values[:, index], self.labels, self.source)
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,15 @@ def load_history(path: str | Path, layout: TableFormat | None = None) -> list[Se
             }
         except ValueError as error:
             raise ValueError(f"{path}: asset {asset}: a value is not a number ({error})") from None
-        result.append(Series(asset, names, times[order], values[order], labels))
+        if duplicates := int(np.count_nonzero(np.diff(times[order]) == 0)):
+            log.warning(
+                "%s: asset %s: %d rows repeat the timestamp of the row before; windows keep the "
+                "first of each, as the service does (the rest are scored as duplicates)",
+                path,
+                asset,
+                duplicates,
+            )
+        result.append(Series(asset, names, times[order], values[order], labels, str(path)))
     return result
 
 

@@ -1,18 +1,31 @@
-"""Image folders: one sub-folder per class, JPEG or PNG files."""
+"""Image folders: one sub-folder per class, JPEG or PNG files.
+
+Every file is screened as serving screens a frame before it is used (``screen``): its header
+must pass the same checks as ``vision.decode``'s defaults, and it must decode. A file that does
+not is named with its reason in a warning and left out, and the run goes on; a summary says
+how many were refused.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from models.vision.preprocess import decode_and_resize, preprocess
+from models.vision.image_header import ImageRefused, check_header
+from models.vision.preprocess import CorruptImageError, decode, decode_and_resize, preprocess
 from schemas.model_card import ImageInputSpec
+from schemas.settings import DecodeSettings
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 HOLDOUT_FILE = "holdout.txt"
+OFFLINE_DECODING = DecodeSettings()
+"""The header limits offline readers apply: serving's defaults (``vision.decode``)."""
 
 
 @dataclass(frozen=True)
@@ -30,15 +43,46 @@ def list_images(folder: Path) -> list[Path]:
     return [p for p in files if not (p.suffix.lower() == ".png" and p.stem in jpeg_stems)]
 
 
+def screen(path: Path, decoding: DecodeSettings = OFFLINE_DECODING) -> str | None:
+    """Why the image at ``path`` cannot be used (None when it can): its header is refused as
+    serving refuses it (before a native decoder sees a pixel), or it does not decode."""
+    try:
+        data = path.read_bytes()
+        check_header(data, decoding.formats, decoding.max_pixels, decoding.max_pixels_per_byte)
+        decode(data, ImageInputSpec(height=1, width=1, channels=3, mean=[0.0] * 3, std=[1.0] * 3))
+    except ImageRefused as refusal:
+        return f"{refusal.reason}: {refusal}"
+    except CorruptImageError as error:
+        return f"corrupt_image: {error}"
+    except OSError as error:
+        return f"unreadable: {error}"
+    return None
+
+
 def image_folder(root: str | Path, classes: list[str] | None = None) -> tuple[list[str], list[LabelledImage]]:
-    """Classes (sorted sub-folder names, or ``classes``) and every image with its label."""
+    """Classes (sorted sub-folder names, or ``classes``) and every usable image with its label;
+    refused files are named in warnings and left out (``screen``)."""
     base = Path(root)
     names = classes or sorted(p.name for p in base.iterdir() if p.is_dir())
     if not names:
         raise ValueError(f"{base} has no class sub-folders")
-    items = [LabelledImage(path, k) for k, name in enumerate(names) for path in list_images(base / name)]
+    found = [LabelledImage(path, k) for k, name in enumerate(names) for path in list_images(base / name)]
+    items = []
+    for item in found:
+        reason = screen(item.path)
+        if reason is None:
+            items.append(item)
+        else:
+            log.warning("refused %s: %s", item.path, reason)
+    if len(items) < len(found):
+        log.warning(
+            "refused %d of %d image files under %s (named above); going on without them",
+            len(found) - len(items),
+            len(found),
+            base,
+        )
     if not items:
-        raise ValueError(f"no JPEG or PNG images under {base}")
+        raise ValueError(f"no usable JPEG or PNG images under {base}")
     return names, items
 
 

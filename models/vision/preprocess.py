@@ -12,6 +12,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
+from models.vision.image_header import ImageRefused, read_header
 from schemas.model_card import ImageInputSpec
 
 Roi = tuple[int, int, int, int]
@@ -30,8 +31,22 @@ def _mode(spec: ImageInputSpec) -> ImageReadMode:
     return ImageReadMode.GRAY if spec.channels == 1 else ImageReadMode.RGB
 
 
+SAFE_PIXELS = 500_000_000
+"""No image declaring more pixels reaches a native decoder, whatever the caller checked: past
+this, decoders crash or take the process's memory (a 69-byte PNG can declare 60000x60000)."""
+
+
 def decode(data: bytes, spec: ImageInputSpec) -> torch.Tensor:
-    """Decode JPEG/PNG bytes to a uint8 (C, H, W) tensor on the CPU."""
+    """Decode JPEG/PNG bytes to a uint8 (C, H, W) tensor on the CPU; ``CorruptImageError`` for
+    bytes that are empty, declare no readable size or more than ``SAFE_PIXELS``, or do not decode."""
+    try:
+        header = read_header(data)
+    except ImageRefused as refusal:
+        raise CorruptImageError(f"cannot decode image ({len(data)} bytes): {refusal}") from refusal
+    if header.width * header.height > SAFE_PIXELS:
+        raise CorruptImageError(
+            f"image declares {header.width}x{header.height} pixels, more than any decoder is given"
+        )
     try:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=_mode(spec))
     except RuntimeError as error:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -379,3 +381,50 @@ def test_batched_preprocessing_equals_one_image_at_a_time(resize: str, stacked: 
     assert torch.equal(out[5], ready)  # type: ignore[arg-type]
     outside = preprocess_on_device([jpegs[0]], spec, [(90, 90, 20, 20)], torch.device("cpu"))
     assert isinstance(outside[0], RoiOutsideImageError)
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header declares ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_preprocess_refuses_what_would_crash_a_decoder() -> None:
+    from models.vision.preprocess import CorruptImageError, preprocess
+    from schemas.model_card import ImageInputSpec
+
+    spec = ImageInputSpec(height=8, width=8, channels=3, mean=[0.0] * 3, std=[1.0] * 3)
+    for data in (bomb_png(60_000, 60_000), b"", b"\xff\xd8\xff truncated"):
+        with pytest.raises(CorruptImageError):
+            preprocess(data, spec)
+
+
+def test_eval_goes_on_past_bad_files_and_names_them(
+    tmp_path, vision_models: VisionModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from consumers.ops.cli import main
+
+    data = tmp_path / "images"
+    shutil.copytree(vision_models.images, data)
+    crack = next(p for p in sorted(data.iterdir()) if p.is_dir())
+    (crack / "bomb.png").write_bytes(bomb_png(60_000, 60_000))
+    (crack / "empty.jpg").write_bytes(b"")
+    (crack / "cut.jpg").write_bytes((crack / next(iter(sorted(os.listdir(crack))))).read_bytes()[:40])
+    args = ["--data", str(data), "--registry", str(vision_models.registry), "--split", "all"]
+    with caplog.at_level("WARNING"):
+        assert main(["eval", "vision", "--name", vision_models.classifier, *args]) == 0
+    for name, reason in (
+        ("bomb.png", "image_too_large"),
+        ("empty.jpg", "corrupt_image"),
+        ("cut.jpg", "corrupt"),
+    ):
+        assert any(name in line and reason in line for line in caplog.text.splitlines()), (name, caplog.text)
+    assert "refused 3 of" in caplog.text
