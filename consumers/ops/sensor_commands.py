@@ -156,6 +156,19 @@ def add_eval(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any
     p.add_argument("--label", default=None, help="pointwise: the label column scored (default: the first)")
     p.add_argument("--holdout", type=float, default=0.2, help="rul: share of runs held out for testing")
     p.add_argument("--cuts", type=int, default=5, help="rul: random cuts of each held-out run")
+    p.add_argument(
+        "--test",
+        type=Path,
+        default=None,
+        help="rul, the published protocol: runs that end before failure (train on every --data run)",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="rul with --test: each test run's life left at its last cycle, one per line, in the "
+        "order the runs first appear",
+    )
     p.add_argument("--alert-n", type=int, default=2, help="alert rule: fire when N of the last M scores ...")
     p.add_argument("--alert-m", type=int, default=3, help="... reach the threshold")
     p.add_argument(
@@ -175,6 +188,32 @@ def _histories(args: argparse.Namespace) -> list[Any]:
 
     layout = layout_of(args)
     return [s for path in args.data for s in load_history(path, layout)]
+
+
+def _eval_life_on_test(args: argparse.Namespace, config: Any) -> int:
+    """The published RUL protocol: ``--test`` runs scored at their last cycle against ``--truth``."""
+    import numpy as np
+
+    from models.sensors.life import evaluate_life_on_test
+    from models.sensors.series import load_history
+
+    testing = load_history(args.test, layout_of(args))
+    truth = np.loadtxt(args.truth, ndmin=1, dtype=float)
+    result = evaluate_life_on_test(_histories(args), testing, truth, config)
+    cap = f"truth capped at {config.life_cap:g}" if config.life_cap else None
+    table = Table(
+        title=f"remaining useful life, published protocol: trained on {len(result.train_units)} runs, "
+        f"{len(result.test_units)} test runs scored at their last cycle; life in {config.life_unit}"
+    )
+    columns = ["estimator", "RMSE", *([f"RMSE, {cap}"] if cap else []), "NASA score", "mean bias"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "estimator" else "right")
+    for name, score in result.scores.items():
+        capped = [f"{score.rmse_capped:.2f}"] if cap and score.rmse_capped is not None else []
+        table.add_row(name, f"{score.rmse:.2f}", *capped, f"{score.nasa:,.0f}", f"{score.bias:+.2f}")
+    show(table)
+    console.print(f"training and scoring took {result.seconds:.1f} s (mean bias > 0: late estimates)")
+    return 0
 
 
 def cmd_eval_sensor(args: argparse.Namespace) -> int:
@@ -258,11 +297,15 @@ def _eval_pointwise(args: argparse.Namespace, shape: Any) -> int:
 
 
 def _eval_life(args: argparse.Namespace) -> int:
-    from models.sensors.life import evaluate_life
-
     config = training_of(args)
     if config.task != "sensor_rul":
         config = dataclasses.replace(config, task="sensor_rul")
+    if (args.test is None) != (args.truth is None):
+        raise ValueError("--test and --truth go together (the published protocol)")
+    if args.test is not None:
+        return _eval_life_on_test(args, config)
+    from models.sensors.life import evaluate_life
+
     runs = _histories(args)
     result = evaluate_life(runs, config, args.holdout, args.cuts)
     table = Table(

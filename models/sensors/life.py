@@ -7,6 +7,12 @@ shorter than a window) is compared with the true life left, capped like the trai
 Reported: RMSE and the NASA score (sum of e^(-d/13) - 1 for early estimates, e^(d/10) - 1
 for late ones, d = estimate - truth) beside a constant estimate (the training runs' mean
 target) and a ridge regression on window features, both fitted on the same runs.
+
+The published protocol (C-MAPSS and most RUL benchmarks, ``evaluate_life_on_test``): train on
+every run of the training file; each run of the test file ends before failure, and its life
+left at its last cycle is given by the truth file, one value per run in the order the runs
+first appear. Reported as above, plus the RMSE against the truth capped like the training
+target and the mean bias (estimate - truth: positive is late).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +51,10 @@ class LifeScore:
     rmse: float
     nasa: float
     estimates: np.ndarray
+    bias: float = 0.0
+    """Mean of estimate - truth (positive: late, which the NASA score punishes most)."""
+    rmse_capped: float | None = None
+    """The published protocol: RMSE against the truth capped like the training target."""
 
 
 @dataclass
@@ -85,19 +96,58 @@ def evaluate_life(runs: list[Series], config: SensorTraining, holdout: float, cu
         ends = cut_points(run, cuts, config.seed * 1_000_003 + k)
         windows.append(_last_windows(run, spec, ends))
         truth.append(life_left(run, run.times[ends - 1], config.life_unit, spec.sample_period_s, cap))
-    test_x, truth_all = np.concatenate(windows), np.concatenate(truth)
-    estimate = score_windows(entry.module, torch.from_numpy(test_x)).squeeze(1).numpy()
+    result = LifeResult([r.asset for r in training], [r.asset for r in testing], np.concatenate(truth))
+    _score(result, entry, training, np.concatenate(windows), config, cap)
+    result.seconds = time.monotonic() - started
+    return result
 
+
+def evaluate_life_on_test(
+    training: list[Series], testing: list[Series], truth: np.ndarray, config: SensorTraining
+) -> LifeResult:
+    """Train on every training run, estimate each test run's life at its last cycle, compare
+    with ``truth``; see the module docstring."""
+    if len(truth) != len(testing):
+        raise ValueError(f"the truth file has {len(truth)} values for {len(testing)} test runs")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vigil-life-") as registry:
+        entry = train_sensor_model(training, registry, "life", "1", config)
+    spec = entry.card.input
+    assert isinstance(spec, SeriesInputSpec)
+    cap = entry.card.life.cap if entry.card.life else None
+    test_x = np.concatenate([_last_windows(run, spec, np.array([len(run.times)])) for run in testing])
+    result = LifeResult([r.asset for r in training], [r.asset for r in testing], np.asarray(truth, float))
+    _score(result, entry, training, test_x, config, cap, capped_too=cap is not None)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _score(
+    result: LifeResult,
+    entry: Any,
+    training: list[Series],
+    test_x: np.ndarray,
+    config: SensorTraining,
+    cap: float | None,
+    capped_too: bool = False,
+) -> None:
+    """The model's, the training mean's and a ridge's estimates on ``test_x`` against ``result.truth``."""
+    spec = entry.card.input
+    estimate = score_windows(entry.module, torch.from_numpy(test_x)).squeeze(1).numpy()
     train_x, train_y = [], []
     runs = [run.select(spec.channels) for run in training]
     for run, (values, ends) in zip(runs, dense_windows(runs, spec), strict=True):
         train_x.append(values)
         train_y.append(life_left(run, ends, config.life_unit, spec.sample_period_s, cap))
     ridge = RidgeLife.fit(np.concatenate(train_x), np.concatenate(train_y))
-    constant = np.full(len(truth_all), float(np.concatenate(train_y).mean()))
-    result = LifeResult([r.asset for r in training], [r.asset for r in testing], truth_all)
+    truth = result.truth
+    constant = np.full(len(truth), float(np.concatenate(train_y).mean()))
     for name, values in ((MODEL, estimate), (CONSTANT, constant), (RIDGE, ridge.predict(test_x))):
-        rmse = float(np.sqrt(np.mean((values - truth_all) ** 2)))
-        result.scores[name] = LifeScore(rmse, nasa_score(values, truth_all), values)
-    result.seconds = time.monotonic() - started
-    return result
+        rmse = float(np.sqrt(np.mean((values - truth) ** 2)))
+        capped = (
+            float(np.sqrt(np.mean((values - np.minimum(truth, cap)) ** 2)))
+            if capped_too and cap is not None
+            else None
+        )
+        bias = float(np.mean(values - truth))
+        result.scores[name] = LifeScore(rmse, nasa_score(values, truth), values, bias, capped)

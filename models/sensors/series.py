@@ -55,6 +55,11 @@ class Series:
 
     def select(self, channels: list[str]) -> Series:
         """The same history restricted to ``channels``, in that order."""
+        if missing := [c for c in channels if c not in self.channels]:
+            raise ValueError(
+                f"{self.source or self.asset}: asset {self.asset} has no channel {', '.join(missing)} "
+                f"(it has {', '.join(self.channels)})"
+            )
         index = [self.channels.index(c) for c in channels]
         return Series(self.asset, list(channels), self.times, self.values[:, index], self.labels, self.source)
 

@@ -102,9 +102,11 @@ def normalise(values: np.ndarray, mean: list[float], std: list[float]) -> np.nda
 
 
 def channel_statistics(values: np.ndarray, min_scale: float) -> tuple[list[float], list[float]]:
-    """Mean and scale of each channel; the scale is at least ``min_scale`` of |mean| (and 1e-6)."""
-    mean = values.mean(axis=0)
-    std = np.maximum(values.std(axis=0), np.maximum(min_scale * np.abs(mean), 1e-6))
+    """Mean and scale of each channel, computed in float64 (float32 reads a constant 518.67 as
+    spread 0.016); the scale is at least ``min_scale`` of |mean| (and 1e-6)."""
+    wide = values.astype(np.float64)
+    mean = wide.mean(axis=0)
+    std = np.maximum(wide.std(axis=0), np.maximum(min_scale * np.abs(mean), 1e-6))
     return mean.tolist(), std.tolist()
 
 
@@ -299,7 +301,7 @@ def _fit(
 
 def informative_channels(series: list[Series]) -> list[str]:
     """Channels that vary in training (a constant one tells a model nothing)."""
-    stacked = np.concatenate([s.values for s in series])
+    stacked = np.concatenate([s.values for s in series]).astype(np.float64)  # float32 misreads constants
     spread = stacked.std(axis=0) > 1e-6 * np.maximum(1.0, np.abs(stacked.mean(axis=0)))
     return [c for c, keep in zip(series[0].channels, spread, strict=True) if keep]
 

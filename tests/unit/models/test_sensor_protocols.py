@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from consumers.ops.cli import main
+from consumers.ops.cli import EXIT_DATA, main
 from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.records import InboundRecord, Work
 from models.alert_policy import AlertShape
@@ -270,3 +270,64 @@ def test_eval_sensor_runs_each_protocol_from_the_command_line(
     out = capsys.readouterr().out
     assert code == 0 and "ridge on window features" in out and "capped at 40" in out, out
     assert (tmp_path / "plots" / "life.png").stat().st_size > 0
+
+
+def test_eval_rul_scores_test_runs_against_a_truth_file_as_published(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """C-MAPSS's layout: a training file of runs to failure, a test file of runs cut short, and
+    a truth file with each test run's life left at its last cycle."""
+    from consumers.ops import sensor_commands
+
+    monkeypatch.setattr(sensor_commands.console, "width", 250)
+    runs = runs_to_failure(8, 60, period_s=1.0)
+    train_lines, test_lines, truth = [], [], []
+    for unit, run in enumerate(runs[:5]):
+        train_lines += [f"{unit + 1} {k + 1} 100.0 {v[0]:.3f} {v[1]:.3f}" for k, v in enumerate(run.values)]
+    for unit, run in enumerate(runs[5:]):
+        cut = 20 + 10 * unit  # cycles seen before the test file ends
+        test_lines += [
+            f"{unit + 1} {k + 1} 100.0 {v[0]:.3f} {v[1]:.3f}" for k, v in enumerate(run.values[:cut])
+        ]
+        truth.append(f"{len(run.values) - cut}  ")  # C-MAPSS's RUL files end their lines with spaces
+    for name, lines in (("train.txt", train_lines), ("test.txt", test_lines), ("truth.txt", truth)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    layout = [
+        "--separator",
+        "whitespace",
+        "--columns",
+        "unit,cycle,setting,temp,vibration",
+        "--asset-column",
+        "unit",
+        "--time-column",
+        "cycle",
+    ]
+    small = ["--life-unit", "cycles", "--life-cap", "30", "--window", "8", "--epochs", "2"]
+    rul = ["eval", "sensors", "--protocol", "rul", "--data", str(tmp_path / "train.txt"), *layout, *small]
+    code = main([*rul, "--test", str(tmp_path / "test.txt"), "--truth", str(tmp_path / "truth.txt")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 test runs scored at their last" in out and "truth capped at 30" in out
+    assert "ridge on window features" in out and "training mean" in out and "mean bias" in out
+
+    (tmp_path / "short.txt").write_text("12\n")
+    assert (
+        main([*rul, "--test", str(tmp_path / "test.txt"), "--truth", str(tmp_path / "short.txt")])
+        == EXIT_DATA
+    )
+    assert "the truth file has 1 values for 3 test runs" in capsys.readouterr().err
+
+
+def test_the_life_protocol_on_test_runs_scores_the_last_cycle() -> None:
+    from models.sensors.life import CONSTANT, evaluate_life_on_test
+    from models.sensors.training import SensorTraining
+
+    runs = runs_to_failure(6, 50, period_s=1.0)
+    testing = [run.head(30) for run in runs[4:]]
+    config = SensorTraining(
+        task="sensor_rul", window=8, stride=2, epochs=1, hidden=8, life_unit="cycles", life_cap=None
+    )
+    result = evaluate_life_on_test(runs[:4], testing, np.array([20.0, 20.0]), config)
+    assert result.test_units == [r.asset for r in testing] and len(result.scores[CONSTANT].estimates) == 2
+    mean = float(result.scores[CONSTANT].estimates[0])
+    assert result.scores[CONSTANT].bias == pytest.approx(mean - 20.0)
