@@ -11,6 +11,7 @@ percentiles, batch sizes, lag and the alert feed; the summary closes the run.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -62,12 +63,15 @@ def run_demo(
     store = Path(real_images) if real_images else Path(tempfile.mkdtemp(prefix="vigil-demo-frames-"))
     options = DemoOptions(duration_s, frames_per_s, store, real_images, demo_start(datetime.now(UTC)))
     settings, lanes = demo_settings(settings, options, lambda text: console.print(f"[bold]{text}[/bold]"))
-    sources = {name: lane.source(settings, options) for name, lane in lanes.items()}
     create_topics(settings)
     service = Service(settings, list(lanes), group_of=lambda name: f"vigil-demo-{name}")
     metrics = service.metrics
     server = _serve_metrics(service, console)
     service.start()
+    # The world starts now, not before the models were trained and loaded: its first inputs
+    # are not already seconds old.
+    options = dataclasses.replace(options, start=demo_start(datetime.now(UTC)))
+    sources = {name: lane.source(settings, options) for name, lane in lanes.items()}
     topics = {name: source.topic for name, source in sources.items()}
     summary = DemoSummary(lanes, topics)
     where_metrics = (
