@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -150,6 +152,49 @@ def bench_broker() -> Iterator[BenchBroker]:
         broker.stop(purge=True)
 
 
+OUTPUTS = ("alerts", "inferences", "dlq")
+APPEND_TIME_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+"""Bench output topics stamp each record with the broker's clock when it is appended: a
+latency ends there, never at the stamp of Vigil's own producer (before its linger and send)."""
+LOG_APPEND_TIME = 1
+"""kafka-python's ``timestamp_type`` of a LogAppendTime record."""
+
+
+def read_topic(settings: VigilSettings, topic: str) -> list[Any]:
+    """Every record of ``topic`` as it stands now."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(partitions)
+    records: list[Any] = []
+    while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+    consumer.close()
+    return records
+
+
+def broker_latencies_ms(settings: VigilSettings, input_topic: str) -> list[float]:
+    """Per scored result: its input's CreateTime (the load generator's stamp) → the result's
+    LogAppendTime on the broker; the input is found by the result's evidence."""
+    from schemas.messages import InferenceResult
+
+    sent = {(r.partition, r.offset): r.timestamp for r in read_topic(settings, input_topic)}
+    latencies = []
+    for record in read_topic(settings, settings.topics.inferences.name):
+        if record.timestamp_type != LOG_APPEND_TIME:
+            raise SystemExit(f"{record.topic} is not stamped by the broker (LogAppendTime): no latency read")
+        result = InferenceResult.from_json_bytes(record.value)
+        if result.outcome == "scored":
+            latencies.append(
+                float(record.timestamp - sent[(result.evidence.partition, result.evidence.offset)])
+            )
+    return latencies
+
+
 def bench_settings(bootstrap: str, **topic_partitions: int) -> VigilSettings:
     """Default settings on ``bootstrap`` with topics unique to this run, created."""
     tag = uuid.uuid4().hex[:6]
@@ -160,7 +205,7 @@ def bench_settings(bootstrap: str, **topic_partitions: int) -> VigilSettings:
         name: TopicSpec(
             name=f"bench-{tag}.{name}",
             partitions=topic_partitions.get(name, 6),
-            config=getattr(base.topics, name).config,
+            config={**getattr(base.topics, name).config, **(APPEND_TIME_CONFIG if name in OUTPUTS else {})},
         )
         for name in ("frames", "sensors", "alerts", "inferences", "dlq", "redrive_log", "sensor_state")
     }

@@ -23,8 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, median_figure, report, scrape, vigil_run
-from bench.sensors import read_topic
+from bench.common import (
+    Figure,
+    bench_broker,
+    bench_settings,
+    median_figure,
+    read_topic,
+    report,
+    scrape,
+    vigil_run,
+)
 from consumers.ops.simulate import synthetic_readings
 from consumers.runtime.kafka_clients import make_producer
 from schemas.messages import InferenceResult

@@ -31,10 +31,8 @@ import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,6 +42,7 @@ from bench.common import (
     Figure,
     bench_broker,
     bench_settings,
+    broker_latencies_ms,
     check_below,
     current_rss_mib,
     offer,
@@ -62,7 +61,7 @@ from consumers.runtime.observer import CountingObserver
 from consumers.runtime.records import InboundRecord, Work
 from models.sensors.synthetic import MACHINE_CHANNELS, normal_machines
 from models.sensors.training import SensorTraining, train_sensor_model
-from schemas.messages import InferenceResult, SampleBlock, SensorReading
+from schemas.messages import SampleBlock, SensorReading
 from schemas.settings import BatchingSettings, SensorModelBinding, SensorRule, SensorSettings, VigilSettings
 
 WINDOW, STRIDE, HIDDEN = 64, 16, 64
@@ -135,8 +134,8 @@ def pipeline_rate(settings: VigilSettings, count: int) -> tuple[float, CountingO
 def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: int) -> list[float]:
     """Reading sent → window result published (s), while readings arrive at ``rate``/s.
 
-    Both ends are Kafka timestamps (the producer's create time): the reading that completed
-    the window, found by the result's evidence, and the result itself.
+    From the reading that completed the window (its CreateTime, stamped by the load generator)
+    to the result's append on the broker (LogAppendTime): ``broker_latencies_ms``.
     """
     # The load is encoded before the runtime starts, and no reading object outlives it: the
     # pipeline's process must not carry the load generator's objects. Held there, 230,000
@@ -152,29 +151,7 @@ def latencies_at(settings: VigilSettings, rate: float, seconds: float, assets: i
     work_off(observer, stage, len(encoded))
     runtime.stop()
     thread.join()
-    sent = {(r.partition, r.offset): r.timestamp for r in read_topic(settings, settings.topics.sensors.name)}
-    return [
-        (record.timestamp - sent[(result.evidence.partition, result.evidence.offset)]) / 1000
-        for record in read_topic(settings, settings.topics.inferences.name)
-        if (result := InferenceResult.from_json_bytes(record.value)).outcome == "scored"
-    ]
-
-
-def read_topic(settings: VigilSettings, topic: str) -> list[Any]:
-    """Every record of ``topic`` as it stands now."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
-    ends = consumer.end_offsets(partitions)
-    records: list[Any] = []
-    while any(consumer.position(tp) < ends[tp] for tp in partitions):
-        for batch in consumer.poll(timeout_ms=500).values():
-            records.extend(batch)
-    consumer.close()
-    return records
+    return [ms / 1000 for ms in broker_latencies_ms(settings, settings.topics.sensors.name)]
 
 
 def memory_with(assets: int, registry: Path) -> tuple[float, float, float]:
