@@ -48,8 +48,8 @@ def screen(path: Path, decoding: DecodeSettings = OFFLINE_DECODING) -> str | Non
     serving refuses it (before a native decoder sees a pixel), or it does not decode."""
     try:
         data = path.read_bytes()
-        check_header(data, decoding.formats, decoding.max_pixels, decoding.max_pixels_per_byte)
-        decode(data, ImageInputSpec(height=1, width=1, channels=3, mean=[0.0] * 3, std=[1.0] * 3))
+        header = check_header(data, decoding.formats, decoding.max_pixels, decoding.max_pixels_per_byte)
+        decode(data, ImageInputSpec(height=1, width=1, channels=3, mean=[0.0] * 3, std=[1.0] * 3), header)
     except ImageRefused as refusal:
         return f"{refusal.reason}: {refusal}"
     except CorruptImageError as error:

@@ -12,7 +12,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
-from models.vision.image_header import ImageRefused, read_header
+from models.vision.image_header import ImageHeader, ImageRefused, read_header
 from schemas.model_card import ImageInputSpec
 
 Roi = tuple[int, int, int, int]
@@ -36,11 +36,12 @@ SAFE_PIXELS = 500_000_000
 this, decoders crash or take the process's memory (a 69-byte PNG can declare 60000x60000)."""
 
 
-def decode(data: bytes, spec: ImageInputSpec) -> torch.Tensor:
+def decode(data: bytes, spec: ImageInputSpec, declared: ImageHeader | None = None) -> torch.Tensor:
     """Decode JPEG/PNG bytes to a uint8 (C, H, W) tensor on the CPU; ``CorruptImageError`` for
-    bytes that are empty, declare no readable size or more than ``SAFE_PIXELS``, or do not decode."""
+    bytes that are empty, declare no readable size or more than ``SAFE_PIXELS``, or do not decode.
+    ``declared``: the header the caller already read (it is not parsed again)."""
     try:
-        header = read_header(data)
+        header = declared or read_header(data)
     except ImageRefused as refusal:
         raise CorruptImageError(f"cannot decode image ({len(data)} bytes): {refusal}") from refusal
     if header.width * header.height > SAFE_PIXELS:
@@ -118,14 +119,18 @@ def to_model_input(image: torch.Tensor, spec: ImageInputSpec) -> torch.Tensor:
     return normalise(resize(image, spec), spec)
 
 
-def decode_and_resize(data: bytes, spec: ImageInputSpec, roi: Roi | None = None) -> torch.Tensor:
+def decode_and_resize(
+    data: bytes, spec: ImageInputSpec, roi: Roi | None = None, declared: ImageHeader | None = None
+) -> torch.Tensor:
     """Bytes to the resized uint8 image: every step of ``preprocess`` that touches a native decoder."""
-    return resize(crop(decode(data, spec), roi), spec)
+    return resize(crop(decode(data, spec, declared), roi), spec)
 
 
-def preprocess(data: bytes, spec: ImageInputSpec, roi: Roi | None = None) -> torch.Tensor:
-    """Bytes to model input on the CPU."""
-    return normalise(decode_and_resize(data, spec, roi), spec)
+def preprocess(
+    data: bytes, spec: ImageInputSpec, roi: Roi | None = None, declared: ImageHeader | None = None
+) -> torch.Tensor:
+    """Bytes to model input on the CPU (``declared``: the header the caller already read)."""
+    return normalise(decode_and_resize(data, spec, roi, declared), spec)
 
 
 def is_jpeg(data: bytes) -> bool:

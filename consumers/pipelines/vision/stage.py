@@ -39,7 +39,7 @@ from models.alert_policy import AlertPolicy, AlertShape
 from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vision.anomaly import LOCATION_COLUMNS
-from models.vision.image_header import ImageRefused, check_header
+from models.vision.image_header import ImageHeader, ImageRefused, check_header
 from models.vision.preprocess import (
     CorruptImageError,
     Roi,
@@ -329,7 +329,9 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         try:
             header = check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
             on_device = lane.gpu_decode and is_jpeg(data)  # nvJPEG in the batch; the rest on the CPU here
-            pixels: torch.Tensor | bytes = data if on_device else self._decode(data, lane.spec, _roi(frame))
+            pixels: torch.Tensor | bytes = (
+                data if on_device else self._decode(data, lane.spec, _roi(frame), header)
+            )
         except ImageRefused as error:
             return self._fail(work, error.reason, error)
         except CorruptImageError as error:
@@ -343,10 +345,13 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest(), height, width, lane))
         return None
 
-    def _decode(self, data: bytes, spec: ImageInputSpec, roi: Roi | None) -> torch.Tensor:
-        """Bytes to model input on the CPU: in this worker's own decoder process when isolated."""
+    def _decode(
+        self, data: bytes, spec: ImageInputSpec, roi: Roi | None, header: ImageHeader
+    ) -> torch.Tensor:
+        """Bytes to model input on the CPU: in this worker's own decoder process when isolated
+        (which reads the header again: the child guards itself)."""
         if not self.settings.vision.decode.isolate:
-            return preprocess(data, spec, roi)
+            return preprocess(data, spec, roi, header)
         decoder: IsolatedDecoder = self._worker_state.decoder
         return decoder.preprocess(data, spec, roi)
 
