@@ -288,6 +288,11 @@ def _eval_pointwise(args: argparse.Namespace, shape: Any) -> int:
             *(str(v) for v in (c.tp, c.fp, c.fn, c.tn)),
         )
     show(table)
+    if result.repeats:
+        console.print(
+            f"{result.repeats} samples repeat the time of the one before: not scored "
+            "(the service refuses them as duplicates)"
+        )
     console.print(f"training and scoring took {result.seconds:.1f} s")
     if args.plots is not None:
         from models.sensors.plots import pointwise_plots

@@ -79,6 +79,8 @@ class PointwiseResult:
     label: str
     confusion: dict[str, Confusion]
     outcomes: list[SeriesOutcome]
+    repeats: int = 0
+    """Samples set aside for repeating the time of the one before (the service's duplicates)."""
     seconds: float = 0.0
     """Wall time of training and scoring every series."""
 
@@ -137,9 +139,11 @@ def evaluate_pointwise(
         started = time.monotonic()
         for k, s in enumerate(series):
             outcome = evaluate_series(s, config, shape, registry, str(k))
-            truth = s.labels[label][outcome.start :] != 0
+            kept = ~s.repeats[outcome.start :]
+            truth = s.labels[label][outcome.start :][kept] != 0
             for name, flags in outcome.flags.items():
-                result.confusion[name].add(flags, truth)
+                result.confusion[name].add(flags[kept], truth)
+            result.repeats += int((~kept).sum())
             result.outcomes.append(outcome)
         result.seconds = time.monotonic() - started
     return result

@@ -38,6 +38,12 @@ class Series:
     """The file it was read from (for messages)."""
 
     @property
+    def repeats(self) -> np.ndarray:
+        """Which samples repeat the time of the one before: the service refuses them as
+        duplicates, so the protocols score none of them."""
+        return np.concatenate([[False], np.diff(self.times) == 0])
+
+    @property
     def period_s(self) -> float:
         """The (median) sampling period."""
         return float(np.median(np.diff(self.times))) if len(self.times) > 1 else 1.0
@@ -147,7 +153,7 @@ def load_history(path: str | Path, layout: TableFormat | None = None) -> list[Se
         if duplicates := int(np.count_nonzero(np.diff(times[order]) == 0)):
             log.warning(
                 "%s: asset %s: %d rows repeat the timestamp of the row before; windows keep the "
-                "first of each, as the service does (the rest are scored as duplicates)",
+                "first of each, as the service does, and the protocols score only those",
                 path,
                 asset,
                 duplicates,

@@ -160,12 +160,15 @@ def test_confusion_rates() -> None:
 def test_the_pointwise_protocol_beats_flagging_everything_on_generated_faults(tmp_path: Path) -> None:
     for k in range(3):
         skab_like(tmp_path / f"{k}.csv", fault=(480 + 20 * k, 640))
+    lines = (tmp_path / "0.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "0.csv").write_text("".join(lines[:600] + lines[590:600] + lines[600:]))  # 10 repeats
     series = [s for k in range(3) for s in load_history(tmp_path / f"{k}.csv", SKAB)]
     config = SensorTraining(window=16, epochs=5, hidden=8, normal_rows=400)
     result = evaluate_pointwise(series, "anomaly", config, AlertShape())
     model, everything = result.confusion[MODEL], result.confusion[EVERYTHING]
     assert everything.false_alarm_rate == 1.0 and everything.missed_alarm_rate == 0.0
-    assert model.tp + model.fp + model.fn + model.tn == 3 * 300  # every sample after the first 400
+    # every sample after the first 400, the repeated times set aside as the service's duplicates
+    assert result.repeats == 10 and model.tp + model.fp + model.fn + model.tn == 3 * 300
     assert model.f1 > everything.f1 and model.false_alarm_rate < 0.2, model
     assert PCA in result.confusion and len(result.outcomes) == 3
 
