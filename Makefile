@@ -23,19 +23,19 @@ prometheus:
 demo: setup
 	$(BIN)/vigil demo
 
-# make test: everything but the slow drills, and the client contract (runtime, sinks) once more
-# on the confluent-kafka client. make test-drills: the fault drills and slow tests, and the
-# runtime, sink, observability, webhook and fault tests on confluent. CI runs both (.ci/run).
+# make test: everything but the slow drills on the default client (confluent-kafka), and the
+# client contract (runtime, sinks) once more on kafka-python. make test-drills: the fault drills
+# and slow tests, and the observability, webhook and fault tests on kafka-python. CI runs both.
 CLIENT_CONTRACT_TESTS := tests/integration/test_runtime.py tests/integration/test_sinks.py
-CONFLUENT_DRILLS := tests/integration/test_observability.py tests/integration/test_webhook.py tests/faults
+OTHER_CLIENT_DRILLS := tests/integration/test_observability.py tests/integration/test_webhook.py tests/faults
 
 test: setup prometheus
 	$(BIN)/pytest -m "not faults and not slow"
-	VIGIL_TEST_KAFKA_CLIENT=confluent $(BIN)/pytest $(CLIENT_CONTRACT_TESTS)
+	VIGIL_TEST_KAFKA_CLIENT=kafka-python $(BIN)/pytest $(CLIENT_CONTRACT_TESTS)
 
 test-drills: setup prometheus
 	$(BIN)/pytest -m "faults or slow"
-	VIGIL_TEST_KAFKA_CLIENT=confluent $(BIN)/pytest $(CONFLUENT_DRILLS)
+	VIGIL_TEST_KAFKA_CLIENT=kafka-python $(BIN)/pytest $(OTHER_CLIENT_DRILLS)
 
 test-all: test test-drills
 

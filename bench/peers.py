@@ -29,6 +29,7 @@ from bench.common import (
     spread,
 )
 from bench.foundation import fill_topic, pipeline_rate, raw_consume_rate
+from schemas.settings import KafkaSettings
 
 
 def quix_rate(bootstrap: str, source: str, sink: str, count: int) -> float:
@@ -37,6 +38,7 @@ def quix_rate(bootstrap: str, source: str, sink: str, count: int) -> float:
 
 
 CLIENTS = ("kafka-python", "confluent")
+DEFAULT_CLIENT = KafkaSettings.model_fields["client"].default
 
 
 def main() -> None:
@@ -81,7 +83,7 @@ def main() -> None:
         figures += [
             Figure(f"{client} raw consume", r, "msg/s", spread(raw[client])),
             Figure(
-                f"Vigil pass-through on {client}",
+                f"Vigil pass-through on {client}" + (" (the default)" if client == DEFAULT_CLIENT else ""),
                 v,
                 "msg/s",
                 f"{spread(vigil[client])}; {v / r:.2f}x its raw consume; "

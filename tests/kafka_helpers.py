@@ -35,8 +35,8 @@ CLIENT_ENV = "VIGIL_TEST_KAFKA_CLIENT"
 
 def client_under_test() -> Literal["kafka-python", "confluent"]:
     """The runtime's client under test: ``VIGIL_TEST_KAFKA_CLIENT`` (``make test`` runs the
-    runtime, sink and fault tests once more with ``confluent``), else the default."""
-    client = os.environ.get(CLIENT_ENV, "kafka-python")
+    runtime and sink tests once more with ``kafka-python``), else the default."""
+    client = os.environ.get(CLIENT_ENV, KafkaSettings.model_fields["client"].default)
     if client not in ("kafka-python", "confluent"):
         raise ValueError(f"{CLIENT_ENV}={client!r}: expected kafka-python or confluent")
     return client  # type: ignore[return-value]
