@@ -165,7 +165,10 @@ def test_the_runtime_consumer_sleeps_briefly_and_retries_as_configured() -> None
 
     # a known api_version: no broker is asked for one (there is none at this address)
     consumer = make_consumer(
-        KafkaSettings(bootstrap_servers="127.0.0.1:1", client="kafka-python"), "g", api_version=(4, 0), retry_backoff_ms=250
+        KafkaSettings(bootstrap_servers="127.0.0.1:1", client="kafka-python"),
+        "g",
+        api_version=(4, 0),
+        retry_backoff_ms=250,
     )
     try:
         assert isinstance(consumer, RuntimeConsumer)
