@@ -93,10 +93,11 @@ def add_train(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], A
         "--memory-size", type=int, default=anomaly["memory_size"], help="anomaly: coreset size (patches)"
     )
     p.add_argument(
-        "--quantile",
+        "--false-alarm-budget",
         type=float,
-        default=anomaly["quantile"],
-        help="anomaly: threshold as this quantile of held-out normal scores",
+        default=classifier["false_alarm_budget"],
+        help="share of held-out normal images the thresholds may flag (classifier: its validation "
+        "images; anomaly: its calibration images); default %(default)s",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (split, augmentation, initialisation)")
     p.set_defaults(func=cmd_train_vision)
@@ -214,6 +215,19 @@ def evaluation_tables(evaluation: EntryEvaluation) -> list[Table]:
             f"{majority.macro_f1:.4f}",
             *([f"{baseline.macro_f1:.4f}"] if baseline is not None else []),
         )
+        if evaluation.alerts is not None:
+            alerts = evaluation.alerts
+            blank = [""] * (len(columns) - 2)  # flagging every image would score 1.0 on both
+            summary.add_row(
+                "defect images alerted (a defect class at its card threshold)",
+                f"{alerts.defect_recall:.4f} ({alerts.defects_flagged} of {alerts.defects})",
+                *blank,
+            )
+            summary.add_row(
+                "normal images alerted (false alarms)",
+                f"{alerts.false_alarm_rate:.4f} ({alerts.normals_flagged} of {alerts.normals})",
+                *blank,
+            )
         tables.append(summary)
         per_class = Table(title="per class")
         for column in ("class", "images", "precision", "recall", "F1"):

@@ -99,6 +99,44 @@ class ClassificationReport:
         return metrics
 
 
+@dataclass(frozen=True)
+class DefectAlerts:
+    """What a classifier's card thresholds make of images: an image raises an alert when any
+    defect class reaches its threshold (the service's rule)."""
+
+    normals: int
+    normals_flagged: int
+    defects: int
+    defects_flagged: int
+
+    @classmethod
+    def of(
+        cls, probabilities: torch.Tensor, truth: torch.Tensor, labels: list[str], thresholds: dict[str, float]
+    ) -> DefectAlerts:
+        """Count the alerts of ``probabilities`` (N, K) against ``truth``; classes without a
+        threshold (the normal one) never alert."""
+        limits = torch.tensor([thresholds.get(label, float("inf")) for label in labels])
+        flagged = (probabilities >= limits).any(dim=1)
+        normal = torch.tensor([label not in thresholds for label in labels])[truth]
+        return cls(
+            int(normal.sum()), int(flagged[normal].sum()), int((~normal).sum()), int(flagged[~normal].sum())
+        )
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """Normal images that raised an alert, over normal images."""
+        return self.normals_flagged / max(1, self.normals)
+
+    @property
+    def defect_recall(self) -> float:
+        """Defect images that raised an alert (of any defect class), over defect images."""
+        return self.defects_flagged / max(1, self.defects)
+
+    def summary(self) -> dict[str, float]:
+        """Flat metrics for a model card."""
+        return {"defect_recall": self.defect_recall, "false_alarm_rate": self.false_alarm_rate}
+
+
 def batches(items: list[LabelledImage], spec: ImageInputSpec, size: int = 32) -> Iterator[torch.Tensor]:
     """Preprocessed images of ``items``, ``size`` at a time."""
     for start in range(0, len(items), size):
@@ -171,6 +209,8 @@ class EntryEvaluation:
     outputs: torch.Tensor
     spec: ImageInputSpec
     classification: ClassificationReport | None = None
+    alerts: DefectAlerts | None = None
+    """A classifier's alerts at its card's thresholds."""
     anomaly: AnomalyReport | None = None
     classical: ClassificationReport | AnomalyReport | None = None
     """The classical baseline (``models.vision.classical``) trained on the entry's training images."""
@@ -205,6 +245,8 @@ def evaluate_entry(
     truth = torch.tensor([i.label for i in items])
     if classifier:
         evaluation.classification = ClassificationReport.of(labels, truth, outputs.argmax(dim=1))
+        if model.card.thresholds:
+            evaluation.alerts = DefectAlerts.of(outputs, truth, labels, model.card.thresholds)
         if trained_on:
             fitted = classical.fit_linear(
                 classical.features_of(trained_on), torch.tensor([i.label for i in trained_on]), len(labels)

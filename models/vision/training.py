@@ -27,7 +27,7 @@ from models.vision.architectures import BACKBONE_LINEAR, BackboneClassifier, bui
 from models.vision.augment import surface_augment
 from models.vision.backbones import FeatureTrunk, Level, backbone
 from models.vision.dataset import LabelledImage, image_folder, load_pixels, split, write_holdout
-from models.vision.evaluation import ClassificationReport, anomaly_report, predict
+from models.vision.evaluation import ClassificationReport, DefectAlerts, anomaly_report, predict
 from models.vision.preprocess import normalise
 from models.vision.serving import PATCHCORE
 from schemas.model_card import BackboneInfo, ImageInputSpec, ModelCard, TrainingSummary
@@ -63,6 +63,10 @@ class ClassifierTraining:
     holdout: float = 0.25
     validation: float = 0.2
     normal_label: str | None = None
+    false_alarm_budget: float = 0.02
+    """The share of normal validation images that may raise an alert: every defect class's
+    threshold is the probability that keeps the most likely defect class of no more than
+    this share of them at or above it."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,7 +86,8 @@ class AnomalyFitting:
     memory_size: int = 10_000
     holdout: float = 0.25
     calibration: float = 0.2
-    quantile: float = 0.99
+    false_alarm_budget: float = 0.02
+    """The share of held-out normal (calibration) images at or above the threshold."""
     normal_label: str | None = None
     seed: int = 0
 
@@ -95,6 +100,28 @@ class TrainedEntry:
     card: ModelCard
     holdout: list[LabelledImage]
     warnings: list[str] = field(default_factory=list)
+
+
+def budget_threshold(normal_scores: torch.Tensor, budget: float) -> float:
+    """The lowest threshold that no more than ``budget`` of ``normal_scores`` reach (an alert
+    fires at or above it)."""
+    if not 0 <= budget < 1:
+        raise ValueError(f"a false-alarm budget is a share in [0, 1); got {budget}")
+    ordered = normal_scores.sort(descending=True).values
+    allowed = int(budget * len(ordered))  # normals that may reach it
+    # just above the first score that must stay below it, in the scores' own precision
+    return float(torch.nextafter(ordered[allowed], torch.tensor(float("inf"), dtype=ordered.dtype)))
+
+
+def defect_thresholds(
+    probabilities: torch.Tensor, truth: torch.Tensor, labels: list[str], normal: int, budget: float
+) -> dict[str, float]:
+    """One threshold for every defect class: ``budget_threshold`` of the normal images' most
+    likely defect class."""
+    defect = [k for k in range(len(labels)) if k != normal]
+    strongest = probabilities[truth == normal][:, defect].amax(dim=1)
+    threshold = min(1.0, budget_threshold(strongest, budget)) if len(strongest) else 0.5
+    return {labels[k]: threshold for k in defect}
 
 
 def normal_class(labels: list[str], items: list[LabelledImage], asked: str | None) -> str:
@@ -145,8 +172,11 @@ class _Progress:
         status = f"loss {loss:.3f}  val macro-F1 {val_f1:.3f} (best {best:.3f})"
         self._bar.update(self._task, advance=1, status=status)
 
-    def finish(self) -> None:
-        self._bar.update(self._task, completed=self._bar.tasks[0].total)
+    def finish(self, epochs: int, best: int) -> None:
+        """Say where training ended: the bar stays at the epochs run, not the most allowed."""
+        total = self._bar.tasks[0].total
+        ended = "all epochs run" if epochs == total else f"stopped early after {epochs} of {total:g} epochs"
+        self._bar.update(self._task, status=f"{ended}; best epoch {best + 1}")
 
 
 def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -200,10 +230,14 @@ def _evaluate(
     truth: torch.Tensor,
     labels: list[str],
 ) -> tuple[ClassificationReport, float]:
-    with torch.inference_mode():
-        logits = torch.cat([forward(chunk) for chunk in inputs.split(64)])
+    logits = _logits(forward, inputs)
     loss = float(nn.functional.cross_entropy(logits, truth))
     return ClassificationReport.of(labels, truth, logits.argmax(dim=1)), loss
+
+
+def _logits(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([forward(chunk) for chunk in inputs.split(64)])
 
 
 def _fit(
@@ -244,7 +278,7 @@ def _fit(
             progress.epoch(sum(losses) / len(losses), report.macro_f1, best.score[0])
             if not going:
                 break
-        progress.finish()
+        progress.finish(epoch + 1, best.epoch)
     assert best.state is not None
     model.load_state_dict(best.state)
     return best.score[0], best.epoch
@@ -390,7 +424,11 @@ def train_classifier(
         )
         note = f"{config.architecture} from scratch"
     model.eval()
-    val_report, _ = _evaluate(model, normalise(val[0], spec), val[1], labels)
+    val_logits = _logits(model, normalise(val[0], spec))
+    val_report = ClassificationReport.of(labels, val[1], val_logits.argmax(dim=1))
+    thresholds = defect_thresholds(
+        val_logits.softmax(dim=1), val[1], labels, labels.index(normal_label), config.false_alarm_budget
+    )
     warnings = []
     if not val_report.beats(val_report.majority()):
         warnings.append(
@@ -402,8 +440,10 @@ def train_classifier(
     metrics = {"val_macro_f1": val_f1, "val_accuracy": val_report.accuracy, "chosen_epoch": float(epoch)}
     if held:
         pixels, truth = _loaded(held, spec)
-        report, _ = _evaluate(model, normalise(pixels, spec), truth, labels)
-        metrics |= {f"holdout_{k}": v for k, v in report.summary().items()}
+        logits = _logits(model, normalise(pixels, spec))
+        report = ClassificationReport.of(labels, truth, logits.argmax(dim=1))
+        alerts = DefectAlerts.of(logits.softmax(dim=1), truth, labels, thresholds)
+        metrics |= {f"holdout_{k}": v for k, v in (report.summary() | alerts.summary()).items()}
     card = ModelCard(
         name=name,
         version=version,
@@ -412,7 +452,7 @@ def train_classifier(
         input=spec,
         labels=labels,
         normal_label=normal_label,
-        thresholds={label: 0.5 for label in labels if label != normal_label},
+        thresholds=thresholds,
         output="logits",
         backbone=info,
         training=TrainingSummary(
@@ -451,10 +491,13 @@ def fit_anomaly_scorer(
     trunk = FeatureTrunk.pretrained(config.backbone, config.levels, config.checkpoint)
     batches = [normalise(chunk, spec) for chunk in load_pixels(fit_items, spec).split(16)]
     scorer = fit_patchcore(batches, trunk, config.memory_size, config.seed)
-    threshold = float(torch.quantile(predict(scorer, calibration, spec)[:, 0], config.quantile))
+    threshold = budget_threshold(predict(scorer, calibration, spec)[:, 0], config.false_alarm_budget)
     scorer.threshold.fill_(threshold)
     held = held_normals + [i for i in items if i.label != normal]
-    metrics = {"calibration_normals": float(len(calibration)), "threshold_quantile": config.quantile}
+    metrics = {
+        "calibration_normals": float(len(calibration)),
+        "false_alarm_budget": config.false_alarm_budget,
+    }
     if len(held) > len(held_normals):
         report = anomaly_report(predict(scorer, held, spec)[:, 0], held, labels, normal, threshold)
         metrics |= {f"holdout_{k}": v for k, v in report.summary().items()}
@@ -472,8 +515,8 @@ def fit_anomaly_scorer(
             dataset=str(root),
             samples=len(fit_items),
             metrics=metrics,
-            notes=f"memory bank {len(scorer.memory)} patches; threshold: {config.quantile:g} quantile "
-            f"of {len(calibration)} held-out normal images",
+            notes=f"memory bank {len(scorer.memory)} patches; threshold: at most {config.false_alarm_budget:.1%} "
+            f"of {len(calibration)} held-out normal images at or above it",
         ),
         created_at=datetime.now(UTC),
     )

@@ -59,6 +59,9 @@ def test_trained_classifier_separates_defects(vision_models: VisionModels) -> No
     assert metrics["holdout_accuracy"] >= 0.8 > metrics["holdout_majority_accuracy"]
     assert metrics["holdout_macro_f1"] > metrics["holdout_majority_macro_f1"]
     assert set(model.card.thresholds) == {"crack", "scratch", "spot"} and model.card.normal_label == "ok"
+    # one threshold from the false-alarm budget on validation, and what it buys on the hold-out
+    assert len(set(model.card.thresholds.values())) == 1 and 0 < model.card.thresholds["crack"] <= 1
+    assert metrics["holdout_defect_recall"] >= 0.8 and metrics["holdout_false_alarm_rate"] <= 0.2
     # the default: a pretrained EfficientNet-Lite0, its own normalisation, aspect kept
     assert model.card.architecture == "backbone_linear" and model.card.output == "logits"
     assert model.card.backbone is not None and model.card.backbone.name == "efficientnet_lite0"
@@ -193,6 +196,38 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_item_that_cannot_run(
     assert all(torch.equal(r, torch.tensor([4.0])) for i, r in enumerate(results) if i != 5)
 
 
+def test_a_false_alarm_budget_sets_the_lowest_threshold_that_keeps_to_it() -> None:
+    from models.vision.evaluation import DefectAlerts
+    from models.vision.training import budget_threshold, defect_thresholds
+
+    normals = torch.arange(100, dtype=torch.float32) / 100  # 0.00 .. 0.99
+    for budget, flagged in ((0.0, 0), (0.02, 2), (0.1, 10), (0.155, 15)):
+        threshold = budget_threshold(normals, budget)
+        assert int((normals >= threshold).sum()) == flagged
+        assert int((normals >= threshold - 1e-6).sum()) > flagged  # the lowest such threshold
+    with pytest.raises(ValueError):
+        budget_threshold(normals, 1.0)
+    labels = ["crack", "ok", "spot"]
+    # columns: crack, ok, spot; rows 0-3 normal, 4-5 defects
+    probabilities = torch.tensor(
+        [
+            [0.1, 0.8, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.05, 0.9, 0.05],
+            [0.2, 0.55, 0.25],
+            [0.25, 0.7, 0.05],
+            [0.1, 0.2, 0.7],
+        ]
+    )
+    truth = torch.tensor([1, 1, 1, 1, 0, 2])
+    thresholds = defect_thresholds(probabilities[:4], truth[:4], labels, normal=1, budget=0.25)
+    # just above the second-strongest normal (0.25): one normal of four reaches it
+    assert thresholds["crack"] == thresholds["spot"] == pytest.approx(0.25)
+    alerts = DefectAlerts.of(probabilities, truth, labels, thresholds)
+    assert (alerts.normals, alerts.normals_flagged, alerts.defects, alerts.defects_flagged) == (4, 1, 2, 1)
+    assert alerts.false_alarm_rate == 0.25 and alerts.defect_recall == 0.5
+
+
 def test_auroc_known_values() -> None:
     assert auroc(torch.tensor([0.1, 0.2]), torch.tensor([0.3, 0.4])) == 1.0
     assert auroc(torch.tensor([0.3, 0.4]), torch.tensor([0.1, 0.2])) == 0.0
@@ -299,7 +334,15 @@ def test_eval_prints_baselines_and_writes_plots(
         == 0
     )
     printed = capsys.readouterr().out
-    for words in ("macro-F1", "majority class", "classical: texture", "precision", "confusion (rows: truth"):
+    for words in (
+        "macro-F1",
+        "majority class",
+        "classical: texture",
+        "precision",
+        "confusion (rows: truth",
+        "defect images alerted",
+        "normal images alerted (false alarms)",
+    ):
         assert words in printed
     assert (
         main(
