@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,7 +59,7 @@ from bench.common import (
 from bench.untrained import LABELS, frame_ref, make_model
 from consumers.pipelines.vision.decoder import IsolatedDecoder
 from consumers.pipelines.vision.stage import VisionStage
-from consumers.runtime.kafka_clients import make_consumer, make_producer
+from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from models.engine import InferenceEngine, single_torch_thread
@@ -187,9 +187,16 @@ def per_message_loop(
     settings: VigilSettings, engine: InferenceEngine, spec: ImageInputSpec, count: int
 ) -> float:
     """One frame at a time, as most tutorials do: poll 1, read, decode, infer, produce and wait, commit."""
-    consumer = make_consumer(settings.kafka, group_id=f"loop-{uuid.uuid4().hex[:6]}", max_poll_records=1)
-    consumer.subscribe([settings.topics.frames.name])
-    producer = make_producer(settings.kafka)
+    # kafka-python's own clients, as the tutorials use them (not the runtime's seam)
+    consumer = KafkaConsumer(
+        settings.topics.frames.name,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=f"loop-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=1,
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     done = 0
     started = None
     while done < count:

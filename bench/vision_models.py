@@ -2,14 +2,15 @@
 
 Each model is served by the whole pipeline (fetch, decode in child processes, micro-batched
 inference, produce, commit) over the same JPEG frames, and also run alone on pre-decoded
-tensors (its ceiling). The models carry their real architecture and input size; their
+tensors (its ceiling: as many batches as ``--ceiling-batches``, at the same torch threads, in
+every round, alternating with the pipeline; a pipeline above its ceiling fails the run). The models carry their real architecture and input size; their
 weights are untrained (speed does not depend on them):
 - classifier, now: EfficientNet-Lite0 with a linear head at the default size, letterboxed;
 - classifier, before: the small CNN at 128 px;
 - anomaly scorer, now: PatchCore on EfficientNet-Lite0 stride-16 features, 224 px, 10,000 patches;
 - anomaly scorer, before: PatchCore on ResNet-18 layer2 and layer3, 128 px, 4,000 patches.
 
-Usage: python bench/vision_models.py [--frames 400] [--repeats 2] [--threads 2]
+Usage: python bench/vision_models.py [--frames 400] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, report
+from bench.common import Figure, bench_broker, bench_settings, check_below, pin_torch_threads, report
 from bench.vision import (
     LABELS,
     configure,
@@ -35,6 +36,7 @@ from bench.vision import (
     run_pipeline,
     serving_engine,
 )
+from models.engine import default_torch_threads
 from models.registry import load_model, save_model
 from models.vision.anomaly import PatchCoreScorer
 from models.vision.architectures import BackboneClassifier, SmallCnn
@@ -101,12 +103,18 @@ def make_models(registry: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=400)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the model (pinned)")
+    parser.add_argument("--ceiling-batches", type=int, default=24, help="batches behind each ceiling run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default_torch_threads(),
+        help="torch threads of the model, pinned (default: the product's, cores - 1)",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    pin_torch_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-models-"))
     registry, frames = work / "registry", work / "frames"
     frames.mkdir()
@@ -119,21 +127,28 @@ def main() -> None:
             loaded = load_model(registry, name)
             spec = loaded.card.input
             assert isinstance(spec, ImageInputSpec)
-            ceiling = model_only(
-                serving_engine(loaded, args.batch), [preprocess(b, spec) for b in blobs], args.batch, 6
+            engine = serving_engine(loaded, args.batch)
+            tensors = [preprocess(b, spec) for b in blobs]
+            rates: list[float] = []
+            ceilings: list[float] = []
+            for round_ in range(args.repeats):  # the ceiling alternates with its pipeline
+                for step in ("pipeline", "ceiling") if round_ % 2 == 0 else ("ceiling", "pipeline"):
+                    if step == "ceiling":
+                        ceilings.append(model_only(engine, tensors, args.batch, args.ceiling_batches))
+                        continue
+                    settings = configure(
+                        bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
+                    )
+                    settings = settings.model_copy(
+                        update={"vision": settings.vision.model_copy(update={"model": name})}
+                    )
+                    publish_frames(settings, images, args.frames)
+                    rates.append(run_pipeline(settings, args.frames)[0])
+                check_below(description, rates[-1], "the model alone, same round", ceilings[-1])
+            spread = (
+                f"runs {', '.join(f'{r:.1f}' for r in rates)}; model alone "
+                f"{statistics.median(ceilings):.1f} img/s ({', '.join(f'{c:.1f}' for c in ceilings)})"
             )
-            rates = []
-            for _ in range(args.repeats):
-                settings = configure(
-                    bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
-                )
-                settings = settings.model_copy(
-                    update={"vision": settings.vision.model_copy(update={"model": name})}
-                )
-                publish_frames(settings, images, args.frames)
-                rate, _ = run_pipeline(settings, args.frames)
-                rates.append(rate)
-            spread = f"runs {', '.join(f'{r:.1f}' for r in rates)}; model alone {ceiling:.1f} img/s"
             figures.append(Figure(description, statistics.median(rates), "frames/s", spread))
     by_name = dict(zip(models, figures, strict=True))
     for kind in ("classifier", "anomaly"):
