@@ -70,9 +70,17 @@ _TRAINING_OPTIONS: list[tuple[str, type, str]] = [
     ),
     ("threshold_quantile", float, "quantile of held-out normal scores the threshold starts from"),
     ("threshold_margin", float, "threshold = quantile x margin"),
-    ("min_scale", float, "floor of each channel's scale, as a share of its mean magnitude"),
+    (
+        "min_scale",
+        float,
+        "floor of each channel's scale, as a share of its mean magnitude (default: 0.01; none for sensor_rul)",
+    ),
     ("life_unit", str, "sensor_rul: what remaining life is counted in"),
-    ("life_cap", float, "piecewise-linear cap of the life target"),
+    (
+        "life_cap",
+        float,
+        "piecewise-linear cap of the life target (default: 0.6 of the median run's life; 0: none)",
+    ),
     ("life_alert", float, "sensor_rul: alert at this life, in --life-unit"),
     ("validation_fraction", float, "sensor_rul: share of runs held out for early stopping"),
     ("sample_period_s", float, "default: from the data"),
@@ -157,6 +165,12 @@ def add_eval(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any
     p.add_argument("--holdout", type=float, default=0.2, help="rul: share of runs held out for testing")
     p.add_argument("--cuts", type=int, default=5, help="rul: random cuts of each held-out run")
     p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="rul: k-fold over runs instead of one --holdout split (every run held out once)",
+    )
+    p.add_argument(
         "--test",
         type=Path,
         default=None,
@@ -200,7 +214,7 @@ def _eval_life_on_test(args: argparse.Namespace, config: Any) -> int:
     testing = load_history(args.test, layout_of(args))
     truth = np.loadtxt(args.truth, ndmin=1, dtype=float)
     result = evaluate_life_on_test(_histories(args), testing, truth, config)
-    cap = f"truth capped at {config.life_cap:g}" if config.life_cap else None
+    cap = f"truth capped at {result.cap}" if result.cap != "none" else None
     table = Table(
         title=f"remaining useful life, published protocol: trained on {len(result.train_units)} runs, "
         f"{len(result.test_units)} test runs scored at their last cycle; life in {config.life_unit}"
@@ -309,23 +323,26 @@ def _eval_life(args: argparse.Namespace) -> int:
         raise ValueError("--test and --truth go together (the published protocol)")
     if args.test is not None:
         return _eval_life_on_test(args, config)
-    from models.sensors.life import evaluate_life
+    from models.sensors.life import evaluate_life, evaluate_life_folds
 
     runs = _histories(args)
-    result = evaluate_life(runs, config, args.holdout, args.cuts)
+    if args.folds:
+        result = evaluate_life_folds(runs, config, args.folds, args.cuts)
+        split = f"{args.folds}-fold over {len(runs)} runs (each held out once)"
+    else:
+        result = evaluate_life(runs, config, args.holdout, args.cuts)
+        split = f"trained on {len(result.train_units)} runs, {len(result.test_units)} held out"
     table = Table(
-        title=f"remaining useful life: trained on {len(result.train_units)} runs, {len(result.test_units)} held out, "
-        f"{args.cuts} cuts each; life in {config.life_unit}"
-        + (f", capped at {config.life_cap:g}" if config.life_cap else "")
+        title=f"remaining useful life: {split}, {args.cuts} cuts each; life in {config.life_unit}, "
+        f"truth capped at {result.cap}; seed {config.seed}"
     )
-    for column in ("estimator", "RMSE", "NASA score"):
-        table.add_column(column, justify="right" if column in ("RMSE", "NASA score") else "left")
+    for column in ("estimator", "RMSE", "NASA score", "mean bias"):
+        table.add_column(column, justify="left" if column == "estimator" else "right")
     for name, score in result.scores.items():
-        table.add_row(name, f"{score.rmse:.2f}", f"{score.nasa:,.0f}")
+        table.add_row(name, f"{score.rmse:.2f}", f"{score.nasa:,.0f}", f"{score.bias:+.2f}")
     show(table)
-    console.print(
-        f"held-out runs: {', '.join(result.test_units)}; training and scoring took {result.seconds:.1f} s"
-    )
+    held = "" if args.folds else f"held-out runs: {', '.join(result.test_units)}; "
+    console.print(f"{held}training and scoring took {result.seconds:.1f} s (mean bias > 0: late estimates)")
     if args.plots is not None:
         from models.sensors.plots import life_plot
 

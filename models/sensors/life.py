@@ -66,6 +66,16 @@ class LifeResult:
     truth: np.ndarray
     scores: dict[str, LifeScore] = field(default_factory=dict)
     seconds: float = 0.0
+    caps: list[float | None] = field(default_factory=list)
+    """The life cap of each model trained (the truth is capped alike)."""
+
+    @property
+    def cap(self) -> str:
+        """The cap(s) for a title: ``125``, ``118-121``, or ``none``."""
+        known = sorted({c for c in self.caps if c is not None})
+        if not known:
+            return "none"
+        return f"{known[0]:g}" if len(known) == 1 else f"{known[0]:g}-{known[-1]:g}"
 
 
 MODEL, CONSTANT, RIDGE = "model", "training mean (trivial)", "ridge on window features (baseline)"
@@ -86,20 +96,64 @@ def evaluate_life(runs: list[Series], config: SensorTraining, holdout: float, cu
     """Train on some units, estimate the life of the others at random cuts; see the module docstring."""
     started = time.monotonic()
     training, testing = split_runs(runs, holdout, config.seed, at_least=1)
-    with tempfile.TemporaryDirectory(prefix="vigil-life-") as registry:
-        entry = train_sensor_model(training, registry, "life", "1", config)
+    result = LifeResult([r.asset for r in training], [r.asset for r in testing], np.empty(0))
+    truth, estimates, cap = _cut_and_estimate(training, testing, config, cuts, config.seed * 1_000_003)
+    result.truth, result.caps = truth, [cap]
+    _score(result, estimates)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def evaluate_life_folds(runs: list[Series], config: SensorTraining, folds: int, cuts: int) -> LifeResult:
+    """k-fold over units: the runs dealt (seeded) into ``folds`` parts; each part in turn is
+    cut and estimated by a model trained on the others, so every unit is held out once."""
+    if not 2 <= folds <= len(runs):
+        raise ValueError(f"{folds} folds need between 2 and {len(runs)} runs")
+    started = time.monotonic()
+    order = np.random.default_rng(config.seed).permutation(len(runs))
+    truths: list[np.ndarray] = []
+    estimates: dict[str, list[np.ndarray]] = {}
+    held: list[str] = []
+    caps: list[float | None] = []
+    for k, part in enumerate(np.array_split(order, folds)):
+        chosen = set(part.tolist())
+        training = [r for i, r in enumerate(runs) if i not in chosen]
+        testing = [runs[i] for i in part]
+        truth, fold, cap = _cut_and_estimate(
+            training, testing, config, cuts, config.seed * 1_000_003 + k * 7_919
+        )
+        truths.append(truth)
+        caps.append(cap)
+        for name, values in fold.items():
+            estimates.setdefault(name, []).append(values)
+        held += [r.asset for r in testing]
+    result = LifeResult([r.asset for r in runs], held, np.concatenate(truths), caps=caps)
+    _score(result, {name: np.concatenate(v) for name, v in estimates.items()})
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _cut_and_estimate(
+    training: list[Series], testing: list[Series], config: SensorTraining, cuts: int, seed: int
+) -> tuple[np.ndarray, dict[str, np.ndarray], float | None]:
+    """Train on ``training``; the capped truth and every estimator's estimates at ``cuts``
+    random cuts of each ``testing`` run, and the cap."""
+    entry = _train(training, config)
     spec = entry.card.input
-    assert isinstance(spec, SeriesInputSpec)
     cap = entry.card.life.cap if entry.card.life else None
     windows, truth = [], []
     for k, run in enumerate(testing):
-        ends = cut_points(run, cuts, config.seed * 1_000_003 + k)
+        ends = cut_points(run, cuts, seed + k)
         windows.append(_last_windows(run, spec, ends))
         truth.append(life_left(run, run.times[ends - 1], config.life_unit, spec.sample_period_s, cap))
-    result = LifeResult([r.asset for r in training], [r.asset for r in testing], np.concatenate(truth))
-    _score(result, entry, training, np.concatenate(windows), config, cap)
-    result.seconds = time.monotonic() - started
-    return result
+    return np.concatenate(truth), _estimates(entry, training, np.concatenate(windows), config, cap), cap
+
+
+def _train(training: list[Series], config: SensorTraining) -> Any:
+    with tempfile.TemporaryDirectory(prefix="vigil-life-") as registry:
+        entry = train_sensor_model(training, registry, "life", "1", config, progress=False)
+    assert isinstance(entry.card.input, SeriesInputSpec)
+    return entry
 
 
 def evaluate_life_on_test(
@@ -110,28 +164,23 @@ def evaluate_life_on_test(
     if len(truth) != len(testing):
         raise ValueError(f"the truth file has {len(truth)} values for {len(testing)} test runs")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="vigil-life-") as registry:
-        entry = train_sensor_model(training, registry, "life", "1", config)
+    entry = _train(training, config)
     spec = entry.card.input
-    assert isinstance(spec, SeriesInputSpec)
     cap = entry.card.life.cap if entry.card.life else None
     test_x = np.concatenate([_last_windows(run, spec, np.array([len(run.times)])) for run in testing])
-    result = LifeResult([r.asset for r in training], [r.asset for r in testing], np.asarray(truth, float))
-    _score(result, entry, training, test_x, config, cap, capped_too=cap is not None)
+    result = LifeResult(
+        [r.asset for r in training], [r.asset for r in testing], np.asarray(truth, float), caps=[cap]
+    )
+    _score(result, _estimates(entry, training, test_x, config, cap), cap)
     result.seconds = time.monotonic() - started
     return result
 
 
-def _score(
-    result: LifeResult,
-    entry: Any,
-    training: list[Series],
-    test_x: np.ndarray,
-    config: SensorTraining,
-    cap: float | None,
-    capped_too: bool = False,
-) -> None:
-    """The model's, the training mean's and a ridge's estimates on ``test_x`` against ``result.truth``."""
+def _estimates(
+    entry: Any, training: list[Series], test_x: np.ndarray, config: SensorTraining, cap: float | None
+) -> dict[str, np.ndarray]:
+    """The model's, the training mean's and a ridge's estimates on ``test_x``, the baselines
+    fitted on ``training``'s windows."""
     spec = entry.card.input
     estimate = score_windows(entry.module, torch.from_numpy(test_x)).squeeze(1).numpy()
     train_x, train_y = [], []
@@ -140,13 +189,18 @@ def _score(
         train_x.append(values)
         train_y.append(life_left(run, ends, config.life_unit, spec.sample_period_s, cap))
     ridge = RidgeLife.fit(np.concatenate(train_x), np.concatenate(train_y))
+    constant = np.full(len(test_x), float(np.concatenate(train_y).mean()))
+    return {MODEL: estimate, CONSTANT: constant, RIDGE: ridge.predict(test_x)}
+
+
+def _score(result: LifeResult, estimates: dict[str, np.ndarray], cap_too: float | None = None) -> None:
+    """Each estimator against ``result.truth`` (and, given ``cap_too``, against it capped)."""
     truth = result.truth
-    constant = np.full(len(truth), float(np.concatenate(train_y).mean()))
-    for name, values in ((MODEL, estimate), (CONSTANT, constant), (RIDGE, ridge.predict(test_x))):
+    for name, values in estimates.items():
         rmse = float(np.sqrt(np.mean((values - truth) ** 2)))
         capped = (
-            float(np.sqrt(np.mean((values - np.minimum(truth, cap)) ** 2)))
-            if capped_too and cap is not None
+            float(np.sqrt(np.mean((values - np.minimum(truth, cap_too)) ** 2)))
+            if cap_too is not None
             else None
         )
         bias = float(np.mean(values - truth))

@@ -107,7 +107,7 @@ def evaluate_series(
     model_flags = np.where(at >= 0, firing[np.maximum(at, 0)], False)[start:]
 
     split = start - max(1, int(start * config.calibration_fraction))
-    pca = PcaDetector.fit(series.values[:split], min_scale=config.min_scale)
+    pca = PcaDetector.fit(series.values[:split], min_scale=config.scale_floor)
     calibration = series.values[split:start]
     baseline = pca.scores(series.values, calibration, config.threshold_quantile)
     baseline_threshold = (

@@ -69,13 +69,15 @@ class SensorTraining:
     """Tail of the normal period held out: early stopping and the threshold."""
     threshold_quantile: float = 0.99
     threshold_margin: float = 2.0
-    min_scale: float = 0.01
+    min_scale: float | None = None
     """Each channel's normalising scale is at least this share of its mean magnitude, so a
     channel nearly constant in training (a thermocouple on a cold rig) is not read as
-    anomalous for drifting by a fraction of a degree."""
+    anomalous for drifting by a fraction of a degree. None: 1% for anomaly scorers; none for
+    life regressors, which set no threshold and need a slow drift at its true size."""
     life_unit: Literal["cycles", "samples", "hours"] = "samples"
     life_cap: float | None = None
-    """Life targets above this read as this (piecewise-linear); None: uncapped."""
+    """Life targets above this read as this (piecewise-linear: early in a run, wear does not
+    show yet). None: ``LIFE_CAP_SHARE`` of the median run's life; 0: uncapped."""
     life_alert: float = 24.0
     """Life regressors: alert when the estimate falls to this, in ``life_unit``."""
     validation_fraction: float = 0.2
@@ -85,6 +87,18 @@ class SensorTraining:
     seed: int = 0
     threads: int | None = None
     """Torch threads while training; None: ``default_torch_threads()``."""
+
+    @property
+    def scale_floor(self) -> float:
+        """``min_scale``, or the task's default."""
+        if self.min_scale is not None:
+            return self.min_scale
+        return 0.0 if self.task == "sensor_rul" else 0.01
+
+
+LIFE_CAP_SHARE = 0.6
+"""The default cap of the life target as a share of the median run's life (C-MAPSS FD001:
+runs of 128-362 cycles, median 199, give 119, where the literature caps at 120-130)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,7 @@ def _train_scorer(
         heads.append(s.head(rows))
     splits = [len(h.times) - max(1, int(len(h.times) * config.calibration_fraction)) for h in heads]
     mean, std = channel_statistics(
-        np.concatenate([h.values[:k] for h, k in zip(heads, splits, strict=True)]), config.min_scale
+        np.concatenate([h.values[:k] for h, k in zip(heads, splits, strict=True)]), config.scale_floor
     )
     spec = _series_spec(heads, config, mean, std)
     fit_parts, calibration_parts = [], []
@@ -316,6 +330,15 @@ def life_left(
     return life if cap is None else np.minimum(life, cap)
 
 
+def life_cap(runs: list[Series], config: SensorTraining, period_s: float) -> float | None:
+    """The cap of the life target: ``config.life_cap`` (0: none), else ``LIFE_CAP_SHARE`` of
+    the median run's whole life, in ``config.life_unit``."""
+    if config.life_cap is not None:
+        return config.life_cap or None
+    lives = [float(life_left(r, r.times[:1], config.life_unit, period_s)[0]) for r in runs]
+    return float(np.round(LIFE_CAP_SHARE * np.median(lives)))
+
+
 def split_runs(
     runs: list[Series], share: float, seed: int, at_least: int = 0
 ) -> tuple[list[Series], list[Series]]:
@@ -332,9 +355,9 @@ def _train_life(
     ignored = [c for c in series[0].channels if c not in channels]
     runs = [s.select(channels) for s in series]
     fitting, held = split_runs(runs, config.validation_fraction, config.seed) if len(runs) > 1 else (runs, [])
-    mean, std = channel_statistics(np.concatenate([r.values for r in fitting]), config.min_scale)
+    mean, std = channel_statistics(np.concatenate([r.values for r in fitting]), config.scale_floor)
     spec = _series_spec(runs, config, mean, std, pad="edge", ignored=ignored)
-    cap = config.life_cap
+    cap = life_cap(runs, config, spec.sample_period_s)
 
     def stack(chosen: list[Series]) -> tuple[torch.Tensor, torch.Tensor]:
         windows, lives = [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,12 +15,12 @@ from consumers.pipelines.sensors.stage import SensorStage
 from consumers.runtime.records import InboundRecord, Work
 from models.alert_policy import AlertShape
 from models.registry import load_model
-from models.sensors.life import evaluate_life, nasa_score
+from models.sensors.life import evaluate_life, evaluate_life_folds, nasa_score
 from models.sensors.pointwise import EVERYTHING, MODEL, PCA, Confusion, evaluate_pointwise
 from models.sensors.scoring import replay_alerts, score_series
 from models.sensors.series import Series, TableFormat, load_history
 from models.sensors.synthetic import fault_profile, machine_values, runs_to_failure
-from models.sensors.training import SensorTraining, train_sensor_model
+from models.sensors.training import LIFE_CAP_SHARE, SensorTraining, train_sensor_model
 from models.sensors.windowing import stagger
 from models.sensors.windows import AssetWindow, WindowSpec
 from schemas.common import channel_name, channel_names
@@ -145,6 +146,25 @@ def test_a_history_scored_offline_gives_the_streamed_scores_and_alerts(tmp_path:
     np.testing.assert_allclose([streamed[t] for t in offline.end_s], offline.alerting, rtol=1e-5, atol=1e-7)
     fired = [Alert.from_json_bytes(o.value) for o in outputs if o.topic == "vigil.alerts"]
     assert [a.evidence.window_end.timestamp() for a in fired if a.state == "firing"] == alerts.fired_at  # type: ignore[union-attr]
+
+
+def test_the_life_folds_hold_every_run_out_once_with_the_default_cap_and_no_scale_floor(
+    tmp_path: Path,
+) -> None:
+    runs = runs_to_failure(10, 120, period_s=1.0, seed=7)
+    config = SensorTraining(task="sensor_rul", window=16, epochs=4, hidden=8, life_unit="cycles")
+    assert config.scale_floor == 0.0 and SensorTraining().scale_floor == 0.01  # RUL: none; scorers: 1%
+    result = evaluate_life_folds(runs, config, folds=5, cuts=2)
+    assert sorted(result.test_units) == sorted(r.asset for r in runs) and len(result.truth) == 20
+    cap = round(LIFE_CAP_SHARE * 119)  # of the median run's life (119 cycles after its first)
+    assert result.caps == [cap] * 5 and result.cap == str(cap) and result.truth.max() <= cap
+    assert set(result.scores) == {"model", "training mean (trivial)", "ridge on window features (baseline)"}
+    entry = train_sensor_model(runs, tmp_path, "life", "1", config, progress=False)
+    assert entry.card.life is not None and entry.card.life.cap == cap
+    uncapped = train_sensor_model(runs, tmp_path, "life", "2", replace(config, life_cap=0), progress=False)
+    assert uncapped.card.life is not None and uncapped.card.life.cap is None
+    with pytest.raises(ValueError, match="folds"):
+        evaluate_life_folds(runs, config, folds=11, cuts=1)
 
 
 def test_confusion_rates() -> None:
