@@ -59,9 +59,16 @@ def add_train(train_sub: Any, with_config: Callable[[argparse.ArgumentParser], A
     p.add_argument(
         "--scopes",
         default=",".join(classifier["scopes"]),
-        help="classifier: what to train, each tried and the best on validation kept: head (linear probe), "
-        "top (the stride-32 stage too), top2 (the stride-16 and 32 stages), all (every weight; slow on a "
-        "CPU). Default %(default)s",
+        help="classifier: what to train. head alone (the default): the linear probe, chosen by "
+        "--folds cross-validation; several: each trained on the training share and the best on "
+        "validation kept: head, top (the stride-32 stage too), top2 (the stride-16 and 32 stages), "
+        "all (every weight; slow on a CPU). Default %(default)s",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=classifier["folds"],
+        help="classifier: the probe's cross-validation folds",
     )
     p.add_argument(
         "--normal-label",

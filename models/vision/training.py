@@ -29,6 +29,7 @@ from models.vision.backbones import FeatureTrunk, Level, backbone
 from models.vision.dataset import LabelledImage, image_folder, load_pixels, split, write_holdout
 from models.vision.evaluation import ClassificationReport, DefectAlerts, anomaly_report, predict
 from models.vision.preprocess import normalise
+from models.vision.probe import Probe, ProbeSelection, select_probe
 from models.vision.serving import PATCHCORE
 from schemas.model_card import BackboneInfo, ImageInputSpec, ModelCard, TrainingSummary
 
@@ -46,14 +47,19 @@ stride-16 and 32 blocks, from cached stride-8 maps); or every weight."""
 @dataclass(frozen=True)
 class ClassifierTraining:
     """How a defect classifier is trained. ``architecture`` ``backbone_linear`` is a pretrained
-    ``backbone`` with a linear head; each of ``scopes`` is trained and the one with the best
-    validation macro-F1 is kept. Any other architecture is trained from scratch end to end."""
+    ``backbone`` with a linear head. With ``scopes`` ``("head",)`` (the default) the head is the
+    linear probe (``models.vision.probe``) chosen by ``folds``-fold cross-validation over every
+    image but the hold-out; with several scopes each is trained on the training share and the
+    one with the best validation macro-F1 is kept. Any other architecture is trained from
+    scratch end to end."""
 
     architecture: str = BACKBONE_LINEAR
     backbone: str = "efficientnet_lite0"
     checkpoint: str | None = None
     size: int = 224
-    scopes: tuple[TrainScope, ...] = ("head", "top")
+    scopes: tuple[TrainScope, ...] = ("head",)
+    folds: int = 5
+    """The linear probe's cross-validation folds."""
     epochs: int = 40
     patience: int = 10
     batch_size: int = 32
@@ -322,7 +328,7 @@ def _train_backbone_classifier(
     with torch.inference_mode():
         tops = torch.cat([trunk.from_level(chunk, cut) for chunk in below[0].split(64)])
         val_tops = torch.cat([trunk.from_level(chunk, cut) for chunk in below[1].split(64)])
-        pooled = torch.cat([tops.mean(dim=(2, 3)), tops.amax(dim=(2, 3))], dim=1)
+    pooled = _pooled(tops)
     model.feature_mean.copy_(pooled.mean(dim=0))
     model.feature_std.copy_(pooled.std(dim=0).clamp(min=1e-4))
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -348,11 +354,14 @@ def _train_backbone_classifier(
             inputs = _Inputs(maps[0], train[1], maps[1], val[1])
             forward = _from_level(model, level)
             augment = random_flips
-        else:  # the top maps do not change: pool them once
-            trainable = []
-            inputs = _Inputs(tops, train[1], val_tops, val[1])
-            forward = lambda maps: model.head(model.pooled(maps))  # noqa: E731
-            augment = random_flips
+        else:  # the linear probe: convex, fitted to convergence on the pooled top maps
+            selection = select_probe(_pooled(tops), train[1], labels, config.folds, config.seed)
+            install_probe(model, selection.probe)
+            report, _ = _evaluate(lambda maps: model.head(model.pooled(maps)), val_tops, val[1], labels)
+            score, epoch = report.macro_f1, 0
+            if chosen is None or score > chosen[0]:
+                chosen = (score, epoch, scope, {k: v.clone() for k, v in model.state_dict().items()})
+            continue
         for parameter in [*trainable, *model.head.parameters()]:
             parameter.requires_grad_(True)
         groups = [head] + ([{"params": trainable, "lr": config.backbone_lr}] if trainable else [])
@@ -364,6 +373,37 @@ def _train_backbone_classifier(
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return chosen[0], chosen[1], chosen[2]
+
+
+def _pooled(maps: torch.Tensor) -> torch.Tensor:
+    """The classifier's pooled features of top maps, before standardisation."""
+    return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1).float()
+
+
+def install_probe(model: BackboneClassifier, probe: Probe) -> None:
+    """Make ``model``'s standardisation and head those of ``probe``."""
+    with torch.no_grad():
+        model.feature_mean.copy_(probe.mean)
+        model.feature_std.copy_(probe.std)
+        model.head.weight.copy_(probe.weight)
+        model.head.bias.copy_(probe.bias)
+
+
+def _train_probe_on_all(
+    model: BackboneClassifier,
+    pixels: torch.Tensor,
+    truth: torch.Tensor,
+    config: ClassifierTraining,
+    labels: list[str],
+    spec: ImageInputSpec,
+) -> ProbeSelection:
+    """The default: the linear probe chosen by k-fold over every image but the hold-out."""
+    trunk = model.trunk.eval()
+    with torch.inference_mode():
+        features = torch.cat([_pooled(trunk(normalise(chunk, spec))[-1]) for chunk in pixels.split(16)])
+    selection = select_probe(features, truth, labels, config.folds, config.seed)
+    install_probe(model, selection.probe)
+    return selection
 
 
 def _from_level(model: BackboneClassifier, level: Level) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -388,10 +428,12 @@ def train_classifier(
     labels, items = image_folder(root)
     normal_label = normal_class(labels, items, config.normal_label)
     rest, held = split(items, config.holdout, config.seed)
-    train_items, val_items = split(rest, config.validation, config.seed + 1)
-    if not val_items:
-        raise ValueError("the validation split is empty: more images or a larger --validation share")
     pretrained = config.architecture == BACKBONE_LINEAR
+    probe_only = pretrained and config.scopes == ("head",)
+    # the probe validates by k-fold over all of ``rest``; other training needs a validation share
+    train_items, val_items = (rest, []) if probe_only else split(rest, config.validation, config.seed + 1)
+    if not val_items and not probe_only:
+        raise ValueError("the validation split is empty: more images or a larger --validation share")
     info: BackboneInfo | None = None
     if pretrained:
         spec_of = backbone(config.backbone)
@@ -405,8 +447,16 @@ def train_classifier(
         spec = _input_spec(config.size, [0.5] * 3, [0.25] * 3)
         model = build_classifier(config.architecture, len(labels))
     train = _loaded(train_items, spec)
-    val = _loaded(val_items, spec)
-    if isinstance(model, BackboneClassifier):
+    val = _loaded(val_items, spec) if val_items else train
+    metrics: dict[str, float] = {}
+    if isinstance(model, BackboneClassifier) and probe_only:
+        selection = _train_probe_on_all(model, train[0], train[1], config, labels, spec)
+        mean, spread = selection.macro_f1
+        val_f1, epoch = mean, 0
+        val_probabilities = selection.out_of_fold  # each image scored by a probe that never saw it
+        note = f"{config.backbone}, linear probe, L2 {selection.strength:g} by {config.folds}-fold CV"
+        metrics |= {"cv_macro_f1_std": spread, "l2_strength": selection.strength}
+    elif isinstance(model, BackboneClassifier):
         val_f1, epoch, scope = _train_backbone_classifier(model, train, val, config, labels, spec)
         note = f"{config.backbone}, trained: {scope}"
     else:
@@ -424,10 +474,11 @@ def train_classifier(
         )
         note = f"{config.architecture} from scratch"
     model.eval()
-    val_logits = _logits(model, normalise(val[0], spec))
-    val_report = ClassificationReport.of(labels, val[1], val_logits.argmax(dim=1))
+    if not probe_only:
+        val_probabilities = _logits(model, normalise(val[0], spec)).softmax(dim=1)
+    val_report = ClassificationReport.of(labels, val[1], val_probabilities.argmax(dim=1))
     thresholds = defect_thresholds(
-        val_logits.softmax(dim=1), val[1], labels, labels.index(normal_label), config.false_alarm_budget
+        val_probabilities, val[1], labels, labels.index(normal_label), config.false_alarm_budget
     )
     warnings = []
     if not val_report.beats(val_report.majority()):
@@ -437,7 +488,7 @@ def train_classifier(
             f"macro-F1 {val_report.macro_f1:.3f} vs {val_report.majority().macro_f1:.3f}): do not deploy it"
         )
         log.warning(warnings[-1])
-    metrics = {"val_macro_f1": val_f1, "val_accuracy": val_report.accuracy, "chosen_epoch": float(epoch)}
+    metrics |= {"val_macro_f1": val_f1, "val_accuracy": val_report.accuracy, "chosen_epoch": float(epoch)}
     if held:
         pixels, truth = _loaded(held, spec)
         logits = _logits(model, normalise(pixels, spec))
@@ -460,9 +511,13 @@ def train_classifier(
             samples=len(train_items),
             epochs=epoch + 1,
             metrics=metrics,
-            notes="; ".join([note, f"validation {len(val_items)}, hold-out {len(held)} images", *warnings])[
-                :256
-            ],
+            notes="; ".join(
+                [
+                    note,
+                    f"validation {len(val_items) or f'{config.folds}-fold over {len(train_items)}'}, hold-out {len(held)} images",
+                    *warnings,
+                ]
+            )[:256],
         ),
         created_at=datetime.now(UTC),
     )
