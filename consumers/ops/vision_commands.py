@@ -275,6 +275,16 @@ def evaluation_tables(evaluation: EntryEvaluation) -> list[Table]:
         )
         for label, scores in anomaly.defect_scores.items():
             summary.add_row(f"  {label} flagged", f"{anomaly.flagged(scores):.3f} of {len(scores)}")
+        located = evaluation.localisation
+        if located is not None:
+            hit = sum(h for h, _ in located.hits.values())
+            total = sum(t for _, t in located.hits.values())
+            summary.add_row("pixel AUROC (against the masks)", f"{located.pixel_auroc:.4f}")
+            summary.add_row(
+                "alert region covers the mask", f"{located.region_hit_rate:.3f} ({hit} of {total})"
+            )
+            for label, (h, t) in located.hits.items():
+                summary.add_row(f"  {label} region covers the mask", f"{h / t:.3f} ({h} of {t})")
         summary.add_row("flag everything (trivial baseline)", "AUROC 0.5000; flags all normal images")
         classical = evaluation.classical
         if isinstance(classical, AnomalyReport):

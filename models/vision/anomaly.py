@@ -52,7 +52,10 @@ class PatchCoreScorer(nn.Module):
         return nearest.reshape(n, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.anomaly_map(x)
+        return self.locate(self.anomaly_map(x))
+
+    def locate(self, maps: torch.Tensor) -> torch.Tensor:
+        """(N, 7) outputs of anomaly maps: the score, then ``LOCATION_COLUMNS``."""
         _, h, w = maps.shape
         scores, flat_peak = maps.flatten(1).max(dim=1)
         peak_y, peak_x = flat_peak // w, flat_peak % w

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from models.vision import classical
+from models.vision.anomaly import PatchCoreScorer
 from models.vision.dataset import LabelledImage, load_batch
+from models.vision.localisation import Localisation, localise
 from schemas.model_card import ImageInputSpec
 
 
@@ -212,6 +214,8 @@ class EntryEvaluation:
     alerts: DefectAlerts | None = None
     """A classifier's alerts at its card's thresholds."""
     anomaly: AnomalyReport | None = None
+    localisation: Localisation | None = None
+    """An anomaly scorer's pixel AUROC and region hits, where the data set ships masks."""
     classical: ClassificationReport | AnomalyReport | None = None
     """The classical baseline (``models.vision.classical``) trained on the entry's training images."""
     heatmaps: list[tuple[LabelledImage, float, torch.Tensor]] = field(default_factory=list)
@@ -239,9 +243,15 @@ def evaluate_entry(
         items = [i for i in items if str(i.path.relative_to(root)) in held]
         if not items:
             raise ValueError(f"none of {name}'s hold-out images are under {root}")
-    outputs = predict(model.module, items, spec)
+    normal_label = model.card.normal_label
+    located: Localisation | None = None
+    if not classifier and isinstance(model.module, PatchCoreScorer) and normal_label in labels:
+        outputs, located = localise(model.module, items, spec, labels, labels.index(normal_label))
+    else:
+        outputs = predict(model.module, items, spec)
     title = f"{name} {model.card.version} on {len(items)} images of {root} ({split})"
     evaluation = EntryEvaluation(title, items, labels, outputs, spec)
+    evaluation.localisation = located
     truth = torch.tensor([i.label for i in items])
     if classifier:
         evaluation.classification = ClassificationReport.of(labels, truth, outputs.argmax(dim=1))
@@ -255,7 +265,6 @@ def evaluate_entry(
                 predicted = fitted(classical.features_of(items)).argmax(dim=1)
             evaluation.classical = ClassificationReport.of(labels, truth, predicted)
         return evaluation
-    normal_label = model.card.normal_label
     if normal_label not in labels:
         raise ValueError(f"the normal class {normal_label!r} of {name} is not a folder of {root}")
     threshold = model.card.thresholds.get("anomaly", float("inf"))

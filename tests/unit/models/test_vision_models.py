@@ -471,3 +471,55 @@ def test_eval_goes_on_past_bad_files_and_names_them(
     ):
         assert any(name in line and reason in line for line in caplog.text.splitlines()), (name, caplog.text)
     assert "refused 3 of" in caplog.text
+
+
+def test_localisation_scores_pixels_and_regions_against_shipped_masks(
+    tmp_path,
+    vision_models: VisionModels,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models.vision.evaluation import predict
+    from models.vision.localisation import localise, ranked_auroc
+    from models.vision.synthetic import draw_defect
+
+    scores, truth = (
+        torch.tensor([0.1, 0.4, 0.4, 0.9, 0.2, 0.4]),
+        torch.tensor([0, 1, 0, 1, 0, 1], dtype=torch.bool),
+    )
+    assert ranked_auroc(scores, truth) == pytest.approx(auroc(scores[~truth], scores[truth]))
+    for label in ("ok", "spot"):
+        (tmp_path / label).mkdir()
+    for seed in range(6):
+        clean = product_image("ok", 64, seed=950 + seed)
+        (tmp_path / "ok" / f"{seed}.jpg").write_bytes(
+            encode(product_image("ok", 64, seed=970 + seed), "jpeg")
+        )
+        (tmp_path / "ok" / f"{seed}.png").write_bytes(encode(torch.zeros_like(clean)))  # an empty mask
+        image = clean.clone()
+        image[:, 8:40, 20:52] = draw_defect(
+            image[:, 8:40, 20:52].clone(), "spot", torch.Generator().manual_seed(seed)
+        )
+        (tmp_path / "spot" / f"{seed}.jpg").write_bytes(encode(image, "jpeg"))
+        mask = ((image.float() - clean.float()).abs() > 12).to(torch.uint8) * 255
+        (tmp_path / "spot" / f"{seed}.png").write_bytes(encode(mask))
+    labels, items = image_folder(tmp_path)
+    assert labels == ["ok", "spot"] and len(items) == 12  # the masks are not images of their own
+    model = load_model(vision_models.registry, vision_models.anomaly)
+    spec = model.card.input
+    assert isinstance(spec, ImageInputSpec)
+    outputs, located = localise(model.module, items, spec, labels, normal=0)  # type: ignore[arg-type]
+    assert outputs.shape == (12, 7) and located is not None
+    with torch.inference_mode():
+        assert torch.allclose(outputs, predict(model.module, items, spec), atol=1e-4)  # the served outputs
+    assert located.pixel_auroc > 0.8, located
+    hit, total = located.hits["spot"]
+    assert total == 6 and hit >= 4 and located.region_hit_rate == hit / total
+    from consumers.ops import vision_commands
+    from consumers.ops.cli import main
+
+    monkeypatch.setattr(vision_commands.console, "width", 200)
+    common = ["--registry", str(vision_models.registry), "--split", "all"]
+    assert main(["eval", "vision", "--name", vision_models.anomaly, "--data", str(tmp_path), *common]) == 0
+    printed = capsys.readouterr().out
+    assert "pixel AUROC (against the masks)" in printed and f"({hit} of 6)" in printed
