@@ -1,7 +1,7 @@
 """Training sensor registry entries from history; ``SensorTraining`` holds every default, for
 the CLI and the Python API alike.
 
-Anomaly scorers (``sensor_forecast``, the default, and ``sensor_autoencoder``) learn the
+Anomaly scorers (``sensor_autoencoder``, the default, and ``sensor_forecast``) learn the
 normal period at the start of each series: its first part trains, its tail (never trained
 on) stops training early and calibrates the threshold, ``threshold_quantile`` of the tail's
 window scores times ``threshold_margin`` (recorded in the card's ``threshold_rule``).
