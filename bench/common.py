@@ -107,8 +107,13 @@ def check_below(name: str, value: float, ceiling_name: str, ceiling: float, slac
 
 
 def machine() -> dict[str, Any]:
-    """Facts about where the run happened."""
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+    """Facts about where the run happened, with the load average (1, 5, 15 min) as it ended."""
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "load average": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
+    }
 
 
 def report(title: str, figures: list[Figure], extra: dict[str, Any] | None = None) -> Path:
