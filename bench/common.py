@@ -165,6 +165,19 @@ LOG_APPEND_TIME = 1
 """kafka-python's ``timestamp_type`` of a LogAppendTime record."""
 
 
+def plain_consumer(settings: VigilSettings, topic: str, group_prefix: str, **config: Any) -> KafkaConsumer:
+    """kafka-python's own consumer, as a tutorial writes it: ``topic`` from the earliest offset
+    in a fresh group, no auto-commit (not the runtime's seam)."""
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=f"{group_prefix}-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **config,
+    )
+
+
 def read_topic(settings: VigilSettings, topic: str) -> list[Any]:
     """Every record of ``topic`` as it stands now."""
     consumer = KafkaConsumer(

@@ -18,11 +18,17 @@ import time
 import uuid
 from pathlib import Path
 
-from kafka import KafkaConsumer
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, bench_broker, bench_settings, check_below, median_figure, report
+from bench.common import (
+    Figure,
+    bench_broker,
+    bench_settings,
+    check_below,
+    median_figure,
+    plain_consumer,
+    report,
+)
 from consumers.ops.local_kafka.broker import LocalKafka, resident_memory_bytes
 from consumers.ops.simulate import synthetic_readings
 from consumers.pipelines import build_pipeline
@@ -65,14 +71,7 @@ def raw_consume_rate(settings: VigilSettings, count: int) -> float:
     and no commits."""
     if settings.kafka.client == "confluent":
         return _raw_confluent_rate(settings, count)
-    consumer = KafkaConsumer(
-        settings.topics.sensors.name,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=f"raw-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    consumer = plain_consumer(settings, settings.topics.sensors.name, "raw", isolation_level="read_committed")
     seen = 0
     started = None
     while seen < count:

@@ -53,6 +53,7 @@ from bench.common import (
     median_figure,
     peak_rss_mib,
     pin_torch_threads,
+    plain_consumer,
     report,
     start_runtime,
 )
@@ -187,15 +188,7 @@ def per_message_loop(
     settings: VigilSettings, engine: InferenceEngine, spec: ImageInputSpec, count: int
 ) -> float:
     """One frame at a time, as most tutorials do: poll 1, read, decode, infer, produce and wait, commit."""
-    # kafka-python's own clients, as the tutorials use them (not the runtime's seam)
-    consumer = KafkaConsumer(
-        settings.topics.frames.name,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=f"loop-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=1,
-    )
+    consumer = plain_consumer(settings, settings.topics.frames.name, "loop", max_poll_records=1)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     done = 0
     started = None
