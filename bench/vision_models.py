@@ -3,7 +3,8 @@
 Each model is served by the whole pipeline (fetch, decode in child processes, micro-batched
 inference, produce, commit) over the same JPEG frames, and also run alone on pre-decoded
 tensors (its ceiling: as many batches as ``--ceiling-batches``, at the same torch threads, in
-every round, alternating with the pipeline; a pipeline above its ceiling fails the run). The models carry their real architecture and input size; their
+every round, alternating with the pipeline, at the batch size the pipeline reached most; a
+pipeline above its ceiling fails the run). The models carry their real architecture and input size; their
 weights are untrained (speed does not depend on them):
 - classifier, now: EfficientNet-Lite0 with a linear head at the default size, letterboxed;
 - classifier, before: the small CNN at 128 px;
@@ -19,6 +20,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,10 +133,12 @@ def main() -> None:
             tensors = [preprocess(b, spec) for b in blobs]
             rates: list[float] = []
             ceilings: list[float] = []
+            reached: Counter[int] = Counter()  # the pipeline's batch sizes: its ceiling runs the commonest
             for round_ in range(args.repeats):  # the ceiling alternates with its pipeline
                 for step in ("pipeline", "ceiling") if round_ % 2 == 0 else ("ceiling", "pipeline"):
                     if step == "ceiling":
-                        ceilings.append(model_only(engine, tensors, args.batch, args.ceiling_batches))
+                        size = reached.most_common(1)[0][0] if reached else args.batch
+                        ceilings.append(model_only(engine, tensors, size, args.ceiling_batches))
                         continue
                     settings = configure(
                         bench_settings(broker.bootstrap), registry, frames, args.batch, args.workers
@@ -143,10 +147,13 @@ def main() -> None:
                         update={"vision": settings.vision.model_copy(update={"model": name})}
                     )
                     publish_frames(settings, images, args.frames)
-                    rates.append(run_pipeline(settings, args.frames)[0])
+                    rate, sizes = run_pipeline(settings, args.frames)
+                    rates.append(rate)
+                    reached.update(sizes)
                 check_below(description, rates[-1], "the model alone, same round", ceilings[-1])
             spread = (
-                f"runs {', '.join(f'{r:.1f}' for r in rates)}; model alone "
+                f"runs {', '.join(f'{r:.1f}' for r in rates)}; batches mostly of "
+                f"{reached.most_common(1)[0][0]}; model alone at that size "
                 f"{statistics.median(ceilings):.1f} img/s ({', '.join(f'{c:.1f}' for c in ceilings)})"
             )
             figures.append(Figure(description, statistics.median(rates), "frames/s", spread))
