@@ -385,11 +385,7 @@ class SensorSettings(ModelServingSettings):
     _OLD_RULES_KEY: ClassVar[str] = "model_rules"
     models: list[SensorModelBinding] = Field(default_factory=list)
     precision: Precision = "fp32"
-    batching: BatchingSettings = BatchingSettings(max_batch_size=32, max_wait_ms=20.0, max_queue=8192)
-    """Windows of at most 32 a batch. Measured with the default GRU at half of the pipeline's
-    capacity on this project's 2-core machine, three rounds in rotated order: result p99 112 ms
-    (56-194) against 342 ms (172-534) with batches of up to 256, p50 35 against 45 ms; the
-    capacity of a backlog 13,455 against 14,620 events/s (runs overlap)."""
+    batching: BatchingSettings = BatchingSettings(max_batch_size=256, max_wait_ms=20.0, max_queue=8192)
     lateness_s: Annotated[float, Field(ge=0)] = 0.0
     """Events up to this much older than an asset's newest are put back in order; older ones are late."""
     stagger_windows: bool = True
