@@ -65,6 +65,17 @@ def skab_like(path: Path, rows: int = 700, fault: tuple[int, int] = (500, 650), 
 
 
 SKAB = TableFormat(separator=";", time_column="datetime", label_columns=("anomaly", "changepoint"))
+RUNS_LAYOUT = [
+    "--separator",
+    "whitespace",
+    "--columns",
+    "unit,cycle,setting,temp,vibration",
+    "--asset-column",
+    "unit",
+    "--time-column",
+    "cycle",
+]
+"""The CLI flags of the runs-to-failure files these tests write (C-MAPSS's layout, fewer columns)."""
 
 
 def test_history_files_keep_labels_apart_and_map_channel_names(tmp_path: Path) -> None:
@@ -263,21 +274,11 @@ def test_eval_sensor_runs_each_protocol_from_the_command_line(
         "rul",
         "--data",
         str(tmp_path / "runs.txt"),
-        "--separator",
-        "whitespace",
-    ]
-    layout = [
-        "--columns",
-        "unit,cycle,setting,temp,vibration",
-        "--asset-column",
-        "unit",
-        "--time-column",
-        "cycle",
     ]
     code = main(
         [
             *rul,
-            *layout,
+            *RUNS_LAYOUT,
             "--life-unit",
             "cycles",
             "--life-cap",
@@ -315,18 +316,17 @@ def test_eval_rul_scores_test_runs_against_a_truth_file_as_published(
         truth.append(f"{len(run.values) - cut}  ")  # C-MAPSS's RUL files end their lines with spaces
     for name, lines in (("train.txt", train_lines), ("test.txt", test_lines), ("truth.txt", truth)):
         (tmp_path / name).write_text("\n".join(lines) + "\n")
-    layout = [
-        "--separator",
-        "whitespace",
-        "--columns",
-        "unit,cycle,setting,temp,vibration",
-        "--asset-column",
-        "unit",
-        "--time-column",
-        "cycle",
-    ]
     small = ["--life-unit", "cycles", "--life-cap", "30", "--window", "8", "--epochs", "2"]
-    rul = ["eval", "sensors", "--protocol", "rul", "--data", str(tmp_path / "train.txt"), *layout, *small]
+    rul = [
+        "eval",
+        "sensors",
+        "--protocol",
+        "rul",
+        "--data",
+        str(tmp_path / "train.txt"),
+        *RUNS_LAYOUT,
+        *small,
+    ]
     code = main([*rul, "--test", str(tmp_path / "test.txt"), "--truth", str(tmp_path / "truth.txt")])
     out = capsys.readouterr().out
     assert code == 0, out
