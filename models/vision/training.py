@@ -355,7 +355,7 @@ def _train_backbone_classifier(
             forward = _from_level(model, level)
             augment = random_flips
         else:  # the linear probe: convex, fitted to convergence on the pooled top maps
-            selection = select_probe(_pooled(tops), train[1], labels, config.folds, config.seed)
+            selection = select_probe(pooled, train[1], labels, config.folds, config.seed)
             install_probe(model, selection.probe)
             report, _ = _evaluate(lambda maps: model.head(model.pooled(maps)), val_tops, val[1], labels)
             score, epoch = report.macro_f1, 0
