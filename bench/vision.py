@@ -66,6 +66,7 @@ from consumers.runtime.observer import CountingObserver
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, load_model
 from models.vision.preprocess import preprocess
+from models.vision.serving import served
 from models.vision.synthetic import encode, product_image
 from schemas.common import Evidence
 from schemas.messages import FrameRef, InferenceResult
@@ -118,14 +119,10 @@ def publish_frames(
     producer.close()
 
 
-def serving_engine(loaded: LoadedModel, batch: int) -> InferenceEngine:
-    """The model's engine as a lane builds it with the default settings (traced where it may
-    be), so that the ceilings run the model the pipeline runs."""
-    spec = loaded.card.input
-    assert isinstance(spec, ImageInputSpec)
-    engine = InferenceEngine(loaded.module, trace=VigilSettings().vision.trace)
-    engine.warm_up(torch.zeros(spec.channels, spec.height, spec.width), (1, batch))
-    return engine
+def serving_engine(loaded: LoadedModel, batch: int, engine: str = "auto") -> InferenceEngine:
+    """The model's engine as a lane builds it under the ``vision.engine`` setting ``engine``
+    (OpenVINO or traced where it may be), so that the ceilings run the model the pipeline runs."""
+    return served(loaded, engine, (1, batch))
 
 
 def model_only(engine: InferenceEngine, tensors: list[torch.Tensor], batch: int, batches: int) -> float:

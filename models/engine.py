@@ -28,10 +28,20 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
+
+from models.cpu_engine import (
+    CompiledGraph,
+    CpuPrecision,
+    compile_graph,
+    cpu_graph,
+    openvino_available,
+    output_gap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,48 @@ def static_graph(module: nn.Module) -> nn.Module:
     values (no loop or branch on them), so ``InferenceEngine`` may serve its trace."""
     setattr(module, STATIC_GRAPH, True)
     return module
+
+
+def static_stem(module: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """The part of ``module`` a graph compiler may take (its whole self when marked
+    ``static_graph``) and what turns that part's output into the module's; None when it has none.
+    A module with a dynamic tail says so with a ``static_stem()`` method."""
+    if getattr(module, STATIC_GRAPH, False):
+        return module, lambda out: out
+    split = getattr(module, "static_stem", None)
+    return split() if callable(split) else None
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """How a model may serve through OpenVINO on a CPU: the precisions to try in order, the
+    int8 tolerance (share of the output range), and the check inputs (None: random inputs,
+    enough to check an fp32 graph but not to calibrate int8)."""
+
+    precisions: tuple[CpuPrecision, ...] = ("fp32",)
+    tolerance: float = 0.05
+    checks: torch.Tensor | None = None
+
+
+def int8_gap(module: nn.Module, checks: torch.Tensor) -> float | None:
+    """How far ``module``'s int8 OpenVINO graph, calibrated on ``checks`` (model inputs), lands
+    from torch on them (share of the output range, as ``CpuPlan``'s check measures it); None
+    where it has no static graph, OpenVINO is missing or quantizing fails. Training writes the
+    card's precision from it, so serving does not quantize at every load what it would refuse."""
+    split = static_stem(module)
+    if split is None or not openvino_available():
+        return None
+    stem = split[0]
+    _silence_torchscript()  # OpenVINO converts from a trace
+    try:
+        graph = CompiledGraph(
+            compile_graph(stem, checks, torch.get_num_threads(), "int8", checks), "int8", 0.0
+        )
+        with torch.inference_mode():
+            return output_gap(stem(checks), graph(checks))
+    except Exception as error:  # a model that cannot be quantized serves at fp32
+        log.warning("int8 quantization of %s failed: %s", type(module).__name__, error)
+        return None
 
 
 def single_torch_thread() -> None:
@@ -108,6 +160,7 @@ class InferenceEngine:
         channels_last: bool = True,
         compile: bool = False,
         trace: bool = False,
+        cpu_plan: CpuPlan | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.autocast_dtype = pick_dtype(self.device, precision)
@@ -127,6 +180,18 @@ class InferenceEngine:
         )
         self.traced = False
         """Whether batches run as one TorchScript graph (see the module docstring)."""
+        self._cpu_plan = (
+            cpu_plan
+            if cpu_plan is not None
+            and self.device.type == "cpu"
+            and not compile
+            and self.autocast_dtype is None
+            else None
+        )
+        self.cpu_graph: CompiledGraph | None = None
+        """The OpenVINO graph serving batches, where one does (see the module docstring)."""
+        split = static_stem(module)
+        self._stem: Callable[[torch.Tensor], torch.Tensor] | None = split[0] if split else None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """Move a host batch to the device without blocking the host (pinned memory on GPU)."""
@@ -149,6 +214,14 @@ class InferenceEngine:
             if out.dtype is torch.float32 and out.device.type == "cpu":
                 return out  # no conversion call: each one lets go of the GIL (module docstring)
             return out.float().cpu()
+
+    def run_stem(self, batch: torch.Tensor) -> torch.Tensor:
+        """The output of the module's static stem for a prepared batch (a PatchCore scorer's
+        anomaly maps), from the graph that serves it."""
+        if self._stem is None:
+            raise ValueError("this model has no static stem")
+        with torch.inference_mode():
+            return self._stem(batch)
 
     def run_items(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """``run``'s outputs, one per item (views of one CPU tensor, made without a call into
@@ -182,13 +255,57 @@ class InferenceEngine:
             return self.prepare(example.unsqueeze(0).expand(size, *example.shape).contiguous())
 
         batches = [of(size) for size in batch_sizes]
+        if self._cpu_plan is not None and self.cpu_graph is None:
+            self._swap_for_cpu_graph(example, self._cpu_plan)
         # traced on 3, a size no check uses: a graph that kept its batch size fails a check
-        if self._trace and not self.traced and self._swap_for_trace(of(3), batches):
+        if (
+            self._trace
+            and self.cpu_graph is None
+            and not self.traced
+            and self._swap_for_trace(of(3), batches)
+        ):
             return  # the checks ran every warm-up batch through the trace already
         for batch in batches:
             self.run(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def engine_name(self) -> str:
+        """What runs batches: ``openvino-int8``, ``openvino-fp32``, ``torchscript`` or ``torch``."""
+        if self.cpu_graph is not None:
+            return f"openvino-{self.cpu_graph.precision}"
+        return "torchscript" if self.traced else "torch"
+
+    def _swap_for_cpu_graph(self, example: torch.Tensor, plan: CpuPlan) -> bool:
+        """Serve the module's static stem compiled by OpenVINO where a precision of ``plan``
+        passes its checks; whether one did."""
+        split = static_stem(self.module)  # type: ignore[arg-type]
+        if split is None or not openvino_available():
+            log.info(
+                "%s serves on torch: %s",
+                type(self.module).__name__,
+                "no static graph" if split is None else "OpenVINO is not installed",
+            )
+            return False
+        stem, finish = split
+        _silence_torchscript()  # OpenVINO converts from a trace
+        checks = plan.checks
+        if checks is None:
+            checks = torch.randn((4, *example.shape), generator=torch.Generator().manual_seed(0))
+        precisions = tuple(p for p in plan.precisions if p != "int8" or plan.checks is not None)
+        graph = cpu_graph(
+            stem,
+            checks.float(),
+            torch.get_num_threads(),
+            precisions,
+            plan.tolerance,
+            type(self.module).__name__,
+        )
+        if graph is None:
+            return False
+        self.cpu_graph = self._stem = graph
+        self.module = graph if stem is self.module else (lambda batch: finish(graph(batch)))
+        return True
 
     def _swap_for_trace(self, example: torch.Tensor, checks: Sequence[torch.Tensor]) -> bool:
         """Serve the module traced on ``example`` if it gives the eager outputs on it and on

@@ -2,7 +2,9 @@
 
 Each folder holds ``card.json`` (a ``schemas.ModelCard``) and the weights named by the card:
 ``safetensors`` for the architectures Vigil builds, or a TorchScript file
-(``architecture: torchscript``). The card records the weights' sha256, checked on load.
+(``architecture: torchscript``). The card records the weights' sha256, checked on load. A card
+with a ``cpu_engine`` section also names its check images (uint8 pixels, safetensors, hashed
+the same way): what an OpenVINO graph of the model is calibrated and checked on.
 Nothing is ever downloaded.
 
 Aliases (``production``, ``staging``, any name that is not a version) name a version of a
@@ -78,6 +80,8 @@ class LoadedModel:
     card: ModelCard
     module: nn.Module
     path: Path
+    checks: torch.Tensor | None = None
+    """The card's check images as uint8 pixels (N, C, H, W), where it has a ``cpu_engine``."""
 
     @property
     def weights_sha256(self) -> str:
@@ -109,8 +113,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(root: str | Path, card: ModelCard, module: nn.Module) -> Path:
-    """Write ``module``'s weights and its card as ``<root>/<name>/<version>``; return the folder."""
+def save_model(
+    root: str | Path, card: ModelCard, module: nn.Module, checks: torch.Tensor | None = None
+) -> Path:
+    """Write ``module``'s weights and its card as ``<root>/<name>/<version>``; return the folder.
+    A card with a ``cpu_engine`` section needs ``checks``: uint8 pixels (N, C, H, W)."""
     folder = _inside(root, card.name, card.version)
     if card.version in aliases(root, card.name):
         raise ValueError(f"{card.version!r} is an alias of {card.name!r}: a version must not be one")
@@ -122,6 +129,13 @@ def save_model(root: str | Path, card: ModelCard, module: nn.Module) -> Path:
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(state, str(weights))
     final = card.model_copy(update={"weights_sha256": file_sha256(weights)})
+    if card.cpu_engine is not None:
+        if checks is None or checks.dtype != torch.uint8 or checks.dim() != 4 or not len(checks):
+            raise ValueError("a card with a cpu_engine section needs check images: uint8 pixels (N, C, H, W)")
+        path = folder / card.cpu_engine.checks_file
+        save_file({"pixels": checks.contiguous().cpu()}, str(path))
+        engine = card.cpu_engine.model_copy(update={"checks_sha256": file_sha256(path)})
+        final = final.model_copy(update={"cpu_engine": engine})
     (folder / CARD_FILE).write_text(final.model_dump_json(indent=2))
     return folder
 
@@ -226,13 +240,21 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
     folder = entry_folder(root, name, version)
     chosen = folder.name
     card = ModelCard.model_validate_json((folder / CARD_FILE).read_text())
-    weights = folder / card.weights_file
-    if not weights.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"weights file {card.weights_file!r} of {name}/{chosen} lies outside its entry")
-    actual = file_sha256(weights)
-    if card.weights_sha256 is not None and actual != card.weights_sha256:
-        raise ValueError(f"weights of {name}/{chosen} do not match the card's sha256 (file changed?)")
-    card = card.model_copy(update={"weights_sha256": actual})
+    weights, digest = _verified_file(
+        folder, card.weights_file, card.weights_sha256, f"weights of {name}/{chosen}"
+    )
+    card = card.model_copy(update={"weights_sha256": digest})
+    checks = None
+    if card.cpu_engine is not None:
+        spec = card.cpu_engine
+        found, _ = _verified_file(
+            folder, spec.checks_file, spec.checks_sha256, f"check images of {name}/{chosen}"
+        )
+        checks = load_file(str(found)).get("pixels")
+        if checks is None or checks.dtype != torch.uint8 or checks.dim() != 4:
+            raise ValueError(
+                f"check images of {name}/{chosen} are not uint8 pixels (N, C, H, W) named 'pixels'"
+            )
     if card.architecture == "torchscript":
         module: nn.Module = torch.jit.load(str(weights), map_location="cpu")
         if card.output == "logits":
@@ -243,4 +265,18 @@ def load_model(root: str | Path, name: str, version: str | None = None) -> Loade
         if card.task not in _BUILDERS:
             raise ValueError(f"no builder for task {card.task!r}; known: {', '.join(sorted(_BUILDERS))}")
         module = _BUILDERS[card.task](card, load_file(str(weights)))
-    return LoadedModel(card, module.eval(), folder)
+    return LoadedModel(card, module.eval(), folder, checks)
+
+
+def _verified_file(folder: Path, name: str, sha256: str | None, what: str) -> tuple[Path, str]:
+    """``folder/name`` and its sha256, refused when it lies outside ``folder`` or does not hash
+    to ``sha256``."""
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{what}: file {name!r} lies outside its entry")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} is missing")
+    digest = file_sha256(path)
+    if sha256 is not None and digest != sha256:
+        raise ValueError(f"{what} do not match the card's sha256 (file changed?)")
+    return path, digest

@@ -103,6 +103,19 @@ class BackboneInfo(CardSection):
     checkpoint_sha256: Sha256Hex | None = None
 
 
+class CpuEngineSpec(CardSection):
+    """How the model may serve through OpenVINO on a CPU (``models/cpu_engine.py``): at
+    ``precision`` (int8 calibrated on the check images), accepted at load only where its outputs
+    on those images stay within ``tolerance`` of the torch model's (largest difference as a share
+    of the outputs' range); else fp32, else torch, with a warning. The check images are
+    ``checks_file`` (uint8 pixels at the input size), hashed like the weights."""
+
+    precision: Literal["int8", "fp32"] = "int8"
+    tolerance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    checks_file: ShortText = "checks.safetensors"
+    checks_sha256: Sha256Hex | None = None
+
+
 class TrainingSummary(CardSection):
     """What the model saw in training and how it scored on held-out data."""
 
@@ -132,6 +145,7 @@ class ModelCard(CardSection):
     backbone: BackboneInfo | None = None
     threshold_rule: ThresholdRule | None = None
     life: LifeSpec | None = None
+    cpu_engine: CpuEngineSpec | None = None
     weights_file: ShortText = "weights.safetensors"
     weights_sha256: Sha256Hex | None = None
     training: TrainingSummary | None = None

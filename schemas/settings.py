@@ -309,6 +309,11 @@ class VisionSettings(ModelServingSettings):
     model_version: ModelName | None = None
     channels_last: bool = True
     compile: bool = False
+    engine: Literal["auto", "torch", "openvino"] = "auto"
+    """On the CPU: ``auto`` serves through OpenVINO the models whose card has a ``cpu_engine``
+    section (what ``vigil train vision`` writes), at the card's precision where its check images
+    agree with torch (``models/cpu_engine.py``); ``openvino`` also takes the others, at fp32;
+    ``torch`` never. A GPU always runs torch."""
     gpu_decode: bool = True
     fetch: FetchSettings = FetchSettings()
     decode: DecodeSettings = DecodeSettings()

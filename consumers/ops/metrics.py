@@ -132,8 +132,8 @@ class VigilMetrics:
         )
         self.model_info = Gauge(
             "vigil_model_info",
-            "The models being served",
-            ["pipeline", "name", "version", "device"],
+            "The models being served, and what runs them (engine: torch, torchscript, openvino-int8, ...)",
+            ["pipeline", "name", "version", "device", "engine"],
             registry=r,
         )
         self.model_switches = Counter(
@@ -249,8 +249,9 @@ class PrometheusObserver(RuntimeObserver):
     def __init__(self, metrics: VigilMetrics, pipeline: str = "main") -> None:
         self.metrics = metrics
         self.pipeline = pipeline
-        self._devices: dict[tuple[str, str, str], str] = {}
-        """The device each served (pipeline, model, version) runs on: its ``vigil_model_info`` labels."""
+        self._devices: dict[tuple[str, str, str], tuple[str, str]] = {}
+        """The device and engine each served (pipeline, model, version) runs on: its
+        ``vigil_model_info`` labels."""
         self.last_poll = 0.0
         self.partitions = 0
         self.broker_reachable = True
@@ -355,15 +356,15 @@ class PrometheusObserver(RuntimeObserver):
         self.metrics.oldest_in_flight.labels(self.pipeline).set(oldest_in_flight_s)
         self.metrics.commit_age.labels(self.pipeline).set(commit_age_s)
 
-    def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
-        self._devices[(pipeline, name, version)] = device
-        self.metrics.model_info.labels(pipeline, name, version, device).set(1)
+    def on_model(self, pipeline: str, name: str, version: str, device: str, engine: str = "torch") -> None:
+        self._devices[(pipeline, name, version)] = (device, engine)
+        self.metrics.model_info.labels(pipeline, name, version, device, engine).set(1)
 
     def on_model_switch(self, pipeline: str, name: str, before: str, after: str, outcome: str) -> None:
         self.metrics.model_switches.labels(pipeline, name, outcome).inc()
-        device = self._devices.pop((pipeline, name, before), None) if outcome == "switched" else None
-        if device is not None:
-            self.metrics.model_info.remove(pipeline, name, before, device)
+        served = self._devices.pop((pipeline, name, before), None) if outcome == "switched" else None
+        if served is not None:
+            self.metrics.model_info.remove(pipeline, name, before, *served)
 
     def on_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.metrics.queues.sources[model] = depth

@@ -167,6 +167,12 @@ def add_eval(eval_sub: Any, with_config: Callable[[argparse.ArgumentParser], Any
         default="holdout",
         help="holdout: the images training kept aside (recorded in the entry)",
     )
+    p.add_argument(
+        "--engine",
+        choices=["auto", "torch", "openvino"],
+        default="auto",
+        help="score as serving would with this vision.engine (auto: the card's OpenVINO precision on a CPU)",
+    )
     p.add_argument("--plots", type=Path, default=None, help="write PNG plots into this folder")
     p.add_argument("--heatmaps", type=int, default=8, help="with --plots: overlays of the top-scoring images")
     p.set_defaults(func=cmd_eval_vision)
@@ -184,6 +190,7 @@ def cmd_eval_vision(args: argparse.Namespace) -> int:
         args.data,
         args.split,
         heatmaps=args.heatmaps if args.plots else 0,
+        engine=args.engine,
     )
     for table in evaluation_tables(evaluation):
         show(table)

@@ -200,8 +200,10 @@ def model_batcher(
     execute: Execute[T, R],
     deliver: Deliver[T, R],
     observer: RuntimeObserver,
+    engine: str = "torch",
 ) -> MicroBatcher[T, R]:
-    """The micro-batcher of one served model, reporting its batches, queue depth and identity to ``observer``."""
+    """The micro-batcher of one served model, reporting its batches, queue depth and identity
+    (device and engine) to ``observer``."""
     batcher: MicroBatcher[T, R] = MicroBatcher(
         f"{pipeline}-{card.name}",
         prepare,
@@ -215,5 +217,5 @@ def model_batcher(
         quiet_ms=batching.quiet_ms,
     )
     observer.on_queue(card.name, batcher.depth)
-    observer.on_model(pipeline, card.name, card.version, device)
+    observer.on_model(pipeline, card.name, card.version, device, engine)
     return batcher

@@ -19,7 +19,7 @@ import torch
 from consumers.pipelines.batcher import Deliver, MicroBatcher, model_batcher
 from consumers.runtime.observer import RuntimeObserver
 from models.alert_policy import AlertShape
-from models.engine import InferenceEngine
+from models.engine import CpuPlan, InferenceEngine
 from models.registry import LoadedModel
 from schemas.settings import AlertRule, BatchingSettings, ModelServingSettings
 
@@ -66,12 +66,13 @@ class ModelLane(Generic[T]):
         channels_last: bool = False,
         compile: bool = False,
         batching: BatchingSettings | None = None,
+        cpu_plan: CpuPlan | None = None,
     ) -> None:
         self.model = model
         self.ref = model.ref
         self.rules: list[AlertRule] = serving.alert_rules or shape.card_rules(model.card, thresholds)
         self.engine = InferenceEngine(
-            model.module, serving.device, serving.precision, channels_last, compile, serving.trace
+            model.module, serving.device, serving.precision, channels_last, compile, serving.trace, cpu_plan
         )
         batching = batching or serving.batching
         self.engine.warm_up(example, sorted({1, batching.max_batch_size}))
@@ -84,6 +85,7 @@ class ModelLane(Generic[T]):
             self.execute,
             deliver,
             observer,
+            self.engine.engine_name(),
         )
 
     def prepare(self, batch: Sequence[T]) -> Any:

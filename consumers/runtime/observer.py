@@ -51,7 +51,7 @@ class RuntimeObserver:
 
     # -- stage events ----------------------------------------------------------------------
 
-    def on_model(self, pipeline: str, name: str, version: str, device: str) -> None:
+    def on_model(self, pipeline: str, name: str, version: str, device: str, engine: str = "torch") -> None:
         """A model was loaded and warmed up for ``pipeline``."""
 
     def on_model_switch(self, pipeline: str, name: str, before: str, after: str, outcome: str) -> None:

@@ -10,6 +10,8 @@ the bounding box of the connected region around it that lies above the threshold
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -54,6 +56,11 @@ class PatchCoreScorer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.locate(self.anomaly_map(x))
 
+    def static_stem(self) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        """The part a graph compiler may take (the anomaly maps) and the dynamic rest
+        (``locate``: its region grows for as many steps as the frame needs)."""
+        return AnomalyMaps(self), self.locate
+
     def locate(self, maps: torch.Tensor) -> torch.Tensor:
         """(N, 7) outputs of anomaly maps: the score, then ``LOCATION_COLUMNS``."""
         _, h, w = maps.shape
@@ -67,6 +74,24 @@ class PatchCoreScorer(nn.Module):
             [(peak_x + 0.5) / w, (peak_y + 0.5) / h, x0 / w, y0 / h, x1 / w, y1 / h], dim=1
         )
         return torch.cat([scores.unsqueeze(1), location.to(scores.dtype)], dim=1)
+
+
+class AnomalyMaps(nn.Module):
+    """A scorer's anomaly maps (N, h, w) in one graph: no loop and no branch on the batch, so
+    a compiler may take it whole. Squared distances come from one product with the memory
+    bank; ``PatchCoreScorer.anomaly_map`` gives the same in blocks, for fitting and evaluation."""
+
+    def __init__(self, scorer: PatchCoreScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.scorer.patch_features(x).float()
+        n, _, h, w = features.shape
+        queries = features.flatten(2).transpose(1, 2)
+        memory = self.scorer.memory.float()
+        squared = queries.pow(2).sum(dim=2, keepdim=True) - 2 * queries @ memory.T + memory.pow(2).sum(dim=1)
+        return squared.amin(dim=2).clamp_min(0).sqrt().reshape(n, h, w)
 
 
 def _first(mask: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,11 @@ AUROC overall and per defect class, and the operating point at the card's thresh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from models.vision import classical
 from models.vision.anomaly import PatchCoreScorer
@@ -145,7 +144,9 @@ def batches(items: list[LabelledImage], spec: ImageInputSpec, size: int = 32) ->
         yield load_batch(items[start : start + size], spec)[0]
 
 
-def predict(model: nn.Module, items: list[LabelledImage], spec: ImageInputSpec) -> torch.Tensor:
+def predict(
+    model: Callable[[torch.Tensor], torch.Tensor], items: list[LabelledImage], spec: ImageInputSpec
+) -> torch.Tensor:
     """Model outputs (N, K) for ``items``."""
     with torch.inference_mode():
         outputs = [model(batch).float() for batch in batches(items, spec)]
@@ -222,12 +223,20 @@ class EntryEvaluation:
 
 
 def evaluate_entry(
-    registry: str | Path, name: str, version: str | None, data: str | Path, split: str, heatmaps: int = 0
+    registry: str | Path,
+    name: str,
+    version: str | None,
+    data: str | Path,
+    split: str,
+    heatmaps: int = 0,
+    engine: str = "auto",
 ) -> EntryEvaluation:
-    """Evaluate a registry entry on ``data`` (its recorded hold-out images, or all of them);
-    for anomaly scorers, keep the anomaly maps of the ``heatmaps`` highest-scoring images."""
+    """Evaluate a registry entry on ``data`` (its recorded hold-out images, or all of them),
+    scored by the engine serving would run it in (``engine``: ``VisionSettings.engine``); for
+    anomaly scorers, keep the anomaly maps of the ``heatmaps`` highest-scoring images."""
     from models.registry import load_model
     from models.vision.dataset import image_folder, read_holdout
+    from models.vision.serving import served
 
     model = load_model(registry, name, version)
     spec = model.card.input
@@ -245,11 +254,16 @@ def evaluate_entry(
             raise ValueError(f"none of {name}'s hold-out images are under {root}")
     normal_label = model.card.normal_label
     located: Localisation | None = None
+    runner = served(model, engine)
+
+    def maps(batch: torch.Tensor) -> torch.Tensor:
+        return runner.run_stem(runner.prepare(batch))
+
     if not classifier and isinstance(model.module, PatchCoreScorer) and normal_label in labels:
-        outputs, located = localise(model.module, items, spec, labels, labels.index(normal_label))
+        outputs, located = localise(maps, model.module, items, spec, labels, labels.index(normal_label))
     else:
-        outputs = predict(model.module, items, spec)
-    title = f"{name} {model.card.version} on {len(items)} images of {root} ({split})"
+        outputs = predict(lambda batch: runner.run(runner.prepare(batch)), items, spec)
+    title = f"{name} {model.card.version} on {len(items)} images of {root} ({split}, {runner.engine_name()})"
     evaluation = EntryEvaluation(title, items, labels, outputs, spec)
     evaluation.localisation = located
     truth = torch.tensor([i.label for i in items])
@@ -279,7 +293,8 @@ def evaluate_entry(
     if heatmaps:
         top = outputs[:, 0].argsort(descending=True)[:heatmaps].tolist()
         chosen = [items[k] for k in top]
-        with torch.inference_mode():
-            maps = model.module.anomaly_map(load_batch(chosen, spec)[0])  # type: ignore[operator]
-        evaluation.heatmaps = [(items[k], float(outputs[k, 0]), m) for k, m in zip(top, maps, strict=True)]
+        chosen_maps = maps(load_batch(chosen, spec)[0])
+        evaluation.heatmaps = [
+            (items[k], float(outputs[k, 0]), m) for k, m in zip(top, chosen_maps, strict=True)
+        ]
     return evaluation

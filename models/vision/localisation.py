@@ -11,6 +11,7 @@ beside each JPEG, white = defect, as the magnetic tiles have).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def _mask(item: LabelledImage, normal: int, spec: ImageInputSpec) -> torch.Tenso
 
 
 def localise(
+    anomaly_map: Callable[[torch.Tensor], torch.Tensor],
     scorer: PatchCoreScorer,
     items: list[LabelledImage],
     spec: ImageInputSpec,
@@ -75,14 +77,15 @@ def localise(
     batch: int = 8,
 ) -> tuple[torch.Tensor, Localisation | None]:
     """The scorer's outputs for ``items`` and, where masks ship, how well it locates defects
-    (one pass: each anomaly map serves both)."""
+    (one pass: each anomaly map serves both). ``anomaly_map`` computes the maps of a batch (the
+    scorer's own, or the graph that serves it)."""
     outputs, pixel_scores, pixel_truth = [], [], []
     hits: dict[str, list[int]] = {}
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         pixels = torch.stack([decode_and_resize(i.path.read_bytes(), spec) for i in chunk])
         with torch.inference_mode():
-            maps = scorer.anomaly_map(normalise(pixels, spec))
+            maps = anomaly_map(normalise(pixels, spec))
             located = scorer.locate(maps)
         outputs.append(located.float())
         upsampled = F.interpolate(maps.unsqueeze(1), size=(spec.height, spec.width), mode="bilinear")[:, 0]

@@ -21,6 +21,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from models.cpu_engine import CpuPrecision
+from models.engine import int8_gap
 from models.registry import file_sha256, save_model
 from models.vision.anomaly import fit_patchcore
 from models.vision.architectures import BACKBONE_LINEAR, BackboneClassifier, build_classifier
@@ -30,8 +32,8 @@ from models.vision.dataset import LabelledImage, image_folder, load_pixels, spli
 from models.vision.evaluation import ClassificationReport, DefectAlerts, anomaly_report, predict
 from models.vision.preprocess import normalise
 from models.vision.probe import Probe, ProbeSelection, select_probe
-from models.vision.serving import PATCHCORE
-from schemas.model_card import BackboneInfo, ImageInputSpec, ModelCard, TrainingSummary
+from models.vision.serving import PATCHCORE, served_classifier
+from schemas.model_card import BackboneInfo, CpuEngineSpec, ImageInputSpec, ModelCard, TrainingSummary
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +415,45 @@ def _from_level(model: BackboneClassifier, level: Level) -> Callable[[torch.Tens
     return forward
 
 
+CHECK_IMAGES = 32
+"""How many training images a card keeps to calibrate and check its OpenVINO graph."""
+
+
+def check_images(
+    pixels: torch.Tensor, labels: torch.Tensor, seed: int, count: int = CHECK_IMAGES
+) -> torch.Tensor:
+    """Up to ``count`` of ``pixels`` (uint8), drawn class by class in turn so every class is
+    among them (the card's check images, ``schemas.model_card.CpuEngineSpec``)."""
+    generator = torch.Generator().manual_seed(seed)
+    queues = [
+        members[torch.randperm(len(members), generator=generator)].tolist()
+        for members in (torch.nonzero(labels == k).flatten() for k in labels.unique())
+    ]
+    chosen: list[int] = []
+    while len(chosen) < count and any(queues):
+        chosen += [queue.pop() for queue in queues if queue][: count - len(chosen)]
+    return pixels[sorted(chosen)].contiguous()
+
+
+def cpu_engine_spec(
+    model: nn.Module, checks: torch.Tensor, spec: ImageInputSpec
+) -> tuple[CpuEngineSpec, dict[str, float]]:
+    """The card's CPU engine section: int8 where the quantized graph stays within the
+    tolerance of torch on the check images (the check serving repeats at load), else fp32;
+    with the measured gap for the card's metrics."""
+    tolerance = CpuEngineSpec().tolerance
+    gap = int8_gap(model.eval(), normalise(checks, spec))
+    precision: CpuPrecision = "int8" if gap is not None and gap <= tolerance else "fp32"
+    log.info(
+        "CPU engine: %s (int8 %s)",
+        precision,
+        "could not be built" if gap is None else f"gap {gap:.3g}, tolerance {tolerance:g}",
+    )
+    return CpuEngineSpec(precision=precision, tolerance=tolerance), (
+        {"cpu_int8_gap": gap} if gap is not None else {}
+    )
+
+
 def _loaded(items: list[LabelledImage], spec: ImageInputSpec) -> tuple[torch.Tensor, torch.Tensor]:
     return load_pixels(items, spec), torch.tensor([i.label for i in items])
 
@@ -495,6 +536,11 @@ def train_classifier(
         report = ClassificationReport.of(labels, truth, logits.argmax(dim=1))
         alerts = DefectAlerts.of(logits.softmax(dim=1), truth, labels, thresholds)
         metrics |= {f"holdout_{k}": v for k, v in (report.summary() | alerts.summary()).items()}
+    checks, cpu_engine = None, None
+    if pretrained:
+        checks = check_images(train[0], train[1], config.seed)
+        cpu_engine, gap = cpu_engine_spec(served_classifier(model), checks, spec)
+        metrics |= gap
     card = ModelCard(
         name=name,
         version=version,
@@ -506,6 +552,7 @@ def train_classifier(
         thresholds=thresholds,
         output="logits",
         backbone=info,
+        cpu_engine=cpu_engine,
         training=TrainingSummary(
             dataset=str(root),
             samples=len(train_items),
@@ -521,7 +568,7 @@ def train_classifier(
         ),
         created_at=datetime.now(UTC),
     )
-    folder = save_model(registry, card, model)
+    folder = save_model(registry, card, model, checks)
     write_holdout(folder, root, held)
     return TrainedEntry(folder, card, held, warnings)
 
@@ -556,6 +603,12 @@ def fit_anomaly_scorer(
     if len(held) > len(held_normals):
         report = anomaly_report(predict(scorer, held, spec)[:, 0], held, labels, normal, threshold)
         metrics |= {f"holdout_{k}": v for k, v in report.summary().items()}
+    # checked on images outside the memory bank, as served frames are: a bank patch's distance
+    # is zero, and a graph's rounding near zero says nothing of its error on new frames
+    held_pixels = load_pixels(calibration, spec)
+    checks = check_images(held_pixels, torch.zeros(len(held_pixels), dtype=torch.long), config.seed)
+    cpu_engine, gap = cpu_engine_spec(scorer, checks, spec)
+    metrics |= gap
     card = ModelCard(
         name=name,
         version=version,
@@ -566,6 +619,7 @@ def fit_anomaly_scorer(
         normal_label=normal_label,
         thresholds={"anomaly": threshold},
         backbone=_backbone_info(config.backbone, config.levels, config.checkpoint),
+        cpu_engine=cpu_engine,
         training=TrainingSummary(
             dataset=str(root),
             samples=len(fit_items),
@@ -575,6 +629,6 @@ def fit_anomaly_scorer(
         ),
         created_at=datetime.now(UTC),
     )
-    folder = save_model(registry, card, scorer)
+    folder = save_model(registry, card, scorer, checks)
     write_holdout(folder, root, held)
     return TrainedEntry(folder, card, held)

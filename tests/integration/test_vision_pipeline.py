@@ -43,7 +43,12 @@ def add_other_formats(registry: Path, classifier: str, work: Path) -> dict[str, 
     mobilenet = build_classifier("mobilenet_v3_small", len(labels)).eval()
     if not versions(registry, "tiles-mobilenet"):
         card = source.card.model_copy(
-            update={"name": "tiles-mobilenet", "architecture": "mobilenet_v3_small", "backbone": None}
+            update={
+                "name": "tiles-mobilenet",
+                "architecture": "mobilenet_v3_small",
+                "backbone": None,
+                "cpu_engine": None,
+            }
         )
         save_model(registry, card, mobilenet)
     trunk = tvm.resnet50(weights=None)

@@ -49,6 +49,7 @@ from models.vision.preprocess import (
     preprocess_on_device,
     to_image_point,
 )
+from models.vision.serving import cpu_plan
 from schemas.common import Evidence, ImageRegion
 from schemas.messages import AlertKind, FrameRef
 from schemas.model_card import ImageInputSpec
@@ -99,6 +100,7 @@ class VisionLane(ModelLane[_Frame]):
             VISION_ALERTS,
             channels_last=vision.channels_last,
             compile=vision.compile,
+            cpu_plan=cpu_plan(model, vision.engine),
         )
         self.gpu_decode = vision.gpu_decode and self.engine.device.type == "cuda"
         self.kind: AlertKind = "visual_anomaly" if model.card.task == "visual_anomaly" else "visual_defect"

@@ -9,6 +9,7 @@ from torchvision.transforms import v2
 
 from models.engine import InferenceEngine
 from models.registry import load_model, save_model, versions
+from models.vision.anomaly import PatchCoreScorer
 from models.vision.dataset import image_folder
 from models.vision.evaluation import auroc
 from models.vision.preprocess import CorruptImageError, RoiOutsideImageError, decode, preprocess
@@ -110,6 +111,7 @@ def test_each_architecture_round_trips_the_registry(
             "labels": ["ok", "a", "b"],
             "thresholds": {"a": 0.5},
             "weights_sha256": None,
+            "cpu_engine": None,
         }
     )
     save_model(tmp_path, card, logits)
@@ -131,6 +133,7 @@ def test_torchscript_entries_serve_the_scripted_module(tmp_path, vision_models: 
             "architecture": "torchscript",
             "weights_file": "model.pt",
             "output": "probabilities",
+            "cpu_engine": None,
         }
     )
     save_model(tmp_path, card, torch.jit.trace(source.module, torch.randn(1, 3, 64, 64)))
@@ -142,7 +145,9 @@ def test_torchscript_entries_serve_the_scripted_module(tmp_path, vision_models: 
 def test_registry_refuses_changed_weights_and_lists_versions(tmp_path, vision_models: VisionModels) -> None:
     source = load_model(vision_models.registry, vision_models.classifier)
     for version in ("2", "10", "9"):
-        save_model(tmp_path, source.card.model_copy(update={"version": version}), source.module.model)
+        save_model(
+            tmp_path, source.card.model_copy(update={"version": version}), source.module.model, source.checks
+        )
     assert versions(tmp_path, source.card.name) == ["2", "9", "10"]
     assert load_model(tmp_path, source.card.name).card.version == "10"
     weights = tmp_path / source.card.name / "9" / "weights.safetensors"
@@ -508,7 +513,8 @@ def test_localisation_scores_pixels_and_regions_against_shipped_masks(
     model = load_model(vision_models.registry, vision_models.anomaly)
     spec = model.card.input
     assert isinstance(spec, ImageInputSpec)
-    outputs, located = localise(model.module, items, spec, labels, normal=0)  # type: ignore[arg-type]
+    scorer: PatchCoreScorer = model.module  # type: ignore[assignment]
+    outputs, located = localise(scorer.anomaly_map, scorer, items, spec, labels, normal=0)
     assert outputs.shape == (12, 7) and located is not None
     with torch.inference_mode():
         assert torch.allclose(outputs, predict(model.module, items, spec), atol=1e-4)  # the served outputs

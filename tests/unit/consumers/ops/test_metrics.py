@@ -204,7 +204,7 @@ def test_a_model_switch_is_counted_and_only_the_new_version_is_shown() -> None:
     observer.on_model_switch("vision", "tiles", "3", "4", "switched")
     observer.on_model_switch("vision", "tiles", "4", "5", "failed")
     value = metrics.registry.get_sample_value
-    info = {"pipeline": "vision", "name": "tiles", "device": "cpu"}
+    info = {"pipeline": "vision", "name": "tiles", "device": "cpu", "engine": "torch"}
     assert value("vigil_model_info", {**info, "version": "3"}) is None
     assert value("vigil_model_info", {**info, "version": "4"}) == 1
     switches = {"pipeline": "vision", "name": "tiles"}
