@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup prometheus demo test test-drills test-all test-unit lint bench bench-vision bench-sensors bench-sensor-latency bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load bench-load-latency kafka-up kafka-down clean
+.PHONY: setup prometheus demo test test-drills test-all test-unit lint bench bench-vision bench-sensors bench-sensor-latency bench-serving-cost bench-peers bench-peers-env bench-decoding bench-workers bench-latency bench-low-load bench-load-latency kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,6 +59,9 @@ bench-sensors: setup .venv-quix/.installed
 
 bench-sensor-latency: setup
 	$(BIN)/python bench/sensor_latency.py
+
+bench-serving-cost: setup
+	$(BIN)/python bench/serving_cost.py
 
 # The Quix Streams peers run in an environment of its own: Quix pins other pydantic and
 # confluent-kafka versions than Vigil's. torch and its kin are held at Vigil's versions (from

@@ -65,7 +65,7 @@ from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, load_model
-from models.vision.preprocess import preprocess
+from models.vision.preprocess import decode_and_resize, normalise, preprocess
 from models.vision.serving import served
 from models.vision.synthetic import encode, product_image
 from schemas.common import Evidence
@@ -162,7 +162,10 @@ def compute_ceiling(
 
     def decode(n: int) -> torch.Tensor:
         data = blobs[n % len(blobs)]
-        return state.decoder.preprocess(data, spec, None) if state.decoder else preprocess(data, spec)
+        return state.decoder.decode(data, spec, None) if state.decoder else decode_and_resize(data, spec)
+
+    def infer(pending: list[torch.Tensor]) -> None:  # normalised per batch, as the lane does
+        engine.run(engine.prepare(normalise(torch.stack(pending), spec)))
 
     try:
         started = time.monotonic()
@@ -171,10 +174,10 @@ def compute_ceiling(
             for tensor in pool.map(decode, range(count)):
                 pending.append(tensor)
                 if len(pending) == batch:
-                    engine.run(engine.prepare(torch.stack(pending)))
+                    infer(pending)
                     pending = []
             if pending:
-                engine.run(engine.prepare(torch.stack(pending)))
+                infer(pending)
         return count / (time.monotonic() - started)
     finally:
         for decoder in decoders:

@@ -86,7 +86,12 @@ class FrameFetcher:
         self._resolved_at = -FOLDER_RESOLVE_S - 1.0
 
     def fetch(self, uri: str, sha256: str | None = None) -> bytes:
-        """The object's bytes, checked against ``sha256``.
+        """The object's bytes, checked against ``sha256`` (see ``fetch_hashed``)."""
+        return self.fetch_hashed(uri, sha256)[0]
+
+    def fetch_hashed(self, uri: str, sha256: str | None = None) -> tuple[bytes, str]:
+        """The object's bytes and their sha256, hashed once: checked against ``sha256`` when
+        given, and kept for the result's evidence.
 
         Transient failures are retried up to ``max_retries`` times within ``deadline_s``, then
         the frame is ``fetch_failed``; a stop request abandons the retries (``transient``).
@@ -107,9 +112,10 @@ class FrameFetcher:
                     raise FetchError("fetch_failed", f"{error} (gave up after {tries} tries)") from error
                 if self._stop.wait(delay):
                     raise
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and digest != sha256:
             raise FetchError("checksum_mismatch", f"sha256 of {len(data)} bytes does not match the message")
-        return data
+        return data, digest
 
     def _backoff(self, tries: int, retry_after_s: float | None) -> float:
         """Full-jitter exponential back-off, never shorter than the server's ``Retry-After``."""

@@ -1,6 +1,8 @@
 """The visual inspection stage: frame reference → fetch → decode → micro-batch → model → result and alerts.
 
-Fetch and CPU decode run in a bounded worker pool, so they overlap inference; each model
+Fetch, hash, header check and CPU decode run in worker processes, one driven by each thread
+of a bounded pool (``decoder.py``), so they overlap inference and cost the serving
+interpreter only a URI handed out and pixels taken back; each model
 has its own lane (engine, micro-batcher, alert policy), which also turns a frame's output into
 its scores and evidence. Every frame ends in exactly one outcome: a result (and alerts), or a
 failure with a precise dead-letter reason. A transient fetch failure is retried a bounded
@@ -14,7 +16,6 @@ worker holds it and its queued batches are done; the alert state carries over to
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -44,8 +45,9 @@ from models.vision.preprocess import (
     CorruptImageError,
     Roi,
     RoiOutsideImageError,
+    decode_and_resize,
     is_jpeg,
-    preprocess,
+    normalise,
     preprocess_on_device,
     to_image_point,
 )
@@ -64,6 +66,7 @@ class _Frame:
     work: Work
     frame: FrameRef
     pixels: torch.Tensor | bytes
+    """The resized uint8 image, or the JPEG's bytes where the GPU decodes it in the batch."""
     sha256: str
     height: int
     width: int
@@ -109,8 +112,9 @@ class VisionLane(ModelLane[_Frame]):
         """Fetch workers between choosing this lane and queueing on it (under the stage's lock)."""
 
     def prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
-        if not self.gpu_decode:
-            return self.engine.prepare(torch.stack([f.pixels for f in batch])), [None] * len(batch)  # type: ignore[misc]
+        if not self.gpu_decode:  # uint8 images: scaled and normalised once for the whole batch
+            pixels = torch.stack([f.pixels for f in batch])  # type: ignore[misc]
+            return self.engine.prepare(normalise(pixels, self.spec)), [None] * len(batch)
         rois = [_roi(f.frame) for f in batch]
         decoded = preprocess_on_device([f.pixels for f in batch], self.spec, rois, self.engine.device)
         good = [t for t in decoded if isinstance(t, torch.Tensor)]
@@ -196,7 +200,10 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         self._worker_state = threading.local()
         # One decoder process per fetch worker, started now: the first frames do not wait for
         # the fork server, and a machine that cannot start one fails at start-up.
-        self._decoders = [IsolatedDecoder(vision.decode.timeout_s) for _ in range(vision.fetch.workers)]
+        self._decoders = [
+            IsolatedDecoder(vision.decode.timeout_s, vision.fetch, vision.decode, self._stop)
+            for _ in range(vision.fetch.workers)
+        ]
         if vision.decode.isolate:
             for decoder in self._decoders:
                 decoder.start()
@@ -318,9 +325,11 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
             self._release(lane)
 
     def _decode_into(self, work: Work, frame: FrameRef, lane: VisionLane) -> None:
+        if self.settings.vision.decode.isolate and not lane.gpu_decode:
+            return self._decode_in_worker(work, frame, lane)
         started = time.monotonic()
         try:
-            data = self._fetcher.fetch(frame.uri, frame.sha256)
+            data, sha256 = self._fetcher.fetch_hashed(frame.uri, frame.sha256)
         except FetchError as error:
             if error.transient:  # only when stopping: left uncommitted for the next owner
                 return self.abandon()
@@ -344,18 +353,37 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
             self.observer.on_step("decode", time.monotonic() - fetched)
         roi = _roi(frame)
         height, width = (roi[3], roi[2]) if roi else (header.height, header.width)
-        lane.batcher.put(_Frame(work, frame, pixels, hashlib.sha256(data).hexdigest(), height, width, lane))
+        lane.batcher.put(_Frame(work, frame, pixels, sha256, height, width, lane))
+        return None
+
+    def _decode_in_worker(self, work: Work, frame: FrameRef, lane: VisionLane) -> None:
+        """The whole frame in this worker's own process (fetch, hash, header, decode): this
+        thread hands over the URI and takes back the pixels (``decoder.py``)."""
+        decoder: IsolatedDecoder = self._worker_state.decoder
+        roi = _roi(frame)
+        try:
+            done = decoder.frame(frame.uri, frame.sha256, lane.spec, roi)
+        except FetchError as error:
+            if error.transient:  # only when stopping: left uncommitted for the next owner
+                return self.abandon()
+            return self._fail(work, error.reason, error)
+        except ImageRefused as error:
+            return self._fail(work, error.reason, error)
+        except CorruptImageError as error:
+            return self._fail(work, "corrupt_image", error)
+        except RoiOutsideImageError as error:
+            return self._fail(work, "invalid_roi", error)
+        self.observer.on_step("fetch", done.fetch_s)
+        self.observer.on_step("decode", done.decode_s)
+        height, width = (roi[3], roi[2]) if roi else (done.height, done.width)
+        lane.batcher.put(_Frame(work, frame, done.pixels, done.sha256, height, width, lane))
         return None
 
     def _decode(
         self, data: bytes, spec: ImageInputSpec, roi: Roi | None, header: ImageHeader
     ) -> torch.Tensor:
-        """Bytes to model input on the CPU: in this worker's own decoder process when isolated
-        (which reads the header again: the child guards itself)."""
-        if not self.settings.vision.decode.isolate:
-            return preprocess(data, spec, roi, header)
-        decoder: IsolatedDecoder = self._worker_state.decoder
-        return decoder.preprocess(data, spec, roi)
+        """Bytes to the resized uint8 image in this process (``vision.decode.isolate: false``)."""
+        return decode_and_resize(data, spec, roi, header)
 
     def _scored_item(self, item: _Frame, result: torch.Tensor | BaseException) -> Outcome:
         """One frame's result and alerts, or its failure."""

@@ -1,15 +1,27 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import threading
+from pathlib import Path
 
 import pytest
 import torch
 
 from consumers.pipelines.vision.decoder import IsolatedDecoder
-from models.vision.preprocess import CorruptImageError, RoiOutsideImageError, preprocess
+from consumers.pipelines.vision.fetch import FetchError
+from models.vision.image_header import ImageRefused
+from models.vision.preprocess import (
+    CorruptImageError,
+    RoiOutsideImageError,
+    decode_and_resize,
+    normalise,
+    preprocess,
+)
 from models.vision.synthetic import encode, product_image
 from schemas.model_card import ImageInputSpec
+from schemas.settings import DecodeSettings, FetchSettings
 from tests.hostile_images import png_declaring
 
 SPEC = ImageInputSpec(height=32, width=32, channels=1, mean=[0.5], std=[0.25])
@@ -30,6 +42,16 @@ def test_the_child_gives_exactly_what_preprocess_gives(decoder: IsolatedDecoder)
         decoder.preprocess(data, SPEC, (40, 40, 20, 20))
     with pytest.raises(CorruptImageError):
         decoder.preprocess(b"\x89PNG\r\n\x1a\n not really", SPEC, None)
+
+
+def test_the_child_gives_the_uint8_image_the_lane_normalises_per_batch(decoder: IsolatedDecoder) -> None:
+    data = encode(product_image("spot", 48, seed=4))
+    pixels = decoder.decode(data, SPEC, None)
+    assert pixels.dtype == torch.uint8 and torch.equal(pixels, decode_and_resize(data, SPEC))
+    pixels[0, 0, 0] = 7  # the tensor owns its buffer: writable, and no other frame shares it
+    assert torch.equal(
+        normalise(torch.stack([decoder.decode(data, SPEC, None)]), SPEC)[0], preprocess(data, SPEC)
+    )
 
 
 def test_a_decoder_that_died_between_images_is_replaced_before_the_next(decoder: IsolatedDecoder) -> None:
@@ -84,3 +106,101 @@ def test_a_script_without_a_main_guard_fails_at_start_with_the_fix_named(tmp_pat
     )
     assert run.returncode != 0
     assert "DecoderUnavailableError" in run.stderr and "if __name__ == '__main__':" in run.stderr
+
+
+RGB = ImageInputSpec(height=24, width=24, channels=3, mean=[0.5] * 3, std=[0.25] * 3)
+
+
+@pytest.fixture
+def frames(tmp_path: Path) -> Path:
+    (tmp_path / "good.jpg").write_bytes(encode(product_image("crack", 48, seed=3), "jpeg"))
+    (tmp_path / "truncated.png").write_bytes(png_declaring(100, 100))
+    (tmp_path / "bomb.png").write_bytes(png_declaring(60_000, 60_000))
+    return tmp_path
+
+
+@pytest.fixture
+def worker(frames: Path) -> IsolatedDecoder:
+    fetch = FetchSettings(allowed_prefixes=[f"file://{frames}/"], deadline_s=2.0)
+    worker = IsolatedDecoder(timeout_s=30, fetch=fetch, decode=DecodeSettings())
+    yield worker
+    worker.close()
+
+
+def test_a_whole_frame_is_fetched_hashed_checked_and_decoded_in_the_child(
+    worker: IsolatedDecoder, frames: Path
+) -> None:
+    data = (frames / "good.jpg").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    done = worker.frame(f"file://{frames}/good.jpg", digest, RGB, None)
+    assert torch.equal(done.pixels, decode_and_resize(data, RGB))
+    assert (done.sha256, done.height, done.width) == (digest, 48, 48)
+    unchecked = worker.frame(f"file://{frames}/good.jpg", None, RGB, (8, 8, 16, 16))
+    assert unchecked.sha256 == digest and torch.equal(
+        unchecked.pixels, decode_and_resize(data, RGB, (8, 8, 16, 16))
+    )
+    assert not torch.equal(unchecked.pixels, done.pixels)  # the first frame's copy is its own
+
+
+def test_a_frame_the_child_refuses_gets_the_stage_s_reason(worker: IsolatedDecoder, frames: Path) -> None:
+    def reason(uri: str, sha256: str | None = None) -> str:
+        with pytest.raises((FetchError, ImageRefused)) as caught:
+            worker.frame(uri, sha256, RGB, None)
+        return caught.value.reason  # type: ignore[union-attr]
+
+    assert reason(f"file://{frames}/good.jpg", "0" * 64) == "checksum_mismatch"
+    assert reason("file:///etc/passwd") == "disallowed_uri"
+    assert reason(f"file://{frames}/none.jpg") == "missing_object"
+    assert reason(f"file://{frames}/bomb.png") == "image_too_large"  # refused from its header
+    with pytest.raises(RoiOutsideImageError):
+        worker.frame(f"file://{frames}/good.jpg", None, RGB, (40, 40, 20, 20))
+    assert worker.restarts == 1  # none of these cost the child
+
+
+def test_a_child_that_dies_on_a_frame_costs_that_frame_and_its_region_serves_the_next(
+    worker: IsolatedDecoder, frames: Path
+) -> None:
+    good = f"file://{frames}/good.jpg"
+    expected = decode_and_resize((frames / "good.jpg").read_bytes(), RGB)
+    worker.frame(good, None, RGB, None)
+    region = worker._region.name  # type: ignore[union-attr]
+    with pytest.raises(CorruptImageError):
+        worker.frame(f"file://{frames}/truncated.png", None, RGB, None)
+    assert torch.equal(worker.frame(good, None, RGB, None).pixels, expected)
+    child = worker._process
+    os.kill(child.pid, signal.SIGKILL)  # and one killed between two frames
+    child.join(timeout=10)
+    assert torch.equal(worker.frame(good, None, RGB, None).pixels, expected)
+    assert worker._region.name == region and worker.restarts == 3  # type: ignore[union-attr]
+
+
+def test_a_hung_child_is_killed_and_a_stop_abandons_the_frame(worker: IsolatedDecoder, frames: Path) -> None:
+    good = f"file://{frames}/good.jpg"
+    worker.frame(good, None, RGB, None)
+    os.kill(worker._process.pid, signal.SIGSTOP)
+    worker.timeout_s = 0.3
+    with pytest.raises(CorruptImageError, match=r"fetching did not finish within 2\.3s"):
+        worker.frame(good, None, RGB, None)
+    worker.timeout_s = 30
+    worker.start()  # a fresh child, stopped too: only the stage's stop ends the wait now
+    os.kill(worker._process.pid, signal.SIGSTOP)
+    threading.Timer(0.2, worker._stop.set).start()
+    with pytest.raises(FetchError) as caught:
+        worker.frame(good, None, RGB, None)
+    assert caught.value.transient  # left uncommitted for the partition's next owner
+
+
+def test_a_larger_input_gets_a_larger_region_and_close_frees_it(
+    worker: IsolatedDecoder, frames: Path
+) -> None:
+    good = f"file://{frames}/good.jpg"
+    worker.frame(good, None, RGB, None)
+    small = worker._region.name  # type: ignore[union-attr]
+    large = RGB.model_copy(update={"height": 64, "width": 64})
+    done = worker.frame(good, None, large, None)
+    assert done.pixels.shape == (3, 64, 64)
+    assert torch.equal(done.pixels, decode_and_resize((frames / "good.jpg").read_bytes(), large))
+    bigger = worker._region.name  # type: ignore[union-attr]
+    assert bigger != small and not Path(f"/dev/shm/{small}").exists()
+    worker.close()
+    assert not Path(f"/dev/shm/{bigger}").exists()

@@ -39,6 +39,24 @@ def test_files_under_the_allowed_folder_are_read(frames: Path) -> None:
     assert data == b"image-bytes"
 
 
+def test_the_bytes_are_hashed_once_for_the_check_and_the_evidence(
+    frames: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = hashlib.sha256
+
+    def counted(data: bytes = b"") -> object:
+        calls.append(len(data))
+        return real(data)
+
+    digest = real(b"image-bytes").hexdigest()
+    monkeypatch.setattr(hashlib, "sha256", counted)
+    f = fetcher(f"file://{frames}/")
+    assert f.fetch_hashed(f"file://{frames}/a.png", digest) == (b"image-bytes", digest)
+    assert f.fetch_hashed(f"file://{frames}/a.png") == (b"image-bytes", digest)  # unchecked, still hashed
+    assert calls == [11, 11]
+
+
 def test_escapes_are_disallowed(frames: Path) -> None:
     f = fetcher(f"file://{frames}/")
     for uri in (
