@@ -59,8 +59,12 @@ SIZE = 224
 class FreeModel(nn.Module):
     """Constant scores for every image: a model that costs nothing."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.classes = len(LABELS)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0], len(LABELS)), 1.0 / len(LABELS))
+        return torch.full((x.shape[0], self.classes), 1.0 / self.classes)
 
 
 def make_free_model(registry: Path) -> None:
@@ -124,7 +128,6 @@ def main() -> None:
         path = frames / f"{n:04d}.jpg"
         path.write_bytes(encode(product_image(LABELS[n % 4], 512, seed=n), "jpeg"))
         images.append(path)
-    blobs = [p.read_bytes() for p in images]
     loaded = load_model(registry, "bench")
     spec = loaded.card.input
     assert isinstance(spec, ImageInputSpec)
@@ -137,7 +140,7 @@ def main() -> None:
             for step in ("pipeline", "ceiling") if round_ % 2 == 0 else ("ceiling", "pipeline"):
                 if step == "ceiling":
                     ceilings.append(
-                        compute_ceiling(engine, spec, blobs, args.frames, args.batch, args.workers)
+                        compute_ceiling(engine, spec, images, args.frames, args.batch, args.workers)
                     )
                     continue
                 settings = configure(

@@ -59,19 +59,21 @@ from bench.common import (
 )
 from bench.untrained import LABELS, frame_ref, make_model
 from consumers.pipelines.vision.decoder import IsolatedDecoder
+from consumers.pipelines.vision.fetch import FrameFetcher
 from consumers.pipelines.vision.stage import VisionStage
 from consumers.runtime.kafka_clients import make_producer
 from consumers.runtime.loop import StreamRuntime
 from consumers.runtime.observer import CountingObserver
 from models.engine import InferenceEngine, single_torch_thread
 from models.registry import LoadedModel, load_model
-from models.vision.preprocess import decode_and_resize, normalise, preprocess
+from models.vision.image_header import check_header
+from models.vision.preprocess import preprocess, stack_inputs
 from models.vision.serving import served
 from models.vision.synthetic import encode, product_image
 from schemas.common import Evidence
 from schemas.messages import FrameRef, InferenceResult
 from schemas.model_card import ImageInputSpec
-from schemas.settings import VigilSettings
+from schemas.settings import DecodeSettings, FetchSettings, VigilSettings
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -137,18 +139,23 @@ def model_only(engine: InferenceEngine, tensors: list[torch.Tensor], batch: int,
 def compute_ceiling(
     engine: InferenceEngine,
     spec: ImageInputSpec,
-    blobs: list[bytes],
+    images: list[Path],
     count: int,
     batch: int,
     workers: int,
     isolate: bool = True,
 ) -> float:
-    """Decode as the pipeline does while batches infer, no Kafka, no files: ``workers`` threads,
-    each with a decoder process of its own when ``isolate`` (``vision.decode.isolate``, the
-    default), else decoding in this process. Threads decoding here contend for the GIL with the
-    model's thread, child processes do not, so each pipeline is held to the ceiling of its own path.
+    """Fetch and decode as the pipeline does while batches infer, no Kafka: ``workers`` threads,
+    each driving a worker process of its own when ``isolate`` (``vision.decode.isolate``, the
+    default: fetch, hash, header check, decode, resize and normalise there, the input laid out
+    as the engine takes it), else doing the same steps in this process. Threads decoding here
+    contend for the GIL with the model's thread, child processes do not, so each pipeline is
+    held to the ceiling of its own path.
     """
-    decoders = [IsolatedDecoder(timeout_s=30.0) for _ in range(workers)] if isolate else []
+    fetch = FetchSettings(allowed_prefixes=[f"file://{images[0].parent}/"])
+    decode = DecodeSettings()
+    fetcher = FrameFetcher(fetch)
+    decoders = [IsolatedDecoder(30.0, fetch, decode) for _ in range(workers)] if isolate else []
     for decoder in decoders:
         decoder.start()  # before the clock, as the stage starts them with itself
     spare: queue.SimpleQueue[IsolatedDecoder] = queue.SimpleQueue()
@@ -160,18 +167,22 @@ def compute_ceiling(
         single_torch_thread()
         state.decoder = spare.get() if isolate else None
 
-    def decode(n: int) -> torch.Tensor:
-        data = blobs[n % len(blobs)]
-        return state.decoder.decode(data, spec, None) if state.decoder else decode_and_resize(data, spec)
+    def load(n: int) -> torch.Tensor:
+        uri = f"file://{images[n % len(images)]}"
+        if state.decoder:
+            return state.decoder.frame(uri, None, spec, None, engine.channels_last).pixels
+        data, _ = fetcher.fetch_hashed(uri)
+        header = check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
+        return preprocess(data, spec, None, header)
 
-    def infer(pending: list[torch.Tensor]) -> None:  # normalised per batch, as the lane does
-        engine.run(engine.prepare(normalise(torch.stack(pending), spec)))
+    def infer(pending: list[torch.Tensor]) -> None:
+        engine.run(engine.prepare(stack_inputs(pending, engine.channels_last)))
 
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(workers, initializer=start_worker) as pool:
             pending: list[torch.Tensor] = []
-            for tensor in pool.map(decode, range(count)):
+            for tensor in pool.map(load, range(count)):
                 pending.append(tensor)
                 if len(pending) == batch:
                     infer(pending)
@@ -297,7 +308,6 @@ class BenchModel:
 
     engine: InferenceEngine
     spec: ImageInputSpec
-    blobs: list[bytes]
     tensors: list[torch.Tensor]
 
 
@@ -306,14 +316,14 @@ def measure_round(
 ) -> tuple[dict[str, float], dict[int, int]]:
     """One round of every throughput, each pipeline on topics of its own; the batch sizes the
     pipeline reached. A pipeline faster than its own compute ceiling fails the run."""
+    images = sorted(frames.glob("*.jpg"))
     rates = {
         "model": model_only(model.engine, model.tensors, args.batch, 30),
-        "ceiling": compute_ceiling(model.engine, model.spec, model.blobs, 2000, args.batch, args.workers),
+        "ceiling": compute_ceiling(model.engine, model.spec, images, 2000, args.batch, args.workers),
         "ceiling_in_process": compute_ceiling(
-            model.engine, model.spec, model.blobs, 2000, args.batch, args.workers, isolate=False
+            model.engine, model.spec, images, 2000, args.batch, args.workers, isolate=False
         ),
     }
-    images = sorted(frames.glob("*.jpg"))
 
     def topics(isolate: bool = True) -> VigilSettings:
         return configure(bench_settings(bootstrap), registry, frames, args.batch, args.workers, isolate)
@@ -364,7 +374,7 @@ def main() -> None:
     spec = loaded.card.input
     assert isinstance(spec, ImageInputSpec)
     engine = serving_engine(loaded, args.batch)
-    model = BenchModel(engine, spec, blobs, [preprocess(b, spec) for b in blobs])
+    model = BenchModel(engine, spec, [preprocess(b, spec) for b in blobs])
 
     rounds: list[dict[str, float]] = []
     batch_sizes: Counter[int] = Counter()

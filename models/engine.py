@@ -304,6 +304,7 @@ class InferenceEngine:
         if graph is None:
             return False
         self.cpu_graph = self._stem = graph
+        self.channels_last = False  # the graph takes NCHW: a channels-last batch would be copied back
         self.module = graph if stem is self.module else (lambda batch: finish(graph(batch)))
         return True
 

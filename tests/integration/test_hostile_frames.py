@@ -82,13 +82,16 @@ def hostile_settings(bootstrap: str, models: VisionModels, frames: Path, http_ba
 def run_until_committed(settings: VigilSettings) -> None:
     """Run the vision pipeline in this process until every input offset is committed."""
     ends = end_offsets(settings.kafka.bootstrap_servers, settings.topics.frames.name)
-    runtime = StreamRuntime(settings, {settings.topics.frames.name: FrameRef}, VisionStage(settings))
+    stage = VisionStage(settings)
+    runtime = StreamRuntime(settings, {settings.topics.frames.name: FrameRef}, stage)
     with running(runtime):
         wait_for(
             lambda: committed_offsets(settings.kafka.bootstrap_servers, settings.kafka.group_id) == ends,
             120,
             what="every frame committed",
         )
+        # crashed, hung and refused frames included: every worker's shared-memory slot is back
+        assert [decoder.slots.held() for decoder in stage._decoders] == [0] * len(stage._decoders)
 
 
 @pytest.mark.slow

@@ -56,6 +56,9 @@ def test_a_promotion_under_load_switches_without_losing_or_repeating_a_result(
         wait_for(lambda: stage.default_lane.ref.version == "2", 60, what="the switch to version 2")
         publish(frames[FIRST:])
         read_all(kafka_bootstrap, results_topic, FIRST + SECOND)
+        wait_for(  # the retired lane's frames too: no slot outlives its frame's outcome
+            lambda: all(decoder.slots.held() == 0 for decoder in stage._decoders), 30, what="every slot back"
+        )
     results = [
         InferenceResult.from_json_bytes(r.value) for r in read_until_quiet(kafka_bootstrap, results_topic)
     ]

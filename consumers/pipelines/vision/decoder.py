@@ -12,12 +12,14 @@ worker's own.
 
 Built with fetch and decode settings, the child takes whole frames (``frame``): it fetches the
 URI under the same rules as the stage (``FrameFetcher``: allow-list, size and time limits),
-hashes the bytes once, checks the header, decodes and resizes, and writes the image into a
-shared-memory region its parent owns; the serving process then handles a URI and a copy of
-the finished pixels, never the file's bytes, their hash or a pipe's worth of pixels. The
-region is the worker's own, sized for the largest image it has been asked for, and reused
-frame after frame (by a replacement child too); nothing holds it between frames, so a worker
-that dies, a rebalance or a reload cannot leave a slot behind.
+hashes the bytes once, checks the header, decodes, resizes and normalises, and writes the
+model input, in the engine's memory layout, into a shared-memory region its parent owns; the
+serving process then handles a URI and a view of the finished input, never the file's bytes,
+their hash, a pipe's worth of pixels or a per-pixel pass of its own: the batch is stacked
+straight from the slots. The region is a ring of ``SLOTS`` fixed-size slots, the worker's own,
+sized for the largest input asked of it and kept across children (a replacement writes into
+the same slots). A frame holds its slot from the request until its outcome is built; a
+worker whose slots are all held waits for one, which bounds the memory frames in flight take.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -50,6 +53,9 @@ from schemas.model_card import ImageInputSpec
 from schemas.settings import DecodeSettings, FetchSettings
 
 READY = "ready"
+SLOTS = 16
+"""Slots per worker: frames one worker may have between its request and their outcome (eight
+workers' 128 cover four batches of 32 in flight)."""
 START_TIMEOUT_S = 120.0
 """The first child waits for the fork server to import torch; on a busy small machine that can take a while."""
 
@@ -76,16 +82,85 @@ def _fork_server() -> Any:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """A frame the child fetched and decoded: the resized uint8 image (the parent's own copy),
-    the sha256 of the fetched bytes, and the image's declared size."""
+    """A frame the child fetched and decoded: the model input, the sha256 of the fetched bytes,
+    and the image's declared size."""
 
     pixels: torch.Tensor
+    """A view of the frame's slot: valid until ``release``."""
     sha256: str
     height: int
     width: int
     fetch_s: float
     decode_s: float
     """How long the child took to fetch (and hash and check), then to decode."""
+    release: Callable[[], None]
+    """Gives the slot back (once; again does nothing): when the frame's outcome is built."""
+
+
+class SlotRing:
+    """A worker's slots in one shared-memory region: taken by a frame's request, given back by
+    its outcome. The region grows (to a new one) only while no slot is held."""
+
+    def __init__(self, count: int = SLOTS) -> None:
+        self.count = count
+        self.region: SharedMemory | None = None
+        self.slot_bytes = 0
+        self._free = list(range(count))
+        self._changed = threading.Condition()
+        self._retired: list[SharedMemory] = []
+
+    def take(self, size: int, stop: threading.Event) -> int:
+        """A free slot of at least ``size`` bytes, waiting for one; a stop request meanwhile
+        abandons the frame (``FetchError``, transient)."""
+        with self._changed:
+            while True:
+                if stop.is_set():
+                    raise FetchError(
+                        "fetch_failed", "the stage stopped while the frame waited", transient=True
+                    )
+                if size > self.slot_bytes and len(self._free) == self.count:
+                    self._grow(size)
+                if size <= self.slot_bytes and self._free:
+                    return self._free.pop()
+                self._changed.wait(0.1)
+
+    def lease(self, index: int) -> Callable[[], None]:
+        """What gives slot ``index`` back, once."""
+        given = threading.Event()
+
+        def release() -> None:
+            if not given.is_set():
+                given.set()
+                with self._changed:
+                    self._free.append(index)
+                    self._changed.notify_all()
+
+        return release
+
+    def held(self) -> int:
+        """Slots taken and not given back."""
+        with self._changed:
+            return self.count - len(self._free)
+
+    def _grow(self, size: int) -> None:
+        self._retire()
+        self.region = SharedMemory(create=True, size=size * self.count)
+        self.slot_bytes = size
+
+    def _retire(self) -> None:
+        if self.region is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.region.unlink()
+            self._retired.append(self.region)
+            self.region = None
+        for old in list(self._retired):
+            with contextlib.suppress(BufferError):  # a tensor still views it: unmapped later
+                old.close()
+                self._retired.remove(old)
+
+    def close(self) -> None:
+        """Unlink the region; unmap it once nothing views it."""
+        self._retire()
 
 
 def _decoded(data: bytes, spec: ImageInputSpec, roi: Roi | None, header: Any = None) -> tuple[str, Any]:
@@ -105,7 +180,7 @@ class _Region:
         self.name = ""
         self.view: mmap.mmap | None = None
 
-    def write(self, name: str, image: torch.Tensor) -> None:
+    def write(self, name: str, offset: int, image: torch.Tensor) -> None:
         if name != self.name:
             if self.view is not None:
                 self.view.close()
@@ -118,7 +193,8 @@ class _Region:
                 os.close(fd)
             self.name = name
         assert self.view is not None
-        np.frombuffer(self.view, dtype=np.uint8, count=image.numel())[:] = image.numpy().reshape(-1)
+        target = np.frombuffer(self.view, dtype=np.float32, count=image.numel(), offset=offset)
+        np.copyto(target.reshape(image.shape), image.numpy())  # laid out as the view is ordered
 
 
 def _serve(
@@ -147,7 +223,7 @@ def _serve(
             if kind == "ok":
                 conn.send_bytes(image.numpy().tobytes())
             continue
-        _, uri, sha256, spec, roi, region_name = request
+        _, uri, sha256, spec, roi, channels_last, region_name, offset = request
         assert fetcher is not None and decode is not None
         try:
             data, digest = fetcher.fetch_hashed(uri, sha256)
@@ -161,7 +237,8 @@ def _serve(
         conn.send(("fetched", digest, header.height, header.width))
         kind, image = _decoded(data, spec, roi, header)
         if kind == "ok":
-            region.write(region_name, image)
+            model_input = normalise(image, spec)
+            region.write(region_name, offset, model_input.permute(1, 2, 0) if channels_last else model_input)
         conn.send((kind, tuple(image.shape)) if kind == "ok" else (kind, image))
 
 
@@ -175,26 +252,45 @@ class IsolatedDecoder:
         fetch: FetchSettings | None = None,
         decode: DecodeSettings | None = None,
         stop: threading.Event | None = None,
+        slots: int = SLOTS,
     ) -> None:
         self.timeout_s = timeout_s
         self._settings = (fetch, decode)
         self._stop = stop or threading.Event()
         self._process: Any = None
         self._conn: Connection | None = None
-        self._region: SharedMemory | None = None
+        self.slots = SlotRing(slots)
         self.restarts = 0
 
-    def frame(self, uri: str, sha256: str | None, spec: ImageInputSpec, roi: Roi | None) -> DecodedFrame:
-        """Fetch, hash, check and decode the frame at ``uri`` in the child. Raises ``FetchError``
-        (transient when the stage stopped meanwhile), ``ImageRefused``, ``CorruptImageError`` or
+    def frame(
+        self, uri: str, sha256: str | None, spec: ImageInputSpec, roi: Roi | None, channels_last: bool = False
+    ) -> DecodedFrame:
+        """Fetch, hash, check, decode, resize and normalise the frame at ``uri`` in the child:
+        the model input (C, H, W), its memory channels-last where asked (the engine's layout,
+        so a batch of them stacks without a transpose). Raises ``FetchError`` (transient when
+        the stage stopped meanwhile), ``ImageRefused``, ``CorruptImageError`` or
         ``RoiOutsideImageError``, as the stage's own steps would."""
         fetch, _ = self._settings
         if fetch is None:
             raise ValueError("this decoder was built without fetch settings: it decodes bytes only")
-        size = spec.channels * spec.height * spec.width
-        region = self._region_of(size)
+        count = spec.channels * spec.height * spec.width
+        index = self.slots.take(4 * count, self._stop)
+        release = self.slots.lease(index)
+        try:
+            return self._frame_in_slot(index, release, count, (uri, sha256, spec, roi, channels_last))
+        except BaseException:
+            release()  # no outcome will: the frame failed here
+            raise
+
+    def _frame_in_slot(
+        self, index: int, release: Callable[[], None], count: int, request: tuple[Any, ...]
+    ) -> DecodedFrame:
+        fetch, _ = self._settings
+        assert fetch is not None
+        region, offset = self.slots.region, index * self.slots.slot_bytes
+        assert region is not None
         started = time.monotonic()
-        conn = self._send(("frame", uri, sha256, spec, roi, region.name))
+        conn = self._send(("frame", *request, region.name, offset))
         # the child keeps the fetch deadline itself; a child silent past it (and a margin) is stuck
         reply = self._reply(conn, fetch.deadline_s + self.timeout_s, "fetching")
         fetched = time.monotonic()
@@ -205,25 +301,20 @@ class IsolatedDecoder:
         _, digest, height, width = reply
         kind, payload = self._reply(conn, self.timeout_s, "decoding")
         if kind == "ok":
-            pixels = torch.frombuffer(region.buf, dtype=torch.uint8, count=size).reshape(payload).clone()
-            return DecodedFrame(pixels, digest, height, width, fetched - started, time.monotonic() - fetched)
+            channels, rows, columns = payload
+            view = torch.frombuffer(region.buf, dtype=torch.float32, count=count, offset=offset)
+            channels_last = request[-1]
+            pixels = (
+                view.reshape(rows, columns, channels).permute(2, 0, 1)
+                if channels_last
+                else view.reshape(payload)
+            )
+            return DecodedFrame(
+                pixels, digest, height, width, fetched - started, time.monotonic() - fetched, release
+            )
         if kind == "invalid_roi":
             raise RoiOutsideImageError(payload)
         raise CorruptImageError(payload)
-
-    def _region_of(self, size: int) -> SharedMemory:
-        """The worker's shared-memory region, replaced by a larger one when ``size`` bytes do not fit."""
-        if self._region is None or self._region.size < size:
-            self._close_region()
-            self._region = SharedMemory(create=True, size=size)
-        return self._region
-
-    def _close_region(self) -> None:
-        if self._region is not None:
-            self._region.close()
-            with contextlib.suppress(FileNotFoundError):
-                self._region.unlink()
-            self._region = None
 
     def _send(self, request: tuple[Any, ...]) -> Connection:
         """``request`` sent to a live child (one that died since the last frame is replaced first)."""
@@ -285,7 +376,7 @@ class IsolatedDecoder:
     def close(self) -> None:
         """Stop the child at once (it holds no state worth waiting for) and free the region."""
         self._describe_end()
-        self._close_region()
+        self.slots.close()
 
     def _connection(self) -> Connection:
         if self._process is None or not self._process.is_alive() or self._conn is None:

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,10 @@ from models.vision.preprocess import (
     CorruptImageError,
     Roi,
     RoiOutsideImageError,
-    decode_and_resize,
     is_jpeg,
-    normalise,
+    preprocess,
     preprocess_on_device,
+    stack_inputs,
     to_image_point,
 )
 from models.vision.serving import cpu_plan
@@ -66,13 +66,15 @@ class _Frame:
     work: Work
     frame: FrameRef
     pixels: torch.Tensor | bytes
-    """The resized uint8 image, or the JPEG's bytes where the GPU decodes it in the batch."""
+    """The model input, or the JPEG's bytes where the GPU decodes it in the batch."""
     sha256: str
     height: int
     width: int
     """Of the image the model saw: the region of interest, else the whole frame."""
     lane: VisionLane
     """The lane that scores it (a hot reload may have replaced the stage's since)."""
+    release: Callable[[], None] | None = None
+    """Gives back the worker's slot ``pixels`` views (``decoder.py``), when the outcome is built."""
 
 
 VISION_ALERTS = AlertShape(n=1, m=1)
@@ -112,9 +114,9 @@ class VisionLane(ModelLane[_Frame]):
         """Fetch workers between choosing this lane and queueing on it (under the stage's lock)."""
 
     def prepare(self, batch: Sequence[_Frame]) -> tuple[torch.Tensor | None, list[Exception | None]]:
-        if not self.gpu_decode:  # uint8 images: scaled and normalised once for the whole batch
-            pixels = torch.stack([f.pixels for f in batch])  # type: ignore[misc]
-            return self.engine.prepare(normalise(pixels, self.spec)), [None] * len(batch)
+        if not self.gpu_decode:  # model inputs already, laid out as the engine takes them
+            inputs = stack_inputs([f.pixels for f in batch], self.engine.channels_last)  # type: ignore[misc]
+            return self.engine.prepare(inputs), [None] * len(batch)
         rois = [_roi(f.frame) for f in batch]
         decoded = preprocess_on_device([f.pixels for f in batch], self.spec, rois, self.engine.device)
         good = [t for t in decoded if isinstance(t, torch.Tensor)]
@@ -362,7 +364,7 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         decoder: IsolatedDecoder = self._worker_state.decoder
         roi = _roi(frame)
         try:
-            done = decoder.frame(frame.uri, frame.sha256, lane.spec, roi)
+            done = decoder.frame(frame.uri, frame.sha256, lane.spec, roi, lane.engine.channels_last)
         except FetchError as error:
             if error.transient:  # only when stopping: left uncommitted for the next owner
                 return self.abandon()
@@ -376,17 +378,19 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         self.observer.on_step("fetch", done.fetch_s)
         self.observer.on_step("decode", done.decode_s)
         height, width = (roi[3], roi[2]) if roi else (done.height, done.width)
-        lane.batcher.put(_Frame(work, frame, done.pixels, done.sha256, height, width, lane))
+        lane.batcher.put(_Frame(work, frame, done.pixels, done.sha256, height, width, lane, done.release))
         return None
 
     def _decode(
         self, data: bytes, spec: ImageInputSpec, roi: Roi | None, header: ImageHeader
     ) -> torch.Tensor:
-        """Bytes to the resized uint8 image in this process (``vision.decode.isolate: false``)."""
-        return decode_and_resize(data, spec, roi, header)
+        """Bytes to model input in this process (``vision.decode.isolate: false``)."""
+        return preprocess(data, spec, roi, header)
 
     def _scored_item(self, item: _Frame, result: torch.Tensor | BaseException) -> Outcome:
-        """One frame's result and alerts, or its failure."""
+        """One frame's result and alerts, or its failure; its slot is given back."""
+        if item.release is not None:
+            item.release()  # every frame that reached a lane comes here once, whatever its end
         record = item.work.record
         if isinstance(result, BaseException):
             reason = next(

@@ -529,3 +529,23 @@ def test_localisation_scores_pixels_and_regions_against_shipped_masks(
     assert main(["eval", "vision", "--name", vision_models.anomaly, "--data", str(tmp_path), *common]) == 0
     printed = capsys.readouterr().out
     assert "pixel AUROC (against the masks)" in printed and f"({hit} of 6)" in printed
+
+
+def test_normalise_is_the_card_s_formula_in_the_input_s_layout() -> None:
+    from models.vision.preprocess import normalise
+
+    spec = ImageInputSpec(
+        height=8, width=8, channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+    )
+    pixels = torch.randint(
+        0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    mean, std = torch.tensor(spec.mean).reshape(3, 1, 1), torch.tensor(spec.std).reshape(3, 1, 1)
+    expected = (pixels.double() / 255 - mean.double()) / std.double()
+    got = normalise(pixels, spec)
+    assert got.dtype == torch.float32 and torch.allclose(got.double(), expected, atol=1e-5)
+    assert torch.equal(normalise(pixels[0], spec), got[0])  # one image or a stack
+    laid = normalise(pixels.contiguous(memory_format=torch.channels_last), spec)
+    assert laid.is_contiguous(memory_format=torch.channels_last) and torch.equal(laid, got)
+    with pytest.raises(TypeError, match="uint8"):
+        normalise(got, spec)  # a float input would be scaled twice

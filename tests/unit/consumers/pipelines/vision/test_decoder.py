@@ -18,6 +18,7 @@ from models.vision.preprocess import (
     decode_and_resize,
     normalise,
     preprocess,
+    stack_inputs,
 )
 from models.vision.synthetic import encode, product_image
 from schemas.model_card import ImageInputSpec
@@ -133,13 +134,15 @@ def test_a_whole_frame_is_fetched_hashed_checked_and_decoded_in_the_child(
     data = (frames / "good.jpg").read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     done = worker.frame(f"file://{frames}/good.jpg", digest, RGB, None)
-    assert torch.equal(done.pixels, decode_and_resize(data, RGB))
+    assert torch.equal(done.pixels, preprocess(data, RGB))
     assert (done.sha256, done.height, done.width) == (digest, 48, 48)
     unchecked = worker.frame(f"file://{frames}/good.jpg", None, RGB, (8, 8, 16, 16))
-    assert unchecked.sha256 == digest and torch.equal(
-        unchecked.pixels, decode_and_resize(data, RGB, (8, 8, 16, 16))
-    )
+    assert unchecked.sha256 == digest and torch.equal(unchecked.pixels, preprocess(data, RGB, (8, 8, 16, 16)))
     assert not torch.equal(unchecked.pixels, done.pixels)  # the first frame's copy is its own
+    laid = worker.frame(f"file://{frames}/good.jpg", None, RGB, None, channels_last=True).pixels
+    assert torch.equal(laid, done.pixels) and laid.permute(1, 2, 0).is_contiguous()  # the engine's layout
+    batch = stack_inputs([laid, laid], channels_last=True)
+    assert batch.is_contiguous(memory_format=torch.channels_last) and torch.equal(batch[1], done.pixels)
 
 
 def test_a_frame_the_child_refuses_gets_the_stage_s_reason(worker: IsolatedDecoder, frames: Path) -> None:
@@ -161,9 +164,9 @@ def test_a_child_that_dies_on_a_frame_costs_that_frame_and_its_region_serves_the
     worker: IsolatedDecoder, frames: Path
 ) -> None:
     good = f"file://{frames}/good.jpg"
-    expected = decode_and_resize((frames / "good.jpg").read_bytes(), RGB)
+    expected = preprocess((frames / "good.jpg").read_bytes(), RGB)
     worker.frame(good, None, RGB, None)
-    region = worker._region.name  # type: ignore[union-attr]
+    region = worker.slots.region.name  # type: ignore[union-attr]
     with pytest.raises(CorruptImageError):
         worker.frame(f"file://{frames}/truncated.png", None, RGB, None)
     assert torch.equal(worker.frame(good, None, RGB, None).pixels, expected)
@@ -171,7 +174,7 @@ def test_a_child_that_dies_on_a_frame_costs_that_frame_and_its_region_serves_the
     os.kill(child.pid, signal.SIGKILL)  # and one killed between two frames
     child.join(timeout=10)
     assert torch.equal(worker.frame(good, None, RGB, None).pixels, expected)
-    assert worker._region.name == region and worker.restarts == 3  # type: ignore[union-attr]
+    assert worker.slots.region.name == region and worker.restarts == 3  # type: ignore[union-attr]
 
 
 def test_a_hung_child_is_killed_and_a_stop_abandons_the_frame(worker: IsolatedDecoder, frames: Path) -> None:
@@ -190,17 +193,49 @@ def test_a_hung_child_is_killed_and_a_stop_abandons_the_frame(worker: IsolatedDe
     assert caught.value.transient  # left uncommitted for the partition's next owner
 
 
-def test_a_larger_input_gets_a_larger_region_and_close_frees_it(
+def test_a_larger_input_gets_a_larger_region_once_no_slot_is_held_and_close_frees_it(
     worker: IsolatedDecoder, frames: Path
 ) -> None:
     good = f"file://{frames}/good.jpg"
-    worker.frame(good, None, RGB, None)
-    small = worker._region.name  # type: ignore[union-attr]
+    worker.frame(good, None, RGB, None).release()
+    small = worker.slots.region.name  # type: ignore[union-attr]
     large = RGB.model_copy(update={"height": 64, "width": 64})
     done = worker.frame(good, None, large, None)
     assert done.pixels.shape == (3, 64, 64)
-    assert torch.equal(done.pixels, decode_and_resize((frames / "good.jpg").read_bytes(), large))
-    bigger = worker._region.name  # type: ignore[union-attr]
+    assert torch.equal(done.pixels, preprocess((frames / "good.jpg").read_bytes(), large))
+    bigger = worker.slots.region.name  # type: ignore[union-attr]
     assert bigger != small and not Path(f"/dev/shm/{small}").exists()
     worker.close()
     assert not Path(f"/dev/shm/{bigger}").exists()
+
+
+def test_a_frame_holds_its_slot_until_released_and_a_failed_one_holds_none(frames: Path) -> None:
+    fetch = FetchSettings(allowed_prefixes=[f"file://{frames}/"], deadline_s=2.0)
+    worker = IsolatedDecoder(timeout_s=30, fetch=fetch, decode=DecodeSettings(), slots=2)
+    good = f"file://{frames}/good.jpg"
+    expected = preprocess((frames / "good.jpg").read_bytes(), RGB)
+    try:
+        first, second = worker.frame(good, None, RGB, None), worker.frame(good, None, RGB, None)
+        assert worker.slots.held() == 2
+        threading.Timer(0.3, worker._stop.set).start()
+        with pytest.raises(FetchError) as caught:  # a third waits for a slot, until the stop
+            worker.frame(good, None, RGB, None)
+        assert caught.value.transient and worker.slots.held() == 2
+        worker._stop.clear()
+        first.release()
+        first.release()  # a second release gives nothing back twice
+        assert worker.slots.held() == 1
+        third = worker.frame(good, None, RGB, None)  # reuses the first's slot
+        assert torch.equal(third.pixels, expected) and torch.equal(second.pixels, expected)
+        third.release()
+        second.release()
+        for uri in (
+            f"file://{frames}/none.jpg",
+            f"file://{frames}/bomb.png",
+            f"file://{frames}/truncated.png",
+        ):
+            with pytest.raises((FetchError, ImageRefused, CorruptImageError)):
+                worker.frame(uri, None, RGB, None)
+        assert worker.slots.held() == 0
+    finally:
+        worker.close()
