@@ -34,7 +34,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,23 +168,31 @@ def compute_ceiling(
         single_torch_thread()
         state.decoder = spare.get() if isolate else None
 
-    def load(n: int) -> torch.Tensor:
+    def load(n: int) -> tuple[torch.Tensor, Callable[[], None] | None]:
+        """A frame's model input, and what gives its slot back (worker processes only)."""
         uri = f"file://{images[n % len(images)]}"
         if state.decoder:
-            return state.decoder.frame(uri, None, spec, None, engine.channels_last).pixels
+            done = state.decoder.frame(uri, None, spec, None, engine.channels_last)
+            return done.pixels, done.release
         data, _ = fetcher.fetch_hashed(uri)
         header = check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
-        return preprocess(data, spec, None, header)
+        return preprocess(data, spec, None, header), None
 
-    def infer(pending: list[torch.Tensor]) -> None:
-        engine.run(engine.prepare(stack_inputs(pending, engine.channels_last)))
+    def infer(pending: list[tuple[torch.Tensor, Callable[[], None] | None]]) -> None:
+        inputs = stack_inputs([pixels for pixels, _ in pending], engine.channels_last)
+        for _, release in pending:  # stacked: the slots are free again, as a lane's outcomes free them
+            if release is not None:
+                release()
+        engine.run(engine.prepare(inputs))
 
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(workers, initializer=start_worker) as pool:
-            pending: list[torch.Tensor] = []
-            for tensor in pool.map(load, range(count)):
-                pending.append(tensor)
+            pending: list[tuple[torch.Tensor, Callable[[], None] | None]] = []
+            # batched in the order frames finish, as the lane batches them: a batch never waits
+            # on one frame while the worker that owes it has every slot held by the batch
+            for done in as_completed([pool.submit(load, n) for n in range(count)]):
+                pending.append(done.result())
                 if len(pending) == batch:
                     infer(pending)
                     pending = []
