@@ -3,7 +3,9 @@
 Knows tensors only (no Kafka, no messages). ``prepare`` moves a host batch to the device
 (pinned memory, non-blocking copy) so the caller can prepare batch k+1 while batch k
 computes; ``run`` executes under ``torch.inference_mode`` with bf16/fp16 autocast on GPU;
-``run_splitting`` halves a batch that runs out of GPU memory and retries.
+``run_splitting`` halves a batch that runs out of GPU memory and retries. On a GPU each engine
+(each lane) queues its copies and kernels on a CUDA stream of its own, so lanes sharing a device
+interleave on it rather than each waiting for the other's batch behind the default stream.
 
 On the CPU, ``trace`` makes the model one TorchScript graph at warm-up: a batch then runs in
 one call that holds Python's GIL once, where the eager module takes it back after every layer.
@@ -24,6 +26,7 @@ and ``.tolist()`` keep it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -180,6 +183,8 @@ class InferenceEngine:
         )
         self.traced = False
         """Whether batches run as one TorchScript graph (see the module docstring)."""
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        """This engine's own CUDA stream (see the module docstring)."""
         self._cpu_plan = (
             cpu_plan
             if cpu_plan is not None
@@ -193,19 +198,24 @@ class InferenceEngine:
         split = static_stem(module)
         self._stem: Callable[[torch.Tensor], torch.Tensor] | None = split[0] if split else None
 
+    def _on_stream(self) -> contextlib.AbstractContextManager[object]:
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
-        """Move a host batch to the device without blocking the host (pinned memory on GPU)."""
+        """Move a host batch to the device without blocking the host (pinned memory on GPU),
+        on the engine's stream, where ``run`` will use it."""
         if self.device.type == "cuda":
             if batch.device.type == "cpu":
                 batch = batch.pin_memory()
-            batch = batch.to(self.device, non_blocking=True)
+            with self._on_stream():
+                batch = batch.to(self.device, non_blocking=True)
         if self.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """Outputs for a prepared batch, as float32 on the CPU."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._on_stream():
             if self.autocast_dtype is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                     out = self.module(batch)

@@ -157,6 +157,14 @@ class VigilMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.queue_wait = Histogram(
+            "vigil_queue_wait_seconds",
+            "How long each micro-batch's oldest item waited in its model's queue: a lane starved "
+            "of its device (or of its share of the CPU) shows here before its results slow",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.step = Histogram(
             "vigil_step_seconds",
             "Time per item in a step (fetch, decode)",
@@ -372,9 +380,10 @@ class PrometheusObserver(RuntimeObserver):
     def on_state(self, pipeline: str, memory_bytes: Callable[[], int], keys: Callable[[], int]) -> None:
         self.metrics.state.sources[pipeline] = (memory_bytes, keys)
 
-    def on_batch(self, model: str, size: int, seconds: float) -> None:
+    def on_batch(self, model: str, size: int, seconds: float, waited_s: float = 0.0) -> None:
         self.metrics.batch_size.labels(model).observe(size)
         self.metrics.inference.labels(model).observe(seconds)
+        self.metrics.queue_wait.labels(model).observe(waited_s)
 
     def on_step(self, step: str, seconds: float) -> None:
         self.metrics.step.labels(step).observe(seconds)

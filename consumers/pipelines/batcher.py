@@ -58,7 +58,7 @@ class MicroBatcher(Generic[T, R]):
         max_batch_size: int,
         max_wait_ms: float,
         max_queue: int,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
         close_when_idle: bool = True,
         quiet_ms: float = 0.0,
     ) -> None:
@@ -89,7 +89,7 @@ class MicroBatcher(Generic[T, R]):
 
     def put(self, item: T, timeout_s: float | None = None) -> None:
         """Queue ``item``; blocks while the queue is full."""
-        self._queue.put(item, timeout=timeout_s)
+        self._queue.put((time.monotonic(), item), timeout=timeout_s)
 
     def depth(self) -> int:
         """Items waiting for a batch."""
@@ -109,13 +109,14 @@ class MicroBatcher(Generic[T, R]):
             if first is _STOP:
                 self._ready.put(_STOP)
                 return
-            batch, stop = self._gather(first)
+            queued_at, item = first
+            batch, stop = self._gather(item)
             try:
                 prepared = self._prepare(batch)
             except Exception as error:  # a bad batch fails its own items, never the thread
                 log.exception("%s: preparing a batch of %d failed", self.name, len(batch))
                 prepared = error
-            self._ready.put((batch, prepared))
+            self._ready.put((batch, prepared, queued_at))
             if stop:
                 self._ready.put(_STOP)
                 return
@@ -148,7 +149,7 @@ class MicroBatcher(Generic[T, R]):
             if item is _STOP:
                 return batch, True
             if item is not _WAKE:
-                batch.append(item)
+                batch.append(item[1])
         self._last_item = time.monotonic()
         return batch, False
 
@@ -161,10 +162,11 @@ class MicroBatcher(Generic[T, R]):
                     self._queue.put_nowait(_WAKE)
             if entry is _STOP:
                 return
-            batch, prepared = entry
+            batch, prepared, queued_at = entry
             self.batch_sizes[len(batch)] += 1
             results: Sequence[Any]
             started = time.monotonic()
+            waited = started - queued_at  # the batch's oldest item, from its queueing to the model
             if isinstance(prepared, Exception):
                 results = self._one_by_one(batch)
             else:
@@ -176,7 +178,7 @@ class MicroBatcher(Generic[T, R]):
                     )
                     results = self._one_by_one(batch)
             if self._on_batch is not None:
-                self._on_batch(len(batch), time.monotonic() - started)
+                self._on_batch(len(batch), time.monotonic() - started, waited)
             for item, result in zip(batch, results, strict=True):
                 self._deliver(item, result)
 
@@ -212,7 +214,7 @@ def model_batcher(
         batching.max_batch_size,
         batching.max_wait_ms,
         batching.max_queue,
-        on_batch=lambda size, seconds: observer.on_batch(card.name, size, seconds),
+        on_batch=lambda size, seconds, waited: observer.on_batch(card.name, size, seconds, waited),
         close_when_idle=batching.close_when_idle,
         quiet_ms=batching.quiet_ms,
     )

@@ -64,8 +64,9 @@ class RuntimeObserver:
     def on_state(self, pipeline: str, memory_bytes: Callable[[], int], keys: Callable[[], int]) -> None:
         """``memory_bytes`` and ``keys`` report the size of ``pipeline``'s keyed state (sensor windows)."""
 
-    def on_batch(self, model: str, size: int, seconds: float) -> None:
-        """A micro-batch of ``size`` items was run through ``model`` in ``seconds``."""
+    def on_batch(self, model: str, size: int, seconds: float, waited_s: float = 0.0) -> None:
+        """A micro-batch of ``size`` items was run through ``model`` in ``seconds``, its oldest
+        item having waited ``waited_s`` in the lane's queue for it."""
 
     def on_step(self, step: str, seconds: float) -> None:
         """One item went through a step (``fetch``, ``decode``) in ``seconds``."""

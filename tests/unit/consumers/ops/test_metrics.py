@@ -4,6 +4,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from kafka.structs import TopicPartition
 
 from consumers.ops.health import MetricsServer
@@ -23,7 +24,7 @@ def test_the_observer_turns_events_into_bounded_metrics() -> None:
     observer = metrics.observer()
     observer.on_consumed("vigil.sensors", 5)
     observer.on_dead_letter("invalid_json", "decode")
-    observer.on_batch("press-ae", 32, 0.01)
+    observer.on_batch("press-ae", 32, 0.01, 0.2)
     observer.on_scored("sensors", datetime.now(UTC) - timedelta(seconds=1))
     observer.on_alert("threshold", "warning", "firing")
     observer.on_event("sensors", "late", 2)
@@ -33,6 +34,7 @@ def test_the_observer_turns_events_into_bounded_metrics() -> None:
     assert value("vigil_messages_consumed_total", {"topic": "vigil.sensors"}) == 5
     assert value("vigil_dead_letters_total", {"reason": "invalid_json", "stage": "decode"}) == 1
     assert value("vigil_batch_size_items_sum", {"model": "press-ae"}) == 32
+    assert value("vigil_queue_wait_seconds_sum", {"model": "press-ae"}) == pytest.approx(0.2)
     assert value("vigil_end_to_end_seconds_bucket", {"pipeline": "sensors", "le": "0.5"}) == 0
     assert value("vigil_end_to_end_seconds_bucket", {"pipeline": "sensors", "le": "2.5"}) == 1
     assert value("vigil_alerts_total", {"kind": "threshold", "severity": "warning", "state": "firing"}) == 1

@@ -161,3 +161,32 @@ def test_a_full_queue_pushes_back_on_the_producer() -> None:
     gate.set()
     wait_for(lambda: len(out.results) == 5, 10, what="the backlog to drain")
     batcher.close()
+
+
+def test_each_batch_reports_how_long_its_oldest_item_queued() -> None:
+    model, collector = HeldModel(), Collector()
+    reports: list[tuple[int, float, float]] = []
+    batcher = MicroBatcher(
+        "queued",
+        model.prepare,
+        model.execute,
+        collector.deliver,
+        4,
+        5.0,
+        64,
+        on_batch=lambda size, seconds, waited: reports.append((size, seconds, waited)),
+    )
+    try:
+        batcher.put(1)  # runs at once, and holds the model
+        wait_for(lambda: len(model.prepared) == 1, 10, what="the first batch")
+        for item in (2, 3):
+            batcher.put(item)
+        held = threading.Event()
+        held.wait(0.3)  # the second batch's items queue while the model is held
+        model.release.set()
+        wait_for(lambda: len(collector.results) == 3, 10, what="every result")
+    finally:
+        batcher.close()
+    assert [size for size, _, _ in reports] == [1, 2]
+    first, second = reports
+    assert first[2] < 0.25 and second[2] >= 0.25  # the held model shows as queue time
