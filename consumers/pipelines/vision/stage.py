@@ -333,9 +333,7 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         try:
             data, sha256 = self._fetcher.fetch_hashed(frame.uri, frame.sha256)
         except FetchError as error:
-            if error.transient:  # only when stopping: left uncommitted for the next owner
-                return self.abandon()
-            return self._fail(work, error.reason, error)
+            return self._refuse(work, error)
         fetched = time.monotonic()
         self.observer.on_step("fetch", fetched - started)
         decode = self.settings.vision.decode
@@ -345,12 +343,8 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
             pixels: torch.Tensor | bytes = (
                 data if on_device else self._decode(data, lane.spec, _roi(frame), header)
             )
-        except ImageRefused as error:
-            return self._fail(work, error.reason, error)
-        except CorruptImageError as error:
-            return self._fail(work, "corrupt_image", error)
-        except RoiOutsideImageError as error:
-            return self._fail(work, "invalid_roi", error)
+        except (ImageRefused, CorruptImageError, RoiOutsideImageError) as error:
+            return self._refuse(work, error)
         if not on_device:
             self.observer.on_step("decode", time.monotonic() - fetched)
         roi = _roi(frame)
@@ -365,21 +359,23 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
         roi = _roi(frame)
         try:
             done = decoder.frame(frame.uri, frame.sha256, lane.spec, roi, lane.engine.channels_last)
-        except FetchError as error:
-            if error.transient:  # only when stopping: left uncommitted for the next owner
-                return self.abandon()
-            return self._fail(work, error.reason, error)
-        except ImageRefused as error:
-            return self._fail(work, error.reason, error)
-        except CorruptImageError as error:
-            return self._fail(work, "corrupt_image", error)
-        except RoiOutsideImageError as error:
-            return self._fail(work, "invalid_roi", error)
+        except (FetchError, ImageRefused, CorruptImageError, RoiOutsideImageError) as error:
+            return self._refuse(work, error)
         self.observer.on_step("fetch", done.fetch_s)
         self.observer.on_step("decode", done.decode_s)
         height, width = (roi[3], roi[2]) if roi else (done.height, done.width)
         lane.batcher.put(_Frame(work, frame, done.pixels, done.sha256, height, width, lane, done.release))
         return None
+
+    def _refuse(self, work: Work, error: Exception) -> None:
+        """Dead-letter ``work`` for a fetch, header or decode ``error`` with its reason; a fetch
+        cut short by a stop leaves it uncommitted for the partition's next owner instead."""
+        if isinstance(error, FetchError) and error.transient:
+            return self.abandon()
+        reason = getattr(error, "reason", None) or next(
+            r for kind, r in _FAILURE_REASONS.items() if isinstance(error, kind)
+        )
+        return self._fail(work, reason, error)
 
     def _decode(
         self, data: bytes, spec: ImageInputSpec, roi: Roi | None, header: ImageHeader
