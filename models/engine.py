@@ -26,9 +26,11 @@ and ``.tolist()`` keep it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,6 +93,16 @@ class CpuPlan:
     precisions: tuple[CpuPrecision, ...] = ("fp32",)
     tolerance: float = 0.05
     checks: torch.Tensor | None = None
+    key: str | None = None
+    """Names the weights (a registry entry and its hash): engines of the same weights in one
+    process (a reload of the same version, a replay, a per-frame model) share one compiled
+    graph instead of converting, compiling and checking it again."""
+
+
+_COMPILED: collections.OrderedDict[tuple[object, ...], CompiledGraph | None] = collections.OrderedDict()
+_COMPILED_LOCK = threading.Lock()
+COMPILED_KEPT = 8
+"""Compiled graphs (or refusals) kept for reuse, the least recently used dropped first."""
 
 
 def int8_gap(module: nn.Module, checks: torch.Tensor) -> float | None:
@@ -303,14 +315,20 @@ class InferenceEngine:
         if checks is None:
             checks = torch.randn((4, *example.shape), generator=torch.Generator().manual_seed(0))
         precisions = tuple(p for p in plan.precisions if p != "int8" or plan.checks is not None)
-        graph = cpu_graph(
-            stem,
-            checks.float(),
-            torch.get_num_threads(),
-            precisions,
-            plan.tolerance,
-            type(self.module).__name__,
-        )
+        threads = torch.get_num_threads()
+        key = (plan.key, threads, precisions, plan.tolerance) if plan.key else None
+        with _COMPILED_LOCK:  # held while compiling: a second engine of the same weights waits for it
+            if key is not None and key in _COMPILED:
+                _COMPILED.move_to_end(key)
+                graph = _COMPILED[key]
+            else:
+                graph = cpu_graph(
+                    stem, checks.float(), threads, precisions, plan.tolerance, type(self.module).__name__
+                )
+                if key is not None:
+                    _COMPILED[key] = graph
+                    while len(_COMPILED) > COMPILED_KEPT:
+                        _COMPILED.popitem(last=False)
         if graph is None:
             return False
         self.cpu_graph = self._stem = graph

@@ -52,7 +52,8 @@ def cpu_plan(model: LoadedModel, engine: str = "auto") -> CpuPlan | None:
     checks = None
     if model.checks is not None and isinstance(model.card.input, ImageInputSpec):
         checks = normalise(model.checks, model.card.input)
-    return CpuPlan(("int8", "fp32") if spec.precision == "int8" else ("fp32",), spec.tolerance, checks)
+    key = f"{model.card.name}/{model.card.version}/{model.card.weights_sha256}"
+    return CpuPlan(("int8", "fp32") if spec.precision == "int8" else ("fp32",), spec.tolerance, checks, key)
 
 
 def served(

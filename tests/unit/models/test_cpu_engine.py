@@ -95,6 +95,17 @@ def test_a_graph_openvino_cannot_build_leaves_torch_serving(
         assert torch.allclose(engine.run(engine.prepare(x)), model(x), atol=1e-5)
 
 
+def test_engines_of_the_same_weights_share_one_compiled_graph() -> None:
+    model, x = _classifier(), _inputs()
+    plan = CpuPlan(("fp32",), key="tiles/1/0a1b")
+    first, again = _served(model, plan, x[0]), _served(_classifier(), plan, x[0])
+    assert first.cpu_graph is not None and again.cpu_graph is first.cpu_graph
+    other = _served(model, CpuPlan(("fp32",), key="tiles/2/2c3d"), x[0])
+    assert other.cpu_graph is not None and other.cpu_graph is not first.cpu_graph
+    with torch.inference_mode():
+        assert torch.allclose(again.run(again.prepare(x)), model(x), atol=1e-5)
+
+
 def test_a_module_without_a_static_graph_serves_on_torch() -> None:
     model = ProbabilitiesFromLogits(SmallCnn(3).eval())  # not marked static_graph
     engine = _served(model, CpuPlan(("fp32",)), _inputs()[0])
@@ -110,10 +121,10 @@ def test_a_gpu_engine_never_takes_a_cpu_plan() -> None:
 def test_patchcore_serves_its_anomaly_maps_from_the_graph_and_grows_regions_in_torch() -> None:
     torch.manual_seed(0)
     trunk = FeatureTrunk("efficientnet_lite0", (4, 5)).eval()
-    x = _inputs(6, 64)
+    x, normal = _inputs(6, 64), _inputs(3, 64) + 0.5
     with torch.inference_mode():
         fitting = PatchCoreScorer(trunk, torch.empty(0, 1))
-        memory = fitting.patch_features(x[:3]).permute(0, 2, 3, 1).flatten(0, 2)
+        memory = fitting.patch_features(normal).permute(0, 2, 3, 1).flatten(0, 2)
     scorer = PatchCoreScorer(trunk, memory.clone()).eval()
     with torch.inference_mode():
         expected_maps = scorer.anomaly_map(x)
@@ -125,7 +136,10 @@ def test_patchcore_serves_its_anomaly_maps_from_the_graph_and_grows_regions_in_t
     assert torch.allclose(maps, expected_maps, rtol=1e-3, atol=1e-3)
     got = engine.run(engine.prepare(x))
     assert torch.allclose(got[:, 0], expected[:, 0], rtol=1e-3, atol=1e-3)
-    assert torch.equal(got[:, 1:], expected[:, 1:])  # the same peak and region
+    # the same peak and region wherever the peak is clear of the next cell by more than rounding
+    top2 = expected_maps.flatten(1).topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-3 * top2[:, 0]
+    assert bool(clear.any()) and torch.equal(got[clear, 1:], expected[clear, 1:])
 
 
 def _card(precision: str | None = "int8") -> ModelCard:
