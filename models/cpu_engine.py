@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -125,14 +125,13 @@ def cpu_graph(
     precisions: Sequence[CpuPrecision],
     tolerance: float,
     describe: str = "",
-    reference: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> CompiledGraph | None:
     """``module`` compiled at the first of ``precisions`` whose outputs on ``checks`` stay within
     its tolerance (``tolerance`` for int8, ``FP32_TOLERANCE`` for fp32) of torch's; None when
     none does (each refusal is logged with its gap)."""
     name = describe or type(module).__name__
     with torch.inference_mode():
-        expected = (reference or module)(checks)
+        expected = module(checks)
     for precision in precisions:
         allowed = tolerance if precision == "int8" else FP32_TOLERANCE
         try:

@@ -277,20 +277,25 @@ class IsolatedDecoder:
         index = self.slots.take(4 * count, self._stop)
         release = self.slots.lease(index)
         try:
-            return self._frame_in_slot(index, release, count, (uri, sha256, spec, roi, channels_last))
+            return self._frame_in_slot(index, release, count, channels_last, (uri, sha256, spec, roi))
         except BaseException:
             release()  # no outcome will: the frame failed here
             raise
 
     def _frame_in_slot(
-        self, index: int, release: Callable[[], None], count: int, request: tuple[Any, ...]
+        self,
+        index: int,
+        release: Callable[[], None],
+        count: int,
+        channels_last: bool,
+        request: tuple[Any, ...],
     ) -> DecodedFrame:
         fetch, _ = self._settings
         assert fetch is not None
         region, offset = self.slots.region, index * self.slots.slot_bytes
         assert region is not None
         started = time.monotonic()
-        conn = self._send(("frame", *request, region.name, offset))
+        conn = self._send(("frame", *request, channels_last, region.name, offset))
         # the child keeps the fetch deadline itself; a child silent past it (and a margin) is stuck
         reply = self._reply(conn, fetch.deadline_s + self.timeout_s, "fetching")
         fetched = time.monotonic()
@@ -303,7 +308,6 @@ class IsolatedDecoder:
         if kind == "ok":
             channels, rows, columns = payload
             view = torch.frombuffer(region.buf, dtype=torch.float32, count=count, offset=offset)
-            channels_last = request[-1]
             pixels = (
                 view.reshape(rows, columns, channels).permute(2, 0, 1)
                 if channels_last

@@ -40,7 +40,7 @@ from models.alert_policy import AlertPolicy, AlertShape
 from models.engine import single_torch_thread
 from models.registry import LoadedModel, ModelLoader, registry_loader
 from models.vision.anomaly import LOCATION_COLUMNS
-from models.vision.image_header import ImageHeader, ImageRefused, check_header
+from models.vision.image_header import ImageRefused, check_header
 from models.vision.preprocess import (
     CorruptImageError,
     Roi,
@@ -341,7 +341,7 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
             header = check_header(data, decode.formats, decode.max_pixels, decode.max_pixels_per_byte)
             on_device = lane.gpu_decode and is_jpeg(data)  # nvJPEG in the batch; the rest on the CPU here
             pixels: torch.Tensor | bytes = (
-                data if on_device else self._decode(data, lane.spec, _roi(frame), header)
+                data if on_device else preprocess(data, lane.spec, _roi(frame), header)
             )
         except (ImageRefused, CorruptImageError, RoiOutsideImageError) as error:
             return self._refuse(work, error)
@@ -376,12 +376,6 @@ class VisionStage(ModelStage[_Frame, VisionLane]):
             r for kind, r in _FAILURE_REASONS.items() if isinstance(error, kind)
         )
         return self._fail(work, reason, error)
-
-    def _decode(
-        self, data: bytes, spec: ImageInputSpec, roi: Roi | None, header: ImageHeader
-    ) -> torch.Tensor:
-        """Bytes to model input in this process (``vision.decode.isolate: false``)."""
-        return preprocess(data, spec, roi, header)
 
     def _scored_item(self, item: _Frame, result: torch.Tensor | BaseException) -> Outcome:
         """One frame's result and alerts, or its failure; its slot is given back."""
